@@ -1,0 +1,115 @@
+"""Parameters of the network model (DESIGN.md section 2) as frozen dataclasses.
+
+Each field carries its allowed range (``metadata["range"]``, inclusive) or choices
+(``metadata["choices"]``) and a one-line doc; ``testbed.config`` validates against them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sim.units import dbm_to_w, noise_power_dbm
+
+
+def param(default, doc: str, range=None, choices=None):
+    """A dataclass field with its doc and allowed range (inclusive) or choices."""
+    meta = {"doc": doc}
+    if range is not None:
+        meta["range"] = range
+    if choices is not None:
+        meta["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NetworkParams:
+    """Sizes, physics, traffic and reward of one IAB network (defaults: the paper's setup)."""
+
+    num_bs: int = param(3, "base stations B (one IAB donor at the centre, the rest on a ring)", (1, 64))
+    num_ue: int = param(10, "user equipments U", (1, 512))
+    num_bands: int = param(5, "frequency bands K", (1, 64))
+    num_levels: int = param(4, "discrete power levels L (level 0 is off)", (2, 16))
+    step_s: float = param(0.01, "time step Δt in s", (1e-4, 1.0))
+    episode_steps: int = param(100, "episode length T in steps", (1, 100_000))
+
+    ring_radius_m: float = param(200.0, "radius of the ring of IAB nodes in m", (1.0, 10_000.0))
+    bs_jitter_m: float = param(10.0, "std of the BS position jitter in m", (0.0, 1000.0))
+    area_m: float = param(500.0, "side of the square UE drop area (centred on the donor) in m", (10.0, 20_000.0))
+    min_ue_distance_m: float = param(10.0, "minimum UE-to-BS distance in m", (1.0, 1000.0))
+    bs_bs_exponent_offset: float = param(-0.5, "BS-to-BS path-loss exponent is n plus this (LOS-like)", (-2.0, 0.0))
+
+    max_power_dbm: float = param(23.0, "P_max, power of the top level per band in dBm", (-30.0, 46.0))
+    bandwidth_hz: float = param(10e6, "band width W in Hz", (1e3, 1e9))
+    noise_figure_db: float = param(7.0, "receiver noise figure NF in dB", (0.0, 20.0))
+    i_max_dbm: float = param(-90.0, "I_max, interference threshold of the safety filter in dBm", (-150.0, 0.0))
+    safety_mode: str = param("zero", "zero: mask (Eq. 4); lower: also lower requests that would push another BS over I_max",
+                             choices=("zero", "lower"))
+
+    packet_bits: float = param(12_000.0, "packet size S in bit", (1.0, 1e7))
+    max_delay_s: float = param(0.05, "D_max, latency bound in s", (1e-4, 10.0))
+    min_sinr_db: float = param(5.0, "γ_min, SINR below which an active link counts as a violation, in dB", (-30.0, 60.0))
+
+    w_throughput: float = param(1.0, "w1, weight of normalised throughput", (0.0, 100.0))
+    w_fairness: float = param(0.5, "w2, weight of Jain's index", (0.0, 100.0))
+    w_cost: float = param(1.0, "w3, weight of the power/switching cost", (0.0, 100.0))
+    w_penalty: float = param(1.0, "w4, weight of the QoS penalty", (0.0, 100.0))
+    throughput_ref_bps: float = param(5e8, "T_ref, throughput normaliser in bit/s", (1.0, 1e13))
+    cost_power: float = param(0.02, "c_p, cost per unit of Σ p/P_max", (0.0, 10.0))
+    cost_switch: float = param(0.01, "c_s, cost per unit of Σ |Δp|/P_max", (0.0, 10.0))
+    penalty_sinr: float = param(0.04, "κ1, penalty per active link below γ_min", (0.0, 10.0))
+    penalty_delay: float = param(0.04, "κ2, penalty per UE over D_max", (0.0, 10.0))
+
+    @property
+    def level_power_dbm(self) -> list[float]:
+        """Power of each level in dBm; level 0 (off) is -inf, the rest evenly spaced up to P_max."""
+        top = self.max_power_dbm
+        steps = self.num_levels - 1
+        return [-math.inf] + [top * l / steps for l in range(1, steps + 1)]
+
+    @property
+    def level_power_w(self) -> list[float]:
+        """Power of each level in W (level 0 is 0 W)."""
+        return [0.0] + [dbm_to_w(p) for p in self.level_power_dbm[1:]]
+
+    @property
+    def max_power_w(self) -> float:
+        return dbm_to_w(self.max_power_dbm)
+
+    @property
+    def noise_dbm(self) -> float:
+        """N0 per band in dBm."""
+        return noise_power_dbm(self.bandwidth_hz, self.noise_figure_db)
+
+    @property
+    def noise_w(self) -> float:
+        return dbm_to_w(self.noise_dbm)
+
+    @property
+    def i_max_w(self) -> float:
+        return dbm_to_w(self.i_max_dbm)
+
+
+@dataclass(frozen=True)
+class TaskRanges:
+    """Ranges [low, high] from which each episode's task is drawn uniformly."""
+
+    path_loss_exponent: list = param([2.0, 4.0], "n, path-loss exponent", (1.5, 6.0))
+    path_loss_ref_db: list = param([38.0, 48.0], "PL0, path loss at 1 m in dB", (0.0, 120.0))
+    shadowing_std_db: list = param([4.0, 8.0], "σ_s, log-normal shadowing std in dB", (0.0, 20.0))
+    coherence: list = param([0.80, 0.99], "ρ, AR(1) fading coefficient per step", (0.0, 1.0))
+    fading_std_db: list = param([1.0, 4.0], "σ_f, stationary std of fading in dB", (0.0, 20.0))
+    traffic_bps: list = param([1e6, 20e6], "λ_u, per-UE traffic rate in bit/s", (1.0, 1e10))
+    incumbent_occupancy: list = param([0.0, 0.3], "stationary on-probability of incumbents", (0.0, 0.95))
+    incumbent_on_steps: list = param([10.0, 10.0], "mean on-time of incumbents in steps", (1.0, 1e6))
+    incumbent_power_dbm: list = param([-85.0, -70.0], "incumbent power received when on, in dBm", (-150.0, 30.0))
+
+
+def held_out_task_ranges() -> TaskRanges:
+    """The held-out distribution: harsher propagation and denser incumbents."""
+    return TaskRanges(
+        path_loss_exponent=[4.0, 4.5],
+        incumbent_occupancy=[0.3, 0.5],
+        incumbent_on_steps=[20.0, 20.0],
+    )
