@@ -1,0 +1,69 @@
+"""Per-step physics: AR(1) fading, incumbents, round-robin scheduling, SINR (Eq. 6) and the
+interference map (Eq. 7). All linear powers in W, gains in dB or linear as named."""
+from __future__ import annotations
+
+import torch
+
+
+def ar1_fading(prev_db: torch.Tensor, coherence: torch.Tensor, std_db: torch.Tensor,
+               eps: torch.Tensor) -> torch.Tensor:
+    """F_t = ρ F_{t-1} + sqrt(1 - ρ²) σ_f ε_t, ε ~ N(0, 1) (Eq. 5). ρ, σ_f broadcast over prev_db."""
+    return coherence * prev_db + torch.sqrt((1.0 - coherence * coherence).clamp_min(0.0)) * std_db * eps
+
+
+def incumbent_switch(on: torch.Tensor, uniform: torch.Tensor, p_on: torch.Tensor,
+                     p_off: torch.Tensor) -> torch.Tensor:
+    """One step of the on/off Markov chain: off→on w.p. p_on, on→off w.p. p_off."""
+    return torch.where(on, uniform >= p_off, uniform < p_on)
+
+
+def incumbent_rates(occupancy: torch.Tensor, on_steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transition probabilities (p_on, p_off) of a chain with stationary occupancy π and mean on-time."""
+    p_off = 1.0 / on_steps.clamp_min(1.0)
+    p_on = (occupancy / (1.0 - occupancy).clamp_min(1e-6) * p_off).clamp(0.0, 1.0)
+    return p_on, p_off
+
+
+def round_robin(t: int, ue_by_rank: torch.Tensor, num_assoc: torch.Tensor, num_bands: int) -> torch.Tensor:
+    """UE served by BS b on band k at step t: its ((t + k) mod n_b)-th UE; -1 if it has none.
+
+    ue_by_rank [N, B, U], num_assoc [N, B] -> served [N, B, K] long.
+    """
+    k = torch.arange(num_bands, device=ue_by_rank.device)
+    rank = (t + k).view(1, 1, -1) % num_assoc.clamp_min(1).unsqueeze(-1)  # [N, B, K]
+    served = ue_by_rank.gather(2, rank)
+    return torch.where(num_assoc.unsqueeze(-1) > 0, served, torch.full_like(served, -1))
+
+
+def link_gains(gain_lin: torch.Tensor, served_ue: torch.Tensor) -> torch.Tensor:
+    """g(b', u(b,k)): gain from every BS b' to the UE served on link (b,k).
+
+    gain_lin [N, B, U], served_ue [N, B, K] -> [N, B', B, K] (0 where no UE is served).
+    """
+    n, num_bs, _ = gain_lin.shape
+    idx = served_ue.clamp_min(0).view(n, 1, -1).expand(n, num_bs, -1)
+    g = gain_lin.gather(2, idx).view(n, num_bs, *served_ue.shape[1:])
+    return g * (served_ue >= 0).unsqueeze(1)
+
+
+def sinr(power_w: torch.Tensor, gain_lin: torch.Tensor, served_ue: torch.Tensor,
+         external_w: torch.Tensor, noise_w: float) -> torch.Tensor:
+    """Eq. 6, linear SINR of every link (b,k); 0 where the link is off or serves nobody.
+
+    power_w [N, B, K] executed p̂; gain_lin [N, B, U]; served_ue [N, B, K];
+    external_w [N, B, K] incumbent power at the served UE, X_ue(u(b,k), k) = X_bs(b, k).
+    """
+    g = link_gains(gain_lin, served_ue)                  # [N, B', B, K]
+    rx = power_w.unsqueeze(2) * g                        # [N, B', B, K] received at u(b,k) from b'
+    total = rx.sum(1)                                    # [N, B, K]
+    signal = torch.diagonal(rx, dim1=1, dim2=2).permute(0, 2, 1)  # [N, B, K]
+    return signal / (total - signal + external_w + noise_w)
+
+
+def interference_map(power_w: torch.Tensor, bs_gain_lin: torch.Tensor,
+                     external_w: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: I(b,k) = Σ_{b'≠b} p̂(b',k) h(b',b) + X_bs(b,k), in W. [N, B, K].
+
+    bs_gain_lin [N, B', B] must be 0 on its diagonal.
+    """
+    return torch.bmm(bs_gain_lin.transpose(1, 2), power_w) + external_w

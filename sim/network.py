@@ -1,0 +1,258 @@
+"""The batched network: N independent IAB networks stepped together (DESIGN.md section 2).
+
+Step t, for every backend:
+  1. the safety filter (Eq. 4) reads the interference map prepared at the end of step t-1;
+  2. round-robin scheduling; gains = mean gains + current fading;
+  3. SINR of every link (``link_sinr``: analytic here, measured on radios);
+  4. rates, queues, throughput, Jain, cost, penalty, reward;
+  5. fading and incumbents advance; ``sense_external_w`` gives the external interference of
+     step t+1 (sensed with TX off on radios) and the map for the next filter is
+     I(b,k) = Σ_{b'≠b} p̂_t(b',k) h(b',b) + X_{t+1}(b,k) (Eq. 7).
+The step is a deterministic function of its ``StepNoise``, so batched and single runs fed the
+same draws agree exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from sim import channel, reward as rw
+from sim.params import NetworkParams, TaskRanges
+from sim.safety import SafePowers, apply_safety_filter
+from sim.tasks import Tasks, sample_tasks
+from sim.units import db_to_lin
+
+
+@dataclass(frozen=True)
+class NetworkState:
+    """Time-varying state of N networks."""
+
+    t: int                        # step within the episode
+    fading_db: torch.Tensor       # [N, B, U]
+    bs_fading_db: torch.Tensor    # [N, B, B] symmetric
+    incumbent_on: torch.Tensor    # [N, B, K] bool
+    external_w: torch.Tensor      # [N, B, K] X_bs of the coming step
+    map_w: torch.Tensor           # [N, B, K] interference map the next filter reads
+    queue_bits: torch.Tensor      # [N, U]
+    prev_power_w: torch.Tensor    # [N, B, K] executed power of the last step
+    prev_level: torch.Tensor      # [N, B, K] long
+    delay_s: torch.Tensor         # [N, U]
+    rate_bps: torch.Tensor        # [N, U]
+
+    def select(self, index) -> "NetworkState":
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return replace(self, **{f.name: getattr(self, f.name)[index] for f in fields(self) if f.name != "t"})
+
+
+@dataclass(frozen=True)
+class StepNoise:
+    """All random draws of one step."""
+
+    normal: torch.Tensor          # [N, B*U + B*B] ε of the fading
+    uniform: torch.Tensor         # [N, B, K] incumbent transitions
+    arrivals_bits: torch.Tensor   # [N, U] A_u
+
+    def select(self, index) -> "StepNoise":
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return StepNoise(self.normal[index], self.uniform[index], self.arrivals_bits[index])
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step produced, per env. Shapes with leading N."""
+
+    safe: SafePowers
+    requested_level: torch.Tensor   # [N, B, K]
+    map_w: torch.Tensor             # [N, B, K] map the filter read
+    gain_db: torch.Tensor           # [N, B, U] gains used for this step's SINR
+    served_ue: torch.Tensor         # [N, B, K] long, -1 where none
+    external_w: torch.Tensor        # [N, B, K] X_bs this step
+    external_ue_w: torch.Tensor     # [N, U, K] X_ue this step
+    sinr_lin: torch.Tensor          # [N, B, K] 0 where off
+    active: torch.Tensor            # [N, B, K] bool, p̂ > 0 and a UE is served
+    measured: torch.Tensor          # [N, B, K] bool, SINR measured on radios (False in the simulator)
+    rate_bps: torch.Tensor          # [N, U]
+    delay_s: torch.Tensor           # [N, U]
+    throughput_bps: torch.Tensor    # [N]
+    fairness: torch.Tensor          # [N]
+    cost: torch.Tensor              # [N]
+    penalty: torch.Tensor           # [N]
+    reward: torch.Tensor            # [N]
+    sinr_violations: torch.Tensor   # [N]
+    latency_violations: torch.Tensor  # [N]
+    blocked_unsafe: torch.Tensor    # [N]
+    executed_violations: torch.Tensor  # [N], must be 0
+
+
+class SimNetwork:
+    """N analytic networks. Measured backends subclass it and override the two hooks
+    ``sense_external_w`` and ``link_sinr``; everything else is shared."""
+
+    def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int,
+                 device: str | torch.device = "cpu", seed: int = 0, task_seed: int | None = None):
+        self.params = params
+        self.ranges = ranges
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.task_seed = task_seed
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.level_power_w = torch.tensor(params.level_power_w, dtype=torch.float32, device=self.device)
+        self.tasks: Tasks | None = None
+        self.state: NetworkState | None = None
+
+    # --- tasks and episodes ----------------------------------------------------------
+    def sample_tasks(self, num: int) -> Tasks:
+        """Fresh tasks; with ``task_seed`` set, every env gets the same fixed task."""
+        if self.task_seed is None:
+            return sample_tasks(self.params, self.ranges, num, self.gen, self.device)
+        gen = torch.Generator(device=self.device).manual_seed(self.task_seed)
+        one = sample_tasks(self.params, self.ranges, 1, gen, self.device)
+        return one.select(torch.zeros(num, dtype=torch.long, device=self.device))
+
+    def reset(self, seed: int | None = None, new_task: bool = True) -> None:
+        """Start a new episode in every env; new tasks unless ``new_task`` is False."""
+        if seed is not None:
+            self.gen.manual_seed(seed)
+        if new_task or self.tasks is None:
+            self.tasks = self.sample_tasks(self.num_envs)
+        self.state = self.initial_state(self.tasks)
+
+    def initial_state(self, tasks: Tasks) -> NetworkState:
+        """Stationary fading and incumbents, empty queues, nothing transmitted yet."""
+        p, n, dev = self.params, tasks.num_envs, self.device
+        b, u, k = p.num_bs, p.num_ue, p.num_bands
+        std = tasks.fading_std_db.view(n, 1, 1)
+        normal = torch.randn(n, b * u + b * b, generator=self.gen, device=dev)
+        bs_eps = normal[:, b * u:].view(n, b, b)
+        on = torch.rand(n, b, k, generator=self.gen, device=dev) < tasks.incumbent_occupancy.view(n, 1, 1)
+        zeros_bk = torch.zeros(n, b, k, device=dev)
+        zeros_u = torch.zeros(n, u, device=dev)
+        self.state = NetworkState(
+            t=0,
+            fading_db=normal[:, : b * u].view(n, b, u) * std,
+            bs_fading_db=(bs_eps + bs_eps.transpose(1, 2)) / 2**0.5 * std,
+            incumbent_on=on,
+            external_w=zeros_bk, map_w=zeros_bk,
+            queue_bits=zeros_u, prev_power_w=zeros_bk,
+            prev_level=torch.zeros(n, b, k, dtype=torch.long, device=dev),
+            delay_s=zeros_u, rate_bps=zeros_u,
+        )
+        external = self.sense_external_w()
+        self.state = replace(self.state, external_w=external, map_w=external)
+        return self.state
+
+    # --- hooks (overridden by measured backends) ---------------------------------------
+    def sense_external_w(self) -> torch.Tensor:
+        """External interference X_bs [N, B, K] in W for the coming step: the incumbents."""
+        s = self.state
+        return s.incumbent_on * self.tasks.incumbent_power_w.view(-1, 1, 1)
+
+    def link_sinr(self, safe: SafePowers, served_ue: torch.Tensor, gain_db: torch.Tensor,
+                  external_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear SINR [N, B, K] of every link and which were measured [N, B, K] bool (Eq. 6)."""
+        value = channel.sinr(safe.power_w, db_to_lin(gain_db), served_ue, external_w, self.params.noise_w)
+        return value, torch.zeros_like(safe.mask)
+
+    # --- stepping ----------------------------------------------------------------------
+    def draw_noise(self) -> StepNoise:
+        """Every random draw of one step, in three calls."""
+        p, n, dev = self.params, self.num_envs, self.device
+        b, u, k = p.num_bs, p.num_ue, p.num_bands
+        normal = torch.randn(n, b * u + b * b, generator=self.gen, device=dev)
+        uniform = torch.rand(n, b, k, generator=self.gen, device=dev)
+        packets = torch.poisson(self.tasks.traffic_bps * (p.step_s / p.packet_bits), generator=self.gen)
+        return StepNoise(normal, uniform, packets * p.packet_bits)
+
+    def step(self, level: torch.Tensor) -> StepResult:
+        """Advance every env by one step with requested levels ``level`` [N, B, K]."""
+        return self.step_with_noise(level, self.draw_noise())
+
+    def step_with_noise(self, level: torch.Tensor, noise: StepNoise) -> StepResult:
+        p, tasks, s = self.params, self.tasks, self.state
+        n, b, u = tasks.num_envs, p.num_bs, p.num_ue
+        level = level.to(self.device).long().view(n, b, p.num_bands)
+
+        safe = apply_safety_filter(level, s.map_w, self.level_power_w, p.i_max_w, p.safety_mode,
+                                   bs_gain_lin=self._bs_gain_lin() if p.safety_mode == "lower" else None)
+        served = channel.round_robin(s.t, tasks.ue_by_rank, tasks.num_assoc, p.num_bands)
+        gain_db = tasks.gain_mean_db + s.fading_db
+        sinr_lin, measured = self.link_sinr(safe, served, gain_db, s.external_w)
+
+        active = (safe.power_w > 0) & (served >= 0)
+        link_rate = rw.link_rate_bps(sinr_lin, active, p.bandwidth_hz)
+        rate = rw.ue_rate_bps(link_rate, served, u)
+        queue = rw.update_queues(s.queue_bits, noise.arrivals_bits, rate, p.step_s)
+        delay = queue / tasks.traffic_bps
+        throughput = link_rate.sum((1, 2))
+        fairness = rw.jain_index(link_rate, active)
+        sinr_viol = (active & (sinr_lin < db_to_lin(p.min_sinr_db))).sum((1, 2))
+        latency_viol = (delay > p.max_delay_s).sum(-1)
+        cost = rw.cost(safe.power_w, s.prev_power_w, p)
+        penalty = rw.penalty(sinr_viol, latency_viol, p)
+        result = StepResult(
+            safe=safe, requested_level=level, map_w=s.map_w, gain_db=gain_db, served_ue=served,
+            external_w=s.external_w,
+            external_ue_w=s.external_w.gather(1, tasks.assoc.unsqueeze(-1).expand(-1, -1, p.num_bands)),
+            sinr_lin=torch.where(active, sinr_lin, torch.zeros_like(sinr_lin)), active=active,
+            measured=measured & active, rate_bps=rate, delay_s=delay, throughput_bps=throughput,
+            fairness=fairness, cost=cost, penalty=penalty,
+            reward=rw.reward(throughput, fairness, cost, penalty, p),
+            sinr_violations=sinr_viol, latency_violations=latency_viol,
+            blocked_unsafe=safe.blocked.sum((1, 2)),
+            executed_violations=((safe.power_w > 0) & (s.map_w > p.i_max_w)).sum((1, 2)),
+        )
+        self._advance(safe, queue, delay, rate, noise)
+        return result
+
+    def _bs_gain_lin(self) -> torch.Tensor:
+        """h(b', b) linear with fading, 0 on the diagonal. [N, B, B]."""
+        return db_to_lin(self.tasks.bs_gain_mean_db + self.state.bs_fading_db)
+
+    def _advance(self, safe: SafePowers, queue, delay, rate, noise: StepNoise) -> None:
+        p, tasks, s = self.params, self.tasks, self.state
+        n, b, u = tasks.num_envs, p.num_bs, p.num_ue
+        rho = tasks.coherence.view(n, 1, 1)
+        std = tasks.fading_std_db.view(n, 1, 1)
+        eps_bs = noise.normal[:, b * u:].view(n, b, b)
+        p_on, p_off = channel.incumbent_rates(tasks.incumbent_occupancy, tasks.incumbent_on_steps)
+        self.state = replace(
+            s, t=s.t + 1,
+            fading_db=channel.ar1_fading(s.fading_db, rho, std, noise.normal[:, : b * u].view(n, b, u)),
+            bs_fading_db=channel.ar1_fading(s.bs_fading_db, rho, std, (eps_bs + eps_bs.transpose(1, 2)) / 2**0.5),
+            incumbent_on=channel.incumbent_switch(s.incumbent_on, noise.uniform, p_on.view(n, 1, 1), p_off.view(n, 1, 1)),
+            queue_bits=queue, prev_power_w=safe.power_w, prev_level=safe.level, delay_s=delay, rate_bps=rate,
+        )
+        external = self.sense_external_w()
+        self.state = replace(self.state, external_w=external,
+                             map_w=channel.interference_map(safe.power_w, self._bs_gain_lin(), external))
+
+    # --- observation -------------------------------------------------------------------
+    def observation(self) -> torch.Tensor:
+        """Flat normalised observation [N, obs_dim] float32 (layout: ``obs_layout``)."""
+        p, s, n = self.params, self.state, self.num_envs
+        gain = (self.tasks.gain_mean_db + s.fading_db + 100.0) / 20.0
+        interference = (10.0 * torch.log10(s.map_w * 1e3 + 1e-30) - p.i_max_dbm) / 10.0
+        mask = (s.map_w <= p.i_max_w).float()
+        delay = s.delay_s / p.max_delay_s
+        rate = s.rate_bps / p.bandwidth_hz / 10.0
+        level = s.prev_level.float() / (p.num_levels - 1)
+        parts = [gain, interference.clamp(-5.0, 5.0), mask, delay.clamp(0.0, 10.0), rate.clamp(0.0, 10.0), level]
+        return torch.cat([x.reshape(n, -1) for x in parts], dim=1).clamp(-10.0, 10.0)
+
+    def obs_layout(self) -> dict[str, slice]:
+        """Slices of the observation vector by name."""
+        p = self.params
+        sizes = [("gain", p.num_bs * p.num_ue), ("interference", p.num_bs * p.num_bands),
+                 ("mask", p.num_bs * p.num_bands), ("delay", p.num_ue), ("rate", p.num_ue),
+                 ("prev_level", p.num_bs * p.num_bands)]
+        out, start = {}, 0
+        for name, size in sizes:
+            out[name] = slice(start, start + size)
+            start += size
+        return out
+
+    def close(self) -> None:
+        """Nothing to release in the simulator."""
