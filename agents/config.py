@@ -1,0 +1,87 @@
+"""Hyper-parameters of the agents: the ``agent:`` section of a YAML config.
+
+Every field carries a one-line doc and its allowed range (inclusive) or choices in its
+metadata; ``testbed.config`` validates against them. Defaults are valid on their own, so a
+config without an ``agent:`` section builds ``AgentConfig()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def _f(default, doc: str, range=None, choices=None):
+    """A dataclass field with its doc and allowed range (inclusive) or choices."""
+    meta = {"doc": doc}
+    if range is not None:
+        meta["range"] = range
+    if choices is not None:
+        meta["choices"] = choices
+    return field(default=default, metadata=meta)
+
+
+def _nested(cls, doc: str):
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Proximal policy optimisation (clipped surrogate) for the MLP baseline."""
+
+    learning_rate: float = _f(3e-4, "Adam step size", (1e-7, 1.0))
+    anneal_lr: bool = _f(False, "decay the step size linearly to 0 over the run", choices=(False, True))
+    rollout_episodes: int = _f(1, "episodes collected per env before each update", (1, 1000))
+    num_minibatches: int = _f(4, "minibatches per update epoch", (1, 4096))
+    update_epochs: int = _f(4, "passes over each rollout", (1, 100))
+    clip_coef: float = _f(0.2, "ratio clip ε of the surrogate", (0.0, 10.0))
+    clip_vloss: bool = _f(True, "clip the value loss around the old values", choices=(False, True))
+    ent_coef: float = _f(0.01, "weight of the entropy bonus", (0.0, 10.0))
+    vf_coef: float = _f(0.5, "weight of the value loss", (0.0, 100.0))
+    max_grad_norm: float = _f(0.5, "global gradient-norm clip", (0.0, 1e6))
+    norm_adv: bool = _f(True, "normalise advantages per minibatch", choices=(False, True))
+
+
+@dataclass(frozen=True)
+class MAMLConfig:
+    """Model-agnostic meta-learning (paper Eqs. 13-14); each env lane is one task of the batch."""
+
+    inner_lr: float = _f(0.1, "α, step size of the inner policy-gradient steps (Eq. 13)", (0.0, 100.0))
+    inner_steps: int = _f(1, "policy-gradient steps on the support rollout of each task", (1, 20))
+    meta_lr: float = _f(3e-4, "β, Adam step size of the outer update (Eq. 14)", (1e-7, 1.0))
+    outer_epochs: int = _f(2, "passes of the clipped outer objective over each query rollout", (1, 50))
+    first_order: bool = _f(False, "drop second-order terms (FOMAML) instead of differentiating through the inner steps",
+                           choices=(False, True))
+    query_episodes: int = _f(1, "episodes per task collected with the adapted policy for the outer loss", (1, 100))
+    critic_lr: float = _f(1e-3, "Adam step size of the task-shared critic that gives the advantages", (1e-7, 1.0))
+
+
+@dataclass(frozen=True)
+class RecurrentConfig:
+    """RL²-style recurrent meta-learner (GRU, optionally with causal self-attention)."""
+
+    hidden_size: int = _f(128, "GRU hidden units", (4, 4096))
+    num_heads: int = _f(4, "heads of the causal self-attention (attention variant)", (1, 64))
+    attention_window: int = _f(16, "recent GRU outputs the attention reads, in steps", (1, 4096))
+    episodes_per_trial: int = _f(4, "episodes per task (trial); the hidden state persists across them", (1, 1000))
+    learning_rate: float = _f(3e-4, "Adam step size", (1e-7, 1.0))
+    num_minibatches: int = _f(4, "minibatches (groups of env lanes) per update epoch", (1, 4096))
+    update_epochs: int = _f(4, "passes over each rollout", (1, 100))
+    clip_coef: float = _f(0.2, "ratio clip ε of the surrogate", (0.0, 10.0))
+    ent_coef: float = _f(0.01, "weight of the entropy bonus", (0.0, 10.0))
+    vf_coef: float = _f(0.5, "weight of the value loss", (0.0, 100.0))
+    max_grad_norm: float = _f(0.5, "global gradient-norm clip", (0.0, 1e6))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Agents: shared settings plus one section per algorithm."""
+
+    hidden_size: int = _f(64, "units per hidden layer of the MLP policy and critic", (4, 4096))
+    num_layers: int = _f(2, "hidden layers of the MLP policy and critic", (1, 8))
+    gamma: float = _f(0.99, "discount factor γ", (0.0, 1.0))
+    gae_lambda: float = _f(0.95, "λ of generalised advantage estimation", (0.0, 1.0))
+    mask_mode: str = _f("logits", "how policies use the safety mask: 'logits' forces level 0 on masked bands, "
+                        "'input' only feeds it as an observation", choices=("logits", "input"))
+    checkpoint_every: int = _f(50, "episodes between checkpoints", (1, 1_000_000))
+    ppo: PPOConfig = _nested(PPOConfig, "PPO baseline")
+    maml: MAMLConfig = _nested(MAMLConfig, "MAML meta-learner")
+    recurrent: RecurrentConfig = _nested(RecurrentConfig, "RL² GRU and GRU + attention meta-learners")
