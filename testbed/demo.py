@@ -1,0 +1,106 @@
+"""`testbed demo`: the reference policies on one config, a table of the paper's metrics, a run folder."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from testbed.config import Config, save_config
+from testbed.env import SpectrumVectorEnv
+from testbed.metrics import PAPER_METRICS, EpisodeRecorder, summarise
+from testbed.policies import make_policy
+
+
+def new_run_dir(config: Config, name: str) -> Path:
+    """A fresh folder runs/<name>-<time> with the resolved config.yaml in it."""
+    root = Path(config.run.out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = root / f"{name}-{stamp}"
+    i = 1
+    while path.exists():
+        path = root / f"{name}-{stamp}-{i}"
+        i += 1
+    path.mkdir(parents=True)
+    save_config(config, path / "config.yaml")
+    return path
+
+
+def run_policy(env: SpectrumVectorEnv, name: str, episodes: int, seed: int, bar: tqdm) -> list[dict]:
+    """``episodes`` rounds of N parallel episodes; every policy sees the same tasks and draws."""
+    policy = make_policy(name, env, seed)
+    recorder = EpisodeRecorder(env.num_envs)
+    rows = []
+    obs, info = env.reset(seed=seed)
+    for episode in range(episodes):
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(policy(obs, info))
+            recorder.add(reward, info)
+            done = bool(truncated.all() or terminated.all())
+            bar.update(1)
+        for i, row in enumerate(recorder.finish()):
+            rows.append({"policy": name, "episode": episode, "env": i, **row})
+    return rows
+
+
+def format_table(summary: dict[str, dict]) -> str:
+    """A markdown table: one row per policy, mean ± std of each metric, throughput vs the oracle."""
+    cols = list(PAPER_METRICS) + ["blocked_unsafe", "executed_violations", "return"]
+    oracle = summary.get("oracle", {}).get("throughput_mbps", {}).get("mean")
+    head = "| policy | " + " | ".join(cols) + (" | throughput / oracle |" if oracle else " |")
+    lines = [head, "|" + "---|" * (len(cols) + 1 + bool(oracle))]
+    for name, stats in summary.items():
+        cells = [f"{stats[c]['mean']:.3g} ± {stats[c]['std']:.2g}" for c in cols]
+        if oracle:
+            cells.append(f"{stats['throughput_mbps']['mean'] / oracle:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    titles = {"sinr_violations": "SINR violations / step", "throughput_mbps": "Throughput (Mbit/s)",
+              "latency_violations": "Latency violations / step", "fairness": "Jain's index"}
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    for ax, key in zip(axes, PAPER_METRICS):
+        ax.bar(names, [summary[n][key]["mean"] for n in names], yerr=[summary[n][key]["std"] for n in names],
+               color="tab:blue", capsize=3)
+        ax.set_title(titles[key])
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_demo(config: Config, episodes: int | None = None) -> Path:
+    """Run every reference policy in ``config.run.policies``; returns the run folder."""
+    episodes = episodes or config.run.episodes
+    run_dir = new_run_dir(config, "demo")
+    env = SpectrumVectorEnv(config)
+    steps = episodes * config.network.episode_steps * len(config.run.policies)
+    rows = []
+    try:
+        with tqdm(total=steps, desc="demo", unit="step") as bar:
+            for name in config.run.policies:
+                rows += run_policy(env, name, episodes, config.env.seed, bar)
+    finally:
+        env.close()
+    with open(run_dir / "metrics.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    summary = {name: summarise([r for r in rows if r["policy"] == name]) for name in config.run.policies}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot(summary, run_dir / "metrics.png")
+    table = format_table(summary)
+    (run_dir / "table.md").write_text(table + "\n")
+    print(f"\n{config.env.num_envs} networks x {episodes} episodes per policy (mean ± std over episodes)\n")
+    print(table)
+    print(f"\nrun folder: {run_dir}")
+    return run_dir

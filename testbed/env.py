@@ -1,0 +1,175 @@
+"""The Gymnasium environments: a batched ``SpectrumVectorEnv`` (N networks in one call) and a
+single ``SpectrumEnv``. The safety filter runs inside the backend's step, before any SINR is
+computed or any radio transmits; it is not a wrapper and cannot be walked around."""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from sim.network import SimNetwork, StepResult
+from testbed.config import Config, load_config
+
+OBS_BOUND = 10.0
+
+
+def make_network(config: Config, num_envs: int, device: str | None = None) -> SimNetwork:
+    """The backend named by ``config.backend``: the simulator, or radios (mock, pluto, gnuradio)."""
+    device = device or config.env.device
+    if config.backend == "sim":
+        return SimNetwork(config.network, config.task_ranges, num_envs, device=device,
+                          seed=config.env.seed, task_seed=config.env.task_seed)
+    from hardware.measured import make_backend
+    return make_backend(config, num_envs=num_envs, device=device)
+
+
+def _db(x: torch.Tensor) -> torch.Tensor:
+    return 10.0 * torch.log10(x)
+
+
+def step_info(res: StepResult, noise_w: float) -> dict[str, Any]:
+    """The per-step ``info`` arrays (leading axis N) described in the README."""
+    active = res.active
+    return {
+        "gain_db": res.gain_db.cpu().numpy(),
+        "interference_dbm": _db(res.map_w * 1e3).cpu().numpy(),
+        "mask": res.safe.mask.cpu().numpy(),
+        "requested_level": res.requested_level.cpu().numpy(),
+        "executed_level": res.safe.level.cpu().numpy(),
+        "executed_power_w": res.safe.power_w.cpu().numpy(),
+        "served_ue": res.served_ue.cpu().numpy(),
+        "external_ue_w": res.external_ue_w.cpu().numpy(),
+        "noise_w": np.full(active.shape[0], noise_w),
+        "sinr_db": torch.where(active, _db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan"))).cpu().numpy(),
+        "measured": res.measured.cpu().numpy(),
+        "throughput_bps": res.throughput_bps.cpu().numpy(),
+        "fairness": res.fairness.cpu().numpy(),
+        "sinr_violations": res.sinr_violations.cpu().numpy(),
+        "latency_violations": res.latency_violations.cpu().numpy(),
+        "blocked_unsafe": res.blocked_unsafe.cpu().numpy(),
+        "lowered_unsafe": res.safe.lowered.sum((1, 2)).cpu().numpy(),
+        "executed_violations": res.executed_violations.cpu().numpy(),
+        "cost": res.cost.cpu().numpy(),
+        "penalty": res.penalty.cpu().numpy(),
+        "delay_s": res.delay_s.cpu().numpy(),
+        "rate_bps": res.rate_bps.cpu().numpy(),
+    }
+
+
+class SpectrumVectorEnv(VectorEnv):
+    """N spectrum-allocation networks stepped in lock-step (episodes of T steps, SAME_STEP autoreset).
+
+    ``config``: a Config, a YAML path, a preset name ('paper', 'large') or a dict.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(self, config=None, num_envs: int | None = None, device: str | None = None):
+        self.config = config if isinstance(config, Config) else load_config(config)
+        p = self.config.network
+        self.num_envs = num_envs or self.config.env.num_envs
+        self.net = make_network(self.config, self.num_envs, device)
+        self.obs_layout = self.net.obs_layout()
+        obs_dim = max(s.stop for s in self.obs_layout.values())
+        self.single_observation_space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (obs_dim,), np.float32)
+        self.single_action_space = gym.spaces.MultiDiscrete([p.num_levels] * (p.num_bs * p.num_bands))
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.episode = 0
+
+    @property
+    def params(self):
+        return self.config.network
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """New episode everywhere. ``options={"new_task": False}`` keeps the current tasks."""
+        if seed is not None:
+            self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
+            self.action_space.seed(seed)
+        new_task = (options or {}).get("new_task", True)
+        self.net.reset(seed=seed, new_task=new_task)
+        self.episode = 0
+        info = {"mask": self._mask(), "new_task": np.full(self.num_envs, bool(new_task)),
+                "task": self._task()}
+        return self._obs(), info
+
+    def step(self, actions):
+        res = self.net.step(torch.as_tensor(np.asarray(actions), dtype=torch.long))
+        info = step_info(res, self.params.noise_w)
+        reward = res.reward.cpu().numpy().astype(np.float32)
+        info["task"] = self._task()
+        done = self.net.state.t >= self.params.episode_steps
+        truncated = np.full(self.num_envs, done)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        new_task = False
+        if done:
+            info["final_obs"] = self._obs()
+            info["_final_obs"] = truncated.copy()
+            self.episode += 1
+            new_task = self.episode % self.config.env.episodes_per_task == 0
+            self.net.reset(new_task=new_task)
+        info["new_task"] = np.full(self.num_envs, new_task)
+        info["next_mask"] = self._mask()
+        return self._obs(), reward, terminated, truncated, info
+
+    def _obs(self) -> np.ndarray:
+        return self.net.observation().cpu().numpy().astype(np.float32, copy=False)
+
+    def _mask(self) -> np.ndarray:
+        """Bands each BS may use at the next step, [N, B, K] bool."""
+        return (self.net.state.map_w <= self.params.i_max_w).cpu().numpy()
+
+    def _task(self) -> dict[str, np.ndarray]:
+        return {k: v.cpu().numpy() for k, v in self.net.tasks.describe().items()}
+
+    def close_extras(self, **kwargs) -> None:
+        self.net.close()
+
+
+class SpectrumEnv(gym.Env):
+    """One spectrum-allocation network (the paper's setup by default)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config=None, device: str | None = None):
+        self.vec = SpectrumVectorEnv(config, num_envs=1, device=device)
+        self.observation_space = self.vec.single_observation_space
+        self.action_space = self.vec.single_action_space
+        self.obs_layout = self.vec.obs_layout
+
+    @property
+    def config(self) -> Config:
+        return self.vec.config
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, info = self.vec.reset(seed=seed, options=options)
+        return obs[0], _first(info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.vec.step(np.asarray(action)[None])
+        info = _first(info)
+        if truncated[0]:
+            obs = info.pop("final_obs")
+            info.pop("_final_obs")
+        return obs[0] if obs.ndim == 2 else obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+def _first(info: dict) -> dict:
+    """Index 0 of every array in a (nested) vector info dict."""
+    out = {}
+    for key, value in info.items():
+        if isinstance(value, dict):
+            out[key] = _first(value)
+        elif isinstance(value, np.ndarray) and value.ndim >= 1:
+            out[key] = value[0]
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,107 @@
+"""Reference policies, for scale: random, max power on every unmasked band, a greedy
+per-band allocator, and the per-band exhaustive oracle (L^B combinations per band).
+
+They are privileged: greedy and oracle read the network's gains and schedule directly from
+``env.net`` (agents never do). Each is a callable ``policy(obs, info) -> actions [N, B*K]``.
+Greedy and oracle maximise this step's throughput; they ignore fairness, cost and queues.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sim import channel
+from sim.units import db_to_lin
+
+Policy = Callable[[np.ndarray, dict], np.ndarray]
+NAMES = ("random", "max_power", "greedy", "oracle")
+
+
+def _view(env):
+    """What the coming step will use: powers per level, link gains [N, B', B, K], X [N, B, K], mask."""
+    net, p = env.net, env.params
+    served = channel.round_robin(net.state.t, net.tasks.ue_by_rank, net.tasks.num_assoc, p.num_bands)
+    gain = channel.link_gains(db_to_lin(net.tasks.gain_mean_db + net.state.fading_db), served)
+    mask = net.state.map_w <= p.i_max_w
+    return net.level_power_w, gain, net.state.external_w, mask, served >= 0
+
+
+def _band_throughput(power_w, gain, external_w, noise_w, has_ue):
+    """Σ_b W log2(1+SINR) per band for candidate powers.
+
+    power_w [..., B, K] (leading dims broadcast against gain [N, B', B, K]) -> [..., K] in units of W.
+    """
+    rx = power_w.unsqueeze(-2) * gain                  # [..., B', B, K]
+    total = rx.sum(-3)
+    signal = torch.diagonal(rx, dim1=-3, dim2=-2).movedim(-1, -2)  # [..., B, K]
+    sinr = signal / (total - signal + external_w + noise_w)
+    return (torch.log2(1.0 + sinr) * has_ue).sum(-2)
+
+
+def _to_actions(level: torch.Tensor) -> np.ndarray:
+    return level.reshape(level.shape[0], -1).cpu().numpy().astype(np.int64)
+
+
+def random_policy(env, seed: int = 0) -> Policy:
+    rng = np.random.default_rng(seed)
+    high = env.params.num_levels
+
+    def act(obs, info):
+        return rng.integers(0, high, size=(env.num_envs, env.params.num_bs * env.params.num_bands))
+    return act
+
+
+def max_power_policy(env) -> Policy:
+    def act(obs, info):
+        _, _, _, mask, _ = _view(env)
+        return _to_actions(mask.long() * (env.params.num_levels - 1))
+    return act
+
+
+def greedy_policy(env) -> Policy:
+    """Start at max power on unmasked bands, then one pass of coordinate ascent per BS:
+    each BS in turn picks the level that maximises its band's throughput given the others."""
+    def act(obs, info):
+        powers, gain, ext, mask, has_ue = _view(env)
+        p = env.params
+        level = mask.long() * (p.num_levels - 1)             # [N, B, K]
+        for b in range(p.num_bs):
+            trial = level.unsqueeze(0).repeat(p.num_levels, 1, 1, 1)   # [L, N, B, K]
+            trial[:, :, b, :] = torch.arange(p.num_levels, device=level.device).view(-1, 1, 1)
+            trial = trial * mask
+            score = _band_throughput(powers[trial], gain, ext, p.noise_w, has_ue)  # [L, N, K]
+            level = trial.gather(0, score.argmax(0).view(1, -1, 1, p.num_bands).expand(1, -1, p.num_bs, -1))[0]
+        return _to_actions(level)
+    return act
+
+
+def oracle_policy(env) -> Policy:
+    """Per band, the combination of levels (all L^B, masked bands off) with the largest throughput."""
+    p = env.params
+    combos = torch.tensor(list(itertools.product(range(p.num_levels), repeat=p.num_bs)),
+                          device=env.net.device)             # [C, B]
+
+    def act(obs, info):
+        powers, gain, ext, mask, has_ue = _view(env)
+        trial = combos.view(-1, 1, p.num_bs, 1) * mask.unsqueeze(0)    # [C, N, B, K]
+        score = _band_throughput(powers[trial], gain, ext, p.noise_w, has_ue)  # [C, N, K]
+        best = score.argmax(0)                                           # [N, K]
+        level = combos[best].permute(0, 2, 1) * mask                    # [N, B, K]
+        return _to_actions(level)
+    return act
+
+
+def make_policy(name: str, env, seed: int = 0) -> Policy:
+    """A reference policy by name: random, max_power, greedy or oracle."""
+    if name == "random":
+        return random_policy(env, seed)
+    if name == "max_power":
+        return max_power_policy(env)
+    if name == "greedy":
+        return greedy_policy(env)
+    if name == "oracle":
+        return oracle_policy(env)
+    raise ValueError(f"unknown policy {name!r}; choose from {list(NAMES)}")
