@@ -28,6 +28,8 @@ def update_queues(queue_bits: torch.Tensor, arrivals_bits: torch.Tensor, rate_bp
 def jain_index(x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """Eq. 10 over the active entries of the last axes: (Σx)² / (n Σx²); 0 with no active entry. [N]."""
     x = torch.where(active, x, torch.zeros_like(x)).flatten(1)
+    top = x.amax(-1, keepdim=True)
+    x = x / torch.where(top > 0, top, torch.ones_like(top))  # scale-free, no underflow of x²
     n = active.flatten(1).sum(-1)
     sq = (x * x).sum(-1)
     return torch.where(sq > 0, x.sum(-1) ** 2 / (n * sq).clamp_min(1e-30), torch.zeros_like(sq))
