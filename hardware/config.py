@@ -1,0 +1,108 @@
+"""The ``hardware:`` section of the config: radios, the radio map, RF settings and hard limits.
+
+Validated by ``testbed.config.build`` from the field metadata (``range`` inclusive, ``choices``);
+``__post_init__`` adds the cross-field checks, so a config that breaks a hard limit fails while
+loading, before anything transmits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sim.params import param
+
+DRIVERS = ("mock", "pluto", "gnuradio")
+
+
+@dataclass(frozen=True)
+class RadioEntry:
+    """One radio of the bench and the nodes of the network it stands for."""
+
+    name: str = param("radio", "unique radio name, used in messages and logs")
+    driver: str = param("mock", "driver: mock (pure Python), pluto (pyadi-iio), gnuradio (ZMQ bridge)", choices=DRIVERS)
+    role: str = param("bs", "bs: transmits the pilots of its base stations and senses; ue: captures for UEs",
+                      choices=("bs", "ue"))
+    nodes: list = param([], "BS indices (role bs) or UE indices (role ue) this radio stands for; "
+                            "empty on a ue radio = every UE not listed elsewhere")
+    uri: str = param("", "pluto: libiio context URI, e.g. ip:192.168.2.1 or usb:1.2.5")
+    tx_address: str = param("", "gnuradio: ZMQ endpoint the bridge reads TX IQ from, e.g. tcp://127.0.0.1:5555")
+    rx_address: str = param("", "gnuradio: ZMQ endpoint the bridge publishes RX IQ on, e.g. tcp://127.0.0.1:5556")
+    device_args: str = param("", "gnuradio: UHD device arguments; empty = GNU Radio channel-model emulator")
+    link_gain_db: float = param(0.0, "ue radios: physical path gain from the BS radios to this radio "
+                                     "(cables, attenuators, radio gains) in dB, from `testbed radio check`",
+                                (-200.0, 60.0))
+    cfo_hz: float = param(0.0, "mock only: carrier frequency offset of the links into this radio in Hz",
+                          (-1e6, 1e6))
+    delay_samples: int = param(0, "mock only: delay of the links into this radio in samples", (0, 100_000))
+
+    def __post_init__(self):
+        for i, node in enumerate(self.nodes):
+            if isinstance(node, bool) or not isinstance(node, int) or node < 0:
+                raise ValueError(f"radio {self.name!r}: nodes[{i}]={node!r} must be a node index >= 0")
+        if self.role == "bs" and not self.nodes:
+            raise ValueError(f"radio {self.name!r}: a bs radio needs the BS indices it carries in nodes")
+        if self.driver == "pluto" and not self.uri:
+            raise ValueError(f"radio {self.name!r}: the pluto driver needs uri (e.g. ip:192.168.2.1)")
+        if self.driver == "gnuradio" and not (self.tx_address and self.rx_address):
+            raise ValueError(f"radio {self.name!r}: the gnuradio driver needs tx_address and rx_address")
+
+
+def _default_radios() -> tuple[RadioEntry, ...]:
+    """Three mock BS radios (one per BS of the paper's network) and one mock UE radio."""
+    return tuple(RadioEntry(name=f"bs{b}", role="bs", nodes=[b]) for b in range(3)) + (
+        RadioEntry(name="ue0", role="ue", nodes=[]),)
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """Radios, RF settings, pilots and hard transmit limits of a bench."""
+
+    radios: tuple[RadioEntry, ...] = param(_default_radios(), "the radio map: every radio and the BSs/UEs it stands for")
+    center_hz: float = param(2.44e9, "TX and RX LO of every radio in Hz", (70e6, 6e9))
+    sample_rate_hz: float = param(2e6, "baseband sample rate in Hz; the K bands are sub-bands of it", (1e5, 1e8))
+    bandwidth_hz: float = param(2e6, "analog RF filter bandwidth in Hz", (2e5, 6e7))
+    tx_gain_db: float = param(-30.0, "TX gain in dB (Pluto: -89.75..0 = minus the attenuation)", (-90.0, 90.0))
+    rx_gain_db: float = param(30.0, "RX gain in dB (manual gain control)", (-10.0, 90.0))
+
+    max_tx_gain_db: float = param(-10.0, "hard limit: TX gain above this raises SafetyViolation", (-90.0, 90.0))
+    allowed_center_hz: list = param([2.44e9], "hard limit: the only centre frequencies a radio may tune to, Hz",
+                                    (70e6, 6e9))
+    sample_rate_range_hz: list = param([1e6, 4e6], "hard limit: [low, high] sample rate in Hz", (1e5, 1e8))
+    max_amplitude: float = param(0.7, "hard limit: peak |IQ| of any TX burst relative to full scale", (0.001, 1.0))
+    dry_run: bool = param(False, "build and check every burst, capture, but never transmit")
+
+    fft_size: int = param(1024, "pilot period P in samples (a power of two); the estimator's DFT size", (64, 65536))
+    capture_samples: int = param(16384, "samples per capture; a multiple of fft_size, at least 2 periods",
+                                 (128, 4_194_304))
+    tones_per_bs: int = param(4, "pilot tones of each BS in each band", (1, 64))
+    band_fraction: float = param(0.8, "fraction of the sample rate the K bands cover (the rest is guard)", (0.1, 0.95))
+    full_scale_dbm: float = param(0.0, "simulated received power in dBm that reaches the receiver at full scale: "
+                                       "maps network powers onto the bench", (-200.0, 60.0))
+    max_turns: int = param(16, "capture turns per step at most; links beyond are simulated and marked "
+                               "not measured", (1, 4096))
+    timeout_s: float = param(2.0, "timeout of one radio operation in s", (0.01, 600.0))
+    settle_s: float = param(0.0, "wait between starting a TX burst and capturing, in s", (0.0, 10.0))
+
+    def __post_init__(self):
+        names = [r.name for r in self.radios]
+        if len(set(names)) != len(names):
+            raise ValueError(f"radios: radio names must be unique, got {names}")
+        if not any(r.role == "bs" for r in self.radios) or not any(r.role == "ue" for r in self.radios):
+            raise ValueError("radios: the radio map needs at least one bs radio and one ue radio")
+        if self.tx_gain_db > self.max_tx_gain_db:
+            raise ValueError(f"tx_gain_db={self.tx_gain_db} exceeds the hard limit max_tx_gain_db={self.max_tx_gain_db}")
+        if not any(abs(self.center_hz - f) < 0.5 for f in self.allowed_center_hz):
+            raise ValueError(f"center_hz={self.center_hz:.0f} is not in allowed_center_hz {list(self.allowed_center_hz)}")
+        if len(self.sample_rate_range_hz) != 2 or self.sample_rate_range_hz[0] > self.sample_rate_range_hz[1]:
+            raise ValueError(f"sample_rate_range_hz must be [low, high], got {list(self.sample_rate_range_hz)}")
+        lo, hi = self.sample_rate_range_hz
+        if not lo <= self.sample_rate_hz <= hi:
+            raise ValueError(f"sample_rate_hz={self.sample_rate_hz:.0f} outside sample_rate_range_hz [{lo:.0f}, {hi:.0f}]")
+        if self.fft_size & (self.fft_size - 1):
+            raise ValueError(f"fft_size={self.fft_size} must be a power of two")
+        if self.capture_samples % self.fft_size or self.capture_samples < 2 * self.fft_size:
+            raise ValueError(f"capture_samples={self.capture_samples} must be a multiple of fft_size={self.fft_size} "
+                             "and at least two periods")
+
+    def radios_with_role(self, role: str) -> tuple[RadioEntry, ...]:
+        """The radio entries of one role ('bs' or 'ue'), in config order."""
+        return tuple(r for r in self.radios if r.role == role)
