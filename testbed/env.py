@@ -44,7 +44,9 @@ def step_info(res: StepResult, noise_w: float) -> dict[str, Any]:
         "served_ue": res.served_ue.cpu().numpy(),
         "external_ue_w": res.external_ue_w.cpu().numpy(),
         "noise_w": np.full(active.shape[0], noise_w),
-        "sinr_db": torch.where(active, _db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan"))).cpu().numpy(),
+        # a masked array: NaN (and masked) where the link is off, so .mean() averages active links
+        "sinr_db": np.ma.masked_invalid(
+            torch.where(active, _db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan"))).cpu().numpy()),
         "measured": res.measured.cpu().numpy(),
         "throughput_bps": res.throughput_bps.cpu().numpy(),
         "fairness": res.fairness.cpu().numpy(),
@@ -98,7 +100,13 @@ class SpectrumVectorEnv(VectorEnv):
         return self._obs(), info
 
     def step(self, actions):
-        res = self.net.step(torch.as_tensor(np.asarray(actions), dtype=torch.long))
+        actions = np.asarray(actions)
+        expected = (self.num_envs,) + self.single_action_space.shape
+        if actions.shape != expected:
+            raise ValueError(f"actions: expected shape {expected}, got {actions.shape}")
+        if actions.min() < 0 or actions.max() >= self.params.num_levels:
+            raise ValueError(f"actions: power levels must lie in [0, {self.params.num_levels - 1}]")
+        res = self.net.step(torch.as_tensor(actions, dtype=torch.long))
         info = step_info(res, self.params.noise_w)
         reward = res.reward.cpu().numpy().astype(np.float32)
         info["task"] = self._task()
