@@ -1,0 +1,380 @@
+"""An emulated ADALM-Pluto served over libiio's IIOD network text protocol (libiio 0.24).
+
+The real libiio client (``iio_info -u ip:127.0.0.1:PORT``, ``adi.Pluto("ip:127.0.0.1:PORT")``)
+talks to it as to a Pluto on the network. Commands: PRINT, ZPRINT (refused, so a zstd client falls
+back), VERSION, TIMEOUT, READ, WRITE, OPEN, READBUF, WRITEBUF, CLOSE, GETTRIG, EXIT. libiio opens
+one TCP connection per buffer, so each connection is served by its own thread with its own OPEN
+state; every reply goes out in one write.
+
+RF: TX buffers (int16 I/Q, full scale 2^15 - 1) are scaled by the TX gain and put on an RF medium port;
+RX buffers are what the port receives, scaled by the RX gain and quantised to the 12-bit ADC
+(full scale 2^11). Several emulators attached to one medium hear each other.
+
+    python -m hardware.iiod_emulator --port 30431      # serves until Ctrl-C
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hardware.medium import RfMedium
+from hardware.pluto_model import LIBIIO_VERSION, RX_FULL_SCALE, TX_FULL_SCALE, AttrError, PlutoModel
+
+__all__ = ["IIODEmulator", "serve"]
+
+DEFAULT_SAMPLE_RATE_HZ = 2e6     # sample rate of a private medium (the bench default)
+
+_TX_RF_ATTRS = {(("out", "voltage0"), "hardwaregain"), (("out", "altvoltage1"), "frequency")}
+_BUFFER_DEVICES = {"cf-ad9361-lpc": False, "cf-ad9361-dds-core-lpc": True}   # name -> is TX
+
+
+@dataclass
+class _OpenBuffer:
+    """A buffer opened on one connection (OPEN ... up to CLOSE)."""
+
+    dev_name: str
+    num_samples: int
+    mask: int
+    cyclic: bool
+    opened_s: float = field(default_factory=time.monotonic)
+    samples_done: int = 0
+
+    @property
+    def channels(self) -> list[int]:
+        return [i for i in range(2) if self.mask >> i & 1]
+
+
+class IIODEmulator:
+    """One emulated Pluto on ``host:port`` (port 0 = a free port), its RF side on ``medium``.
+
+    ``realtime``: pace RX buffers to the configured sample rate (off = as fast as possible).
+    Use as a context manager, or ``start()`` / ``stop()``.
+    """
+
+    def __init__(self, medium: RfMedium | None = None, name: str = "pluto", host: str = "127.0.0.1",
+                 port: int = 0, realtime: bool = False):
+        self.name = name
+        self.model = PlutoModel()
+        self.medium = medium if medium is not None else RfMedium(sample_rate_hz=DEFAULT_SAMPLE_RATE_HZ)
+        self.rf_port = self.medium.attach(name)
+        self.realtime = realtime
+        self.host = host
+        self._listener = socket.create_server((host, port))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()                   # guards model, buffers and RF port
+        self._owners: dict[str, socket.socket] = {}     # buffer device name -> connection holding it
+        self._tx: tuple[np.ndarray, bool] | None = None  # TX buffer on air: (iq at full scale 1, cyclic)
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._accept_thread: threading.Thread | None = None
+        self._answering = threading.Event()
+        self._answering.set()
+        self._stopping = False
+
+    @property
+    def uri(self) -> str:
+        return f"ip:{self.host}:{self.port}"
+
+    # --- lifecycle --------------------------------------------------------------------
+    def start(self) -> "IIODEmulator":
+        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"iiod-{self.name}", daemon=True)
+        self._accept_thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every connection (clients see a dead server), join all threads."""
+        self._stopping = True
+        self._answering.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join()
+        with self._lock:
+            conns = list(self._conns.items())
+        for conn, _ in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for _, thread in conns:
+            thread.join()
+        self.rf_port.mute()
+
+    def stall(self, stalled: bool = True) -> None:
+        """Fault injection: stop answering commands (clients time out) until called with False."""
+        if stalled:
+            self._answering.clear()
+        else:
+            self._answering.set()
+
+    def __enter__(self) -> "IIODEmulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- connections ------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            thread = threading.Thread(target=self._serve, args=(conn,), name=f"iiod-{self.name}-conn", daemon=True)
+            with self._lock:
+                if self._stopping:
+                    conn.close()
+                    return
+                self._conns[conn] = thread
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        rfile = conn.makefile("rb")
+        buffers: dict[str, _OpenBuffer] = {}
+        try:
+            while True:
+                line = rfile.readline()
+                if not line:
+                    return
+                words = line.decode("ascii", "replace").split()
+                if not words:
+                    continue                       # empty lines get no reply
+                self._answering.wait()
+                if self._stopping:
+                    return
+                if words[0].upper() == "EXIT":
+                    return
+                reply = self._dispatch(words, rfile, buffers, conn)
+                if reply:
+                    conn.sendall(reply)
+        except (OSError, ValueError):
+            return                                 # client went away, or stop() shut the socket
+        finally:
+            with self._lock:
+                for buf in buffers.values():
+                    self._release(buf)
+                self._conns.pop(conn, None)
+            rfile.close()
+            conn.close()
+
+    def _dispatch(self, words: list[str], rfile, buffers: dict[str, _OpenBuffer], conn) -> bytes:
+        cmd, args = words[0].upper(), words[1:]
+        try:
+            if cmd == "PRINT":
+                xml = self.model.xml(f"Emulated ADALM-Pluto {self.name!r} (project IIOD emulator)").encode()
+                return b"%d\n%s\n" % (len(xml), xml)
+            if cmd == "VERSION":
+                major, minor, git = LIBIIO_VERSION
+                return f"{major}.{minor}.{git[:7]:<7}\n".encode()
+            if cmd == "TIMEOUT":
+                int(args[0])
+                return b"0\n"
+            if cmd == "READ":
+                return self._read(args)
+            if cmd == "WRITE":
+                return self._write(args, rfile)
+            if cmd == "OPEN":
+                return self._open(args, buffers, conn)
+            if cmd == "CLOSE":
+                return self._close(args, buffers)
+            if cmd == "READBUF":
+                return self._readbuf(args, buffers)
+            if cmd == "WRITEBUF":
+                return self._writebuf(args, rfile, buffers, conn)
+            if cmd == "GETTRIG":
+                self.model.device(args[0])
+                return b"%d\n" % -errno.ENOENT
+            return b"%d\n" % -errno.EINVAL             # ZPRINT, SETTRIG, BINARY, unknown
+        except AttrError as e:
+            return b"%d\n" % -e.code
+        except (IndexError, ValueError):
+            return b"%d\n" % -errno.EINVAL
+
+    # --- attributes -------------------------------------------------------------------
+    def _section(self, args: list[str]):
+        """Parse 'dev [DEBUG|BUFFER|INPUT ch|OUTPUT ch] rest...' into (device, section, rest)."""
+        dev = self.model.device(args[0])
+        kind = args[1].upper() if len(args) > 1 else ""
+        if kind in ("INPUT", "OUTPUT"):
+            ch = self.model.channel(dev, args[2], kind == "OUTPUT")
+            return dev, ("out" if kind == "OUTPUT" else "in", ch.id), args[3:]
+        if kind in ("DEBUG", "BUFFER"):
+            return dev, kind.lower(), args[2:]
+        return dev, "dev", args[1:]
+
+    def _read(self, args: list[str]) -> bytes:
+        with self._lock:
+            dev, section, rest = self._section(args)
+            if rest:
+                value = self.model.read(dev, section, rest[0]).encode()
+                return b"%d\n%s\n" % (len(value), value)
+            values = [self.model.read(dev, section, n).encode() + b"\0" for n in self.model.names(dev, section)]
+        body = b"".join(len(v).to_bytes(4, "big") + v + b"\0" * (-len(v) % 4) for v in values)
+        return b"%d\n%s\n" % (len(body), body)
+
+    def _write(self, args: list[str], rfile) -> bytes:
+        num_bytes = int(args[-1])
+        data = rfile.read(num_bytes)
+        if len(data) != num_bytes:
+            raise OSError("client closed during WRITE")
+        with self._lock:
+            dev, section, rest = self._section(args[:-1])
+            if not rest:
+                return b"%d\n" % -errno.ENOSYS           # write-all is not emulated
+            self.model.write(dev, section, rest[0], data.split(b"\0", 1)[0].decode("ascii", "replace"))
+            if self._tx is not None and self._tx[1] and (section, rest[0]) in _TX_RF_ATTRS:
+                self._radiate()
+        return b"%d\n" % num_bytes
+
+    # --- buffers ----------------------------------------------------------------------
+    def _open(self, args: list[str], buffers: dict[str, _OpenBuffer], conn) -> bytes:
+        dev = self.model.device(args[0])
+        num_samples, mask = int(args[1]), int(args[2], 16)
+        cyclic = len(args) > 3 and args[3].upper() == "CYCLIC"
+        if dev.name not in _BUFFER_DEVICES or num_samples <= 0 or not 0 < mask < 4:
+            return b"%d\n" % -errno.EINVAL
+        if cyclic and not _BUFFER_DEVICES[dev.name]:
+            return b"%d\n" % -errno.EINVAL
+        with self._lock:
+            if dev.name in self._owners:
+                return b"%d\n" % -errno.EBUSY
+            self._owners[dev.name] = conn
+        buffers[dev.name] = _OpenBuffer(dev.name, num_samples, mask, cyclic)
+        return b"0\n"
+
+    def _close(self, args: list[str], buffers: dict[str, _OpenBuffer]) -> bytes:
+        dev = self.model.device(args[0])
+        buf = buffers.pop(dev.name, None)
+        if buf is None:
+            return b"%d\n" % -errno.EBADF
+        with self._lock:
+            self._release(buf)
+        return b"0\n"
+
+    def _release(self, buf: _OpenBuffer) -> None:
+        """Forget a buffer (caller holds the lock); a TX buffer going away stops transmission."""
+        self._owners.pop(buf.dev_name, None)
+        if _BUFFER_DEVICES[buf.dev_name]:
+            self._tx = None
+            self.rf_port.mute()
+
+    def _readbuf(self, args: list[str], buffers: dict[str, _OpenBuffer]) -> bytes:
+        dev = self.model.device(args[0])
+        buf = buffers.get(dev.name)
+        if buf is None or _BUFFER_DEVICES[dev.name]:
+            return b"%d\n" % -errno.EBADF
+        bytes_per_sample = 2 * len(buf.channels)
+        num_samples = min(int(args[1]) // bytes_per_sample, buf.num_samples)
+        if num_samples <= 0:
+            return b"%d\n" % -errno.EINVAL
+        if self.realtime:
+            due = buf.opened_s + (buf.samples_done + num_samples) / self.model.sample_rate_hz
+            time.sleep(max(0.0, due - time.monotonic()))
+        with self._lock:
+            rx = self.rf_port.receive(num_samples, self._rf_state())          # [num_samples] complex
+            scale = RX_FULL_SCALE * 10 ** (self.model.rx_gain_db / 20)
+        buf.samples_done += num_samples
+        iq = np.empty((num_samples, 2), np.float64)
+        iq[:, 0], iq[:, 1] = rx.real, rx.imag
+        data = np.clip(np.rint(iq * scale), -RX_FULL_SCALE, RX_FULL_SCALE - 1).astype("<i2")
+        payload = data[:, buf.channels].tobytes()
+        return b"%d\n%08x\n%s" % (len(payload), buf.mask, payload)
+
+    def _writebuf(self, args: list[str], rfile, buffers: dict[str, _OpenBuffer], conn) -> bytes:
+        dev = self.model.device(args[0])
+        num_bytes = int(args[1])
+        buf = buffers.get(dev.name)
+        ok = buf is not None and _BUFFER_DEVICES[dev.name]
+        conn.sendall(b"0\n" if ok else b"%d\n" % -errno.EBADF)
+        data = rfile.read(num_bytes)
+        if len(data) != num_bytes:
+            raise OSError("client closed during WRITEBUF")
+        if not ok:
+            return b"%d\n" % -errno.EBADF
+        samples = np.frombuffer(data, "<i2").astype(np.float32) / TX_FULL_SCALE
+        samples = samples.reshape(-1, len(buf.channels))                     # [num_samples, channels]
+        iq = np.zeros(len(samples), np.complex64)
+        for col, ch in enumerate(buf.channels):
+            iq += samples[:, col] * (1 if ch == 0 else 1j)
+        with self._lock:
+            self._tx = (iq, buf.cyclic)
+            self._radiate()
+        return b"%d\n" % num_bytes
+
+    def _radiate(self) -> None:
+        """Put the current TX buffer on the medium at the current TX gain and LO (caller holds the lock).
+
+        Called again when the TX gain or LO changes under a cyclic buffer (its phase restarts).
+        """
+        iq, cyclic = self._tx
+        gain = 10 ** (self.model.tx_gain_db / 20)
+        self.rf_port.transmit((iq * gain).astype(np.complex64), cyclic, self._rf_state())
+
+    def _rf_state(self) -> dict:
+        return {"tx_lo_hz": self.model.tx_lo_hz, "rx_lo_hz": self.model.rx_lo_hz}
+
+
+def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime: bool = False,
+          sample_rate_hz: float = DEFAULT_SAMPLE_RATE_HZ, noise_w: float = 1e-10, link_gain_db: float = 0.0,
+          interferers: tuple[tuple[float, float, float], ...] = (), seed: int = 0) -> list[IIODEmulator]:
+    """Start num_radios emulated Plutos (pluto0, pluto1, ...) sharing one new medium.
+
+    Every link between them (a radio hearing itself included) has ``link_gain_db``; each
+    interferer (f_lo_hz, f_hi_hz, power_w) is heard by every radio at 0 dB.
+    """
+    medium = RfMedium(sample_rate_hz=sample_rate_hz, noise_w=noise_w, seed=seed)
+    names = [f"pluto{i}" for i in range(num_radios)]
+    emulators = [IIODEmulator(medium, name=n, host=host, port=port + i if port else 0, realtime=realtime)
+                 for i, n in enumerate(names)]
+    for tx in names:
+        for rx in names:
+            medium.set_link(tx, rx, gain_db=link_gain_db)
+    for i, (f_lo_hz, f_hi_hz, power_w) in enumerate(interferers):
+        medium.set_interferer(f"interferer{i}", f_lo_hz, f_hi_hz, power_w, {n: 0.0 for n in names})
+    return [emu.start() for emu in emulators]
+
+
+def _interferer(text: str) -> tuple[float, float, float]:
+    f_lo_hz, f_hi_hz, power_w = (float(v) for v in text.split(","))
+    return f_lo_hz, f_hi_hz, power_w
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve emulated Plutos sharing one RF medium until SIGINT/SIGTERM; prints one URI a line."""
+    ap = argparse.ArgumentParser(prog="python -m hardware.iiod_emulator", description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=0, help="TCP port of the first radio, the next ones follow (0 = free ports)")
+    ap.add_argument("--num-radios", type=int, default=1, help="emulated Plutos sharing one medium")
+    ap.add_argument("--realtime", action="store_true", help="pace RX buffers to the sample rate")
+    ap.add_argument("--sample-rate-hz", type=float, default=DEFAULT_SAMPLE_RATE_HZ,
+                    help="sample rate of the medium (set the radios to the same rate)")
+    ap.add_argument("--noise-w", type=float, default=1e-10, help="receiver noise power per sample, full scale = 1")
+    ap.add_argument("--link-gain-db", type=float, default=0.0, help="power gain of every link in dB")
+    ap.add_argument("--interferer", type=_interferer, action="append", default=[], metavar="F_LO_HZ,F_HI_HZ,POWER_W",
+                    help="external band-limited noise (RF Hz, full scale = 1) heard by every radio; repeatable")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    args = ap.parse_args(argv)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    emulators = serve(args.num_radios, args.port, args.host, args.realtime, args.sample_rate_hz, args.noise_w,
+                      args.link_gain_db, tuple(args.interferer), args.seed)
+    for emu in emulators:
+        print(emu.uri, flush=True)
+    done.wait()
+    for emu in emulators:
+        emu.stop()
+
+
+if __name__ == "__main__":
+    main()
