@@ -60,7 +60,9 @@ def child(kind: str, num_envs: int, steps: int, device: str) -> None:
 
 def run_child(kind: str, num_envs: int, steps: int, device: str) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, str(num_envs), "--steps", str(steps), "--device", device]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} N={num_envs} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -69,13 +71,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--loop-steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", default="1,256,4096", help="comma-separated N of the vector env")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "N"))
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.steps, args.device)
         return
     result = {"device": args.device, "config": "paper", "threads": torch.get_num_threads()}
-    for n in (1, 256, 4096):
+    for n in (int(x) for x in args.sizes.split(",")):
         steps = args.steps if n > 1 else max(args.steps, 1000)
         r = run_child("vector", n, steps, args.device)
         result[f"vector_n{n}_steps_per_s"] = round(r["env_steps_per_s"])
