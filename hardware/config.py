@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hardware.radio import RadioSettings, TxLimits
 from sim.params import param
 
 DRIVERS = ("mock", "pluto", "gnuradio")
@@ -102,6 +103,16 @@ class HardwareConfig:
         if self.capture_samples % self.fft_size or self.capture_samples < 2 * self.fft_size:
             raise ValueError(f"capture_samples={self.capture_samples} must be a multiple of fft_size={self.fft_size} "
                              "and at least two periods")
+
+    def limits(self) -> TxLimits:
+        """The hard transmit limits every radio enforces."""
+        return TxLimits(max_tx_gain_db=self.max_tx_gain_db, allowed_center_hz=tuple(self.allowed_center_hz),
+                        sample_rate_range_hz=tuple(self.sample_rate_range_hz), max_amplitude=self.max_amplitude)
+
+    def settings(self) -> RadioSettings:
+        """The RF settings every radio is configured with."""
+        return RadioSettings(center_hz=self.center_hz, sample_rate_hz=self.sample_rate_hz,
+                             bandwidth_hz=self.bandwidth_hz, tx_gain_db=self.tx_gain_db, rx_gain_db=self.rx_gain_db)
 
     def radios_with_role(self, role: str) -> tuple[RadioEntry, ...]:
         """The radio entries of one role ('bs' or 'ue'), in config order."""

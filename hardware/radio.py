@@ -119,7 +119,8 @@ class Radio:
         return self._capture(int(num_samples))
 
     def mute(self) -> None:
-        """Stop transmitting. Idempotent; safe on a dead link (errors are swallowed once muted locally)."""
+        """Stop transmitting. Idempotent. Marks the radio muted first; a driver error still
+        propagates, since a radio that cannot be reached may still be on air."""
         if self._closed:
             return
         self._muted = True

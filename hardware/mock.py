@@ -1,0 +1,82 @@
+"""A radio in pure Python on a shared :class:`hardware.medium.RfMedium`, with injectable faults.
+
+TX IQ goes on the medium scaled by the TX gain; captures are what the medium delivers, scaled
+by the RX gain. ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
+``inject_fault("disconnect")`` makes the radio vanish like an unplugged USB device: it stops
+radiating and every later operation, mute included, raises ``RadioError``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hardware.config import RadioEntry
+from hardware.medium import RfMedium
+from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
+
+__all__ = ["MockRadio", "FAULTS"]
+
+FAULTS = ("timeout", "disconnect")
+
+
+class MockRadio(Radio):
+    """A radio whose antenna is a port called ``name`` on ``medium``."""
+
+    def __init__(self, name: str, limits: TxLimits, entry: RadioEntry | None = None, dry_run: bool = False,
+                 *, medium: RfMedium):
+        super().__init__(name, limits, dry_run)
+        self.entry = entry
+        self.medium = medium
+        self.port = medium.attach(name)
+        self._fault: str | None = None
+        self._fault_countdown = 0
+        self._disconnected = False
+
+    def inject_fault(self, kind: str, after_calls: int = 0) -> None:
+        """Make the operation ``after_calls`` operations from now (configure/send/capture) fail."""
+        if kind not in FAULTS:
+            raise ValueError(f"fault kind {kind!r} unknown; choose from {list(FAULTS)}")
+        if after_calls < 0:
+            raise ValueError(f"after_calls must be >= 0, got {after_calls}")
+        self._fault, self._fault_countdown = kind, after_calls
+
+    def _operation(self, what: str) -> None:
+        """Count one operation and raise the injected fault when it is due."""
+        if self._disconnected:
+            raise RadioError(f"{self.name}: radio disconnected ({what} failed)")
+        if self._fault is None:
+            return
+        if self._fault_countdown > 0:
+            self._fault_countdown -= 1
+            return
+        kind, self._fault = self._fault, None
+        if kind == "timeout":
+            raise RadioTimeout(f"{self.name}: {what} timed out (injected fault)")
+        self._disconnected = True
+        self.port.mute()
+        raise RadioError(f"{self.name}: radio disconnected during {what} (injected fault)")
+
+    def _state(self) -> dict:
+        s = self.settings
+        return {"tx_lo_hz": s.center_hz, "rx_lo_hz": s.center_hz, "sample_rate_hz": s.sample_rate_hz}
+
+    # --- driver hooks -----------------------------------------------------------------
+    def _configure(self, settings: RadioSettings) -> None:
+        self._operation("configure")
+
+    def _send(self, iq: np.ndarray, cyclic: bool) -> None:
+        self._operation("send")
+        gain = np.float32(10.0 ** (self.settings.tx_gain_db / 20.0))
+        self.port.transmit(iq * gain, cyclic, self._state())
+
+    def _capture(self, num_samples: int) -> np.ndarray:
+        self._operation("capture")
+        gain = np.float32(10.0 ** (self.settings.rx_gain_db / 20.0))
+        return self.port.receive(num_samples, self._state()) * gain
+
+    def _mute(self) -> None:
+        self.port.mute()
+        if self._disconnected:
+            raise RadioError(f"{self.name}: radio disconnected; cannot confirm mute")
+
+    def _close(self) -> None:
+        self.medium.detach(self.name)
