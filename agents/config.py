@@ -28,7 +28,6 @@ class PPOConfig:
     """Proximal policy optimisation (clipped surrogate) for the MLP baseline."""
 
     learning_rate: float = _f(3e-4, "Adam step size", (1e-7, 1.0))
-    anneal_lr: bool = _f(False, "decay the step size linearly to 0 over the run", choices=(False, True))
     rollout_episodes: int = _f(1, "episodes collected per env before each update", (1, 1000))
     num_minibatches: int = _f(4, "minibatches per update epoch", (1, 4096))
     update_epochs: int = _f(4, "passes over each rollout", (1, 100))
@@ -52,18 +51,21 @@ class MAMLConfig:
                            choices=(False, True))
     query_episodes: int = _f(1, "episodes per task collected with the adapted policy for the outer loss", (1, 100))
     critic_lr: float = _f(1e-3, "Adam step size of the task-shared critic that gives the advantages", (1e-7, 1.0))
+    clip_coef: float = _f(0.2, "ratio clip ε of the outer surrogate", (0.0, 10.0))
+    ent_coef: float = _f(0.01, "weight of the entropy bonus in the outer objective", (0.0, 10.0))
+    max_grad_norm: float = _f(0.5, "global gradient-norm clip of the outer update", (0.0, 1e6))
 
 
 @dataclass(frozen=True)
 class RecurrentConfig:
     """RL²-style recurrent meta-learner (GRU, optionally with causal self-attention)."""
 
-    hidden_size: int = _f(128, "GRU hidden units", (4, 4096))
+    hidden_size: int = _f(64, "GRU hidden units", (4, 4096))
     num_heads: int = _f(4, "heads of the causal self-attention (attention variant)", (1, 64))
     attention_window: int = _f(16, "recent GRU outputs the attention reads, in steps", (1, 4096))
     episodes_per_trial: int = _f(4, "episodes per task (trial); the hidden state persists across them", (1, 1000))
     learning_rate: float = _f(3e-4, "Adam step size", (1e-7, 1.0))
-    num_minibatches: int = _f(4, "minibatches (groups of env lanes) per update epoch", (1, 4096))
+    num_minibatches: int = _f(2, "minibatches (groups of env lanes) per update epoch", (1, 4096))
     update_epochs: int = _f(4, "passes over each rollout", (1, 100))
     clip_coef: float = _f(0.2, "ratio clip ε of the surrogate", (0.0, 10.0))
     ent_coef: float = _f(0.01, "weight of the entropy bonus", (0.0, 10.0))

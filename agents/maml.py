@@ -1,0 +1,198 @@
+"""MAML (paper Eqs. 13-14) for the MLP policy; every env lane is one task of the meta-batch.
+
+Meta-training, per task batch (``env.episodes_per_task`` must be ``1 + maml.query_episodes``):
+1. support episode with the meta-parameters θ on every lane;
+2. inner loop (Eq. 13), per lane i: ``θ'_i = θ - α ∇_θ L_i(θ)``, ``inner_steps`` times, with
+   L_i the policy-gradient loss ``-mean(log π(a|s) Â)`` on lane i's support episode;
+3. query episodes with each lane's θ'_i;
+4. outer update (Eq. 14): Adam on θ over ``mean_i L'_i(θ'_i(θ))``, L' the clipped surrogate
+   on lane i's query data, differentiated through the inner steps (``torch.func.grad`` under
+   ``vmap``; second order unless ``first_order``).
+Advantages come from a task-shared critic (the policy's value torso), fitted to the returns.
+
+``mode`` 'adapt' (online adaptation): after every episode each lane takes ``inner_steps``
+policy-gradient steps of size α on that episode, starting again from θ on a new task.
+``mode`` 'eval' acts with θ only.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from agents.config import AgentConfig
+from agents.functional import batched_call, stack_params
+from agents.policies import MLPPolicy, entropy, log_prob, sample
+from agents.ppo import MODES, EpisodeLengthError, clipped_surrogate
+from agents.rollout import RolloutStorage
+
+
+class TaskScheduleError(RuntimeError):
+    """The env does not start new tasks where meta-training needs them."""
+
+
+def inner_loss(policy: MLPPolicy, actor: dict, obs, actions, adv) -> torch.Tensor:
+    """Policy-gradient loss of one task: obs [M, D], actions [M, H], adv [M] (normalised here)."""
+    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    logits = functional_call(policy, actor, (obs,), {"with_value": False}, strict=False)
+    return -(log_prob(logits, actions) * adv).mean()
+
+
+def adapt(policy: MLPPolicy, actor: dict, support: tuple, inner_lr: float, inner_steps: int,
+          first_order: bool) -> dict:
+    """Eq. 13 for one task: ``inner_steps`` gradient steps of size α from ``actor`` on ``support``."""
+    for _ in range(inner_steps):
+        grads = grad(lambda p: inner_loss(policy, p, *support))(actor)
+        if first_order:
+            grads = {k: g.detach() for k, g in grads.items()}
+        actor = {k: actor[k] - inner_lr * grads[k] for k in actor}
+    return actor
+
+
+class MAML:
+    """Meta-training and online adaptation by gradient steps from a learned initialisation."""
+
+    def __init__(self, policy: MLPPolicy, config: AgentConfig, num_envs: int, num_steps: int,
+                 mode: str = "train", seed: int = 0, device="cpu"):
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; choose from {MODES}")
+        self.policy, self.config, self.cfg = policy, config, config.maml
+        self.mode, self.num_envs, self.num_steps = mode, num_envs, num_steps
+        self.device = torch.device(device)
+        self.actor = {k: p for k, p in policy.named_parameters() if k.startswith("actor.")}
+        critic = [p for k, p in policy.named_parameters() if k.startswith("critic.")]
+        self.meta_optimizer = torch.optim.Adam(self.actor.values(), lr=self.cfg.meta_lr, eps=1e-5)
+        self.critic_optimizer = torch.optim.Adam(critic, lr=self.cfg.critic_lr, eps=1e-5)
+        obs_dim = policy.actor[0].in_features
+        self.support = RolloutStorage(num_steps, num_envs, obs_dim, policy.num_heads, self.device)
+        self.query = RolloutStorage(num_steps * self.cfg.query_episodes, num_envs, obs_dim, policy.num_heads, self.device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.adapted: dict | None = None   # per-lane actor params [N, ...] once adapted on the current task
+        self.phase = 0                     # episodes played on the current task
+        self.num_updates = 0
+        self.obs: torch.Tensor | None = None
+
+    def start(self, env, seed: int | None = None) -> None:
+        obs, info = env.reset(seed=seed)
+        self.obs = torch.as_tensor(obs, device=self.device)
+        self.adapted, self.phase = None, 0
+
+    def _act(self, obs: torch.Tensor):
+        """logits [N, H, L], value [N] with θ, or with each lane's adapted parameters."""
+        if self.adapted is None:
+            return self.policy(obs)
+        logits, value = batched_call(self.policy, self.adapted, obs.unsqueeze(1))
+        return logits.squeeze(1), value.squeeze(1)
+
+    def run_episode(self, env, on_step=None) -> dict[str, float]:
+        """Play one episode on every lane, then adapt (support) or meta-update (last query episode)."""
+        storage = self.support if self.phase == 0 else self.query
+        if self.mode != "train":
+            storage = self.support
+            storage.clear()
+        for t in range(self.num_steps):
+            with torch.no_grad():
+                logits, value = self._act(self.obs)
+                action = sample(logits, self.generator)
+            obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
+            if on_step is not None:
+                on_step(reward, info)
+            ended = terminated | truncated
+            if ended.all() != (t == self.num_steps - 1) or ended.any() != ended.all():
+                raise EpisodeLengthError(f"the env ended episodes at step {t + 1} on lanes {np.flatnonzero(ended)}; "
+                                         f"the agent expects lock-step episodes of {self.num_steps} steps")
+            storage.add(self.obs, action, log_prob(logits, action), value, torch.as_tensor(reward, device=self.device))
+            self.obs = torch.as_tensor(obs, device=self.device)
+        with torch.no_grad():
+            final_value = self.policy.critic(torch.as_tensor(info["final_obs"], device=self.device)).squeeze(-1)
+        storage.mark_end(final_value * torch.as_tensor(~terminated, device=self.device))
+        new_task = bool(np.all(info["new_task"]))
+        if self.mode == "train":
+            return self._train_step(new_task)
+        if self.mode == "adapt":
+            self.adapted = None if new_task else self._adapt_lanes(self.support)
+        return {}
+
+    def _train_step(self, new_task: bool) -> dict[str, float]:
+        self.phase += 1
+        last = self.phase == 1 + self.cfg.query_episodes
+        if new_task != last:
+            raise TaskScheduleError(f"MAML meta-training needs env.episodes_per_task = 1 + maml.query_episodes "
+                                    f"= {1 + self.cfg.query_episodes}, with every lane starting a task together")
+        if self.phase == 1:
+            self.adapted = self._adapt_lanes(self.support)
+            return {}
+        if not last:
+            return {}
+        stats = self._meta_update()
+        self.support.clear()
+        self.query.clear()
+        self.adapted, self.phase = None, 0
+        return stats
+
+    def _per_lane(self, storage: RolloutStorage):
+        """(obs [N, M, D], actions [N, M, H], logprobs [N, M], advantages [N, M], returns [N, M])."""
+        adv, returns = storage.advantages(torch.zeros(self.num_envs, device=self.device),
+                                          self.config.gamma, self.config.gae_lambda)
+        lanes = lambda x: x.transpose(0, 1)   # noqa: E731
+        return lanes(storage.obs), lanes(storage.actions), lanes(storage.logprobs), lanes(adv), lanes(returns)
+
+    def _adapt_lanes(self, storage: RolloutStorage) -> dict:
+        """Eq. 13 on every lane: per-lane actor params [N, ...] (detached), from θ or the current adapted ones."""
+        obs, actions, _, adv, _ = self._per_lane(storage)
+        start = self.adapted if self.adapted is not None else stack_params(self.actor, self.num_envs)
+        step = lambda p, o, a, v: adapt(self.policy, p, (o, a, v), self.cfg.inner_lr, self.cfg.inner_steps, True)  # noqa: E731
+        adapted = vmap(step)(start, obs, actions, adv)
+        return {k: v.detach() for k, v in adapted.items()}
+
+    def outer_loss(self, support: tuple, query: tuple) -> torch.Tensor:
+        """Eq. 14: mean over lanes of the clipped surrogate of θ'_i(θ) on the query data (differentiable in θ)."""
+        cfg = self.cfg
+
+        def lane(s_obs, s_act, s_adv, q_obs, q_act, q_logp, q_adv):
+            adapted = adapt(self.policy, self.actor, (s_obs, s_act, s_adv), cfg.inner_lr, cfg.inner_steps, cfg.first_order)
+            logits = functional_call(self.policy, adapted, (q_obs,), {"with_value": False}, strict=False)
+            newlogp = log_prob(logits, q_act)
+            loss, _, _ = clipped_surrogate(newlogp, q_logp, q_adv, cfg.clip_coef, True)
+            return loss - cfg.ent_coef * entropy(logits).mean()
+
+        return vmap(lane)(*support, *query).mean()
+
+    def _meta_update(self) -> dict[str, float]:
+        s_obs, s_act, _, s_adv, s_ret = self._per_lane(self.support)
+        q_obs, q_act, q_logp, q_adv, q_ret = self._per_lane(self.query)
+        losses = []
+        for _ in range(self.cfg.outer_epochs):
+            loss = self.outer_loss((s_obs, s_act, s_adv), (q_obs, q_act, q_logp, q_adv))
+            self.meta_optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.actor.values(), self.cfg.max_grad_norm)
+            self.meta_optimizer.step()
+            losses.append(loss.item())
+        obs = torch.cat([s_obs, q_obs], 1)
+        returns = torch.cat([s_ret, q_ret], 1)
+        for _ in range(self.cfg.outer_epochs):
+            v_loss = 0.5 * (self.policy.critic(obs).squeeze(-1) - returns).pow(2).mean()
+            self.critic_optimizer.zero_grad()
+            v_loss.backward()
+            self.critic_optimizer.step()
+        self.num_updates += 1
+        return {"losses/outer": float(np.mean(losses)), "losses/value": v_loss.item()}
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"params": self.policy_state(), "meta_optimizer": self.meta_optimizer.state_dict(),
+                "critic_optimizer": self.critic_optimizer.state_dict(),
+                "generator": self.generator.get_state(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.policy.load_state_dict(state["params"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.generator.set_state(state["generator"])
+        self.num_updates = state["num_updates"]
+
+    def load_policy(self, policy_state: dict[str, torch.Tensor]) -> None:
+        self.policy.load_state_dict(policy_state)
