@@ -4,19 +4,22 @@ The captured bandwidth (sample rate fs) is cut into K equal sub-bands covering
 ``band_fraction`` of it. Every waveform is periodic with period P = ``fft_size`` samples, so
 each sub-band is a set of DFT bins of width fs/P. Each BS owns ``tones_per_bs`` bins in every
 band, interleaved with the other BSs' bins: its code is a comb of DFT basis vectors, orthogonal
-to every other BS's code and to the band's null bins. The DC bin carries no pilot.
+to every other BS's code. The DC bin and a few bins at each band edge carry no pilot. Tone phases
+follow a Newman sequence over all pilots in frequency order, so the sum stays low in crest factor.
 
 Estimation from a capture of N = Nb·P samples (any timing offset, any delay):
 1. a common carrier frequency offset is estimated from the period-P correlation and removed
    (unambiguous for |CFO| < fs/(2P));
-2. the capture is cut into Nb blocks of P samples and transformed, Y [Nb, P] (scaled so a tone
-   of amplitude A reads A);
-3. least squares for the model "a periodic tone of unknown complex amplitude on every pilot
-   bin, plus residual": the amplitude is the block mean Ȳ on each pilot bin; the residual is
-   Y − Ȳ on pilot bins (Nb − 1 degrees of freedom each) and Y on null bins (Nb each);
-4. residual power per bin σ² is pooled per band; the band's residual (noise + external
-   interference) is σ² times the band's number of bins; each BS's received power in a band is
-   Σ_tones |Ȳ|² − tones·σ²/Nb (noise bias removed), floored at 0.
+2. the capture is cut into Nb blocks of P samples. Least squares for the model "a P-periodic
+   signal plus residual" gives the periodic part as the mean block; its DFT (scaled so a tone of
+   amplitude A reads A) gives each pilot tone's complex amplitude;
+3. the residual (each block minus the mean block: noise and external interference, Nb − 1
+   degrees of freedom per bin) is Hann-windowed, so a strong interferer does not leak into the
+   next band, and its power per bin σ² is averaged over the band's measurement bins (the band
+   minus ``edge_guard`` bins at each edge and the DC bin). The band's residual is σ² times its
+   number of bins;
+4. each BS's received power in a band is Σ_tones |amplitude|² − tones·σ²/Nb (noise bias
+   removed), floored at 0.
 
 Powers are mean |IQ|² in full-scale units, "in the band" = summed over its bins.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft
 
 __all__ = ["PilotPlan", "BandEstimate", "estimate", "band_power", "external_power", "link_sinr"]
 
@@ -40,34 +44,38 @@ class PilotPlan:
     fft_size: int = 1024
     tones_per_bs: int = 4
     band_fraction: float = 0.8
+    edge_guard: int = 2
     band_bins: np.ndarray = field(init=False, repr=False)    # [K, Mb] DFT bin indices of each band
     pilot_bins: np.ndarray = field(init=False, repr=False)   # [B, K, T] DFT bin of each pilot tone
     pilot_phase: np.ndarray = field(init=False, repr=False)  # [B, K, T] unit-modulus phase of each tone
-    null_bins: np.ndarray = field(init=False, repr=False)    # [K, M0] bins of each band with no pilot
+    measure_bins: np.ndarray = field(init=False, repr=False)  # [K, Mm] bins the residual is averaged over
 
     def __post_init__(self):
         p, k_num, b_num, t_num = self.fft_size, self.num_bands, self.num_bs, self.tones_per_bs
         width = int(self.band_fraction * p) // k_num                  # bins per band
         first = -(width * k_num) // 2                                  # centred bin index of band 0
         centred = first + np.arange(k_num)[:, None] * width + np.arange(width)[None, :]   # [K, Mb]
-        pilots, nulls = [], []
+        guard = self.edge_guard
+        pilots, measured = [], []
         for k in range(k_num):
-            usable = centred[k][centred[k] != 0]                       # no pilot on DC
+            inner = centred[k, guard: width - guard]
+            usable = inner[inner != 0]                                 # no pilot on DC
             num_pilots = b_num * t_num
             if 2 * num_pilots > usable.size:
                 raise ValueError(
-                    f"fft_size={p} leaves {usable.size} bins per band, too few for num_bs={b_num} x "
-                    f"tones_per_bs={t_num} pilots plus as many null bins: raise fft_size or lower tones_per_bs")
+                    f"fft_size={p} leaves {usable.size} usable bins per band, too few for num_bs={b_num} x "
+                    f"tones_per_bs={t_num} pilots plus as many free bins: raise fft_size or lower tones_per_bs")
             pos = ((np.arange(num_pilots) + 0.5) * usable.size / num_pilots).astype(int)
             pilots.append(usable[pos].reshape(t_num, b_num).T)         # tone j goes to BS j mod B
-            nulls.append(np.setdiff1d(usable, usable[pos]))
-        num_null = min(n.size for n in nulls)
-        j = np.arange(k_num * t_num).reshape(k_num, t_num)
-        phase = np.exp(1j * np.pi * j * j / j.size)                    # Newman phases: low crest factor
+            measured.append(usable)
+        num_measured = min(m.size for m in measured)
+        pilot_bins = np.stack(pilots, axis=1)                          # [B, K, T] centred
+        rank = np.argsort(np.argsort(pilot_bins, axis=None)).reshape(pilot_bins.shape)
+        phase = np.exp(1j * np.pi * rank * rank / rank.size)           # Newman phases in frequency order
         object.__setattr__(self, "band_bins", centred % p)
-        object.__setattr__(self, "pilot_bins", np.stack(pilots, axis=1) % p)
-        object.__setattr__(self, "pilot_phase", np.broadcast_to(phase, (b_num, k_num, t_num)).copy())
-        object.__setattr__(self, "null_bins", np.stack([n[:num_null] for n in nulls]) % p)
+        object.__setattr__(self, "pilot_bins", pilot_bins % p)
+        object.__setattr__(self, "pilot_phase", phase)
+        object.__setattr__(self, "measure_bins", np.stack([m[:num_measured] for m in measured]) % p)
 
     @property
     def bins_per_band(self) -> int:
@@ -117,12 +125,32 @@ def _remove_cfo(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float) -> tuple
     """Estimate the common CFO from y[n+P]·conj(y[n]) and derotate. iq [..., N]."""
     p = plan.fft_size
     corr = np.einsum("...n,...n->...", iq[..., p:], np.conj(iq[..., :-p]))            # [...]
-    energy = np.einsum("...n,...n->...", np.abs(iq[..., p:]), np.abs(iq[..., :-p]))  # [...]
+    energy = np.einsum("...n,...n->...", iq, np.conj(iq)).real                         # [...]
     eps = np.angle(corr) / (2 * np.pi * p)                                             # cycles/sample
     eps = np.where(np.abs(corr) > _CFO_MIN_COHERENCE * energy, eps, 0.0)
-    n = np.arange(iq.shape[-1])
-    derotated = iq * np.exp(-2j * np.pi * eps[..., None] * n).astype(np.complex64)
-    return derotated, eps * sample_rate_hz
+    blocks = _blocks(plan, iq)                                                         # [..., Nb, P]
+    num_blocks = blocks.shape[-2]
+    # e^{-j2πε(mP + i)} = e^{-j2πεmP} · e^{-j2πεi}: Nb + P exponentials instead of N
+    outer = np.exp(-2j * np.pi * eps[..., None] * p * np.arange(num_blocks))[..., :, None]
+    inner = np.exp(-2j * np.pi * eps[..., None] * np.arange(p))[..., None, :]
+    return blocks * (outer * inner).astype(np.complex64), eps * sample_rate_hz
+
+
+def _spectra(blocks: np.ndarray, plan: PilotPlan) -> np.ndarray:
+    """DFT of every block, scaled so a tone of amplitude A reads A. [..., Nb, P]."""
+    return scipy.fft.fft(blocks, axis=-1) / np.float32(plan.fft_size)
+
+
+def _hann_power(plan: PilotPlan, spec: np.ndarray) -> np.ndarray:
+    """Power per block on the measurement bins after a periodic Hann window, applied in the
+    frequency domain (taps -1/4, 1/2, -1/4) and scaled by 8/3 so per-bin powers stay unbiased.
+
+    spec [..., Nb, P] -> [..., Nb, K, Mm].
+    """
+    idx = plan.measure_bins
+    p = plan.fft_size
+    windowed = 0.5 * spec[..., idx] - 0.25 * (spec[..., (idx - 1) % p] + spec[..., (idx + 1) % p])
+    return (windowed.real ** 2 + windowed.imag ** 2) * (8.0 / 3.0)
 
 
 def estimate(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, correct_cfo: bool = True) -> BandEstimate:
@@ -131,29 +159,28 @@ def estimate(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, correct_cfo
     iq [..., N] complex, N >= 2·P (samples past the last whole period are ignored).
     """
     iq = np.asarray(iq, dtype=np.complex64)
-    cfo_hz = np.zeros(iq.shape[:-1])
     if correct_cfo:
-        iq, cfo_hz = _remove_cfo(plan, iq, sample_rate_hz)
-    blocks = _blocks(plan, iq)                                          # [..., Nb, P]
+        blocks, cfo_hz = _remove_cfo(plan, iq, sample_rate_hz)         # [..., Nb, P]
+    else:
+        blocks, cfo_hz = _blocks(plan, iq), np.zeros(iq.shape[:-1])
     num_blocks = blocks.shape[-2]
-    spec = np.fft.fft(blocks, axis=-1) / plan.fft_size                  # [..., Nb, P]
-    pilot = spec[..., plan.pilot_bins]                                  # [..., Nb, B, K, T]
-    mean = pilot.mean(axis=-4)                                          # [..., B, K, T]
-    pilot_res = (np.abs(pilot - mean[..., None, :, :, :]) ** 2).sum(axis=(-4, -3, -1))   # [..., K]
-    null_res = (np.abs(spec[..., plan.null_bins]) ** 2).sum(axis=(-3, -1))               # [..., K]
-    num_pilots = plan.num_bs * plan.tones_per_bs
-    dof = num_pilots * (num_blocks - 1) + plan.null_bins.shape[1] * num_blocks
-    sigma2 = (pilot_res + null_res) / dof                               # [..., K] residual per bin
-    raw = (np.abs(mean) ** 2).sum(axis=-1)                              # [..., B, K]
+    spec = _spectra(blocks, plan)                                       # [..., Nb, P]
+    periodic = spec.mean(axis=-2, keepdims=True)                        # [..., 1, P] LS periodic part
+    amp = periodic[..., 0, plan.pilot_bins]                             # [..., B, K, T]
+    per_bin = _hann_power(plan, spec - periodic).sum(axis=-3) / (num_blocks - 1)   # [..., K, Mm]
+    sigma2 = per_bin.mean(axis=-1)                                      # [..., K] residual per bin
+    raw = (amp.real ** 2 + amp.imag ** 2).sum(axis=-1)                  # [..., B, K]
     power = np.maximum(raw - plan.tones_per_bs * sigma2[..., None, :] / num_blocks, 0.0)
     return BandEstimate(power=power, residual=sigma2 * plan.bins_per_band, cfo_hz=cfo_hz)
 
 
 def band_power(plan: PilotPlan, iq: np.ndarray) -> np.ndarray:
-    """Total power in each band of a capture, full-scale units. iq [..., N] -> [..., K]."""
-    spec = np.fft.fft(_blocks(plan, np.asarray(iq, dtype=np.complex64)), axis=-1) / plan.fft_size
-    per_bin = (np.abs(spec) ** 2).mean(axis=-2)                         # [..., P]
-    return per_bin[..., plan.band_bins].sum(axis=-1)
+    """Total power in each band of a capture (Hann-windowed Welch), full-scale units.
+
+    iq [..., N] -> [..., K].
+    """
+    spec = _spectra(_blocks(plan, np.asarray(iq, dtype=np.complex64)), plan)
+    return _hann_power(plan, spec).mean(axis=(-3, -1)) * plan.bins_per_band
 
 
 def external_power(plan: PilotPlan, iq: np.ndarray, noise_floor: np.ndarray) -> np.ndarray:
