@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import select
 import signal
 import socket
 import threading
@@ -49,6 +50,13 @@ class _OpenBuffer:
     @property
     def channels(self) -> list[int]:
         return [i for i in range(2) if self.mask >> i & 1]
+
+
+def _peer_closed(conn: socket.socket) -> bool:
+    """Whether the client has hung up (even with commands of its own still unread)."""
+    poller = select.poll()
+    poller.register(conn, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(0))
 
 
 class IIODEmulator:
@@ -149,8 +157,7 @@ class IIODEmulator:
                 words = line.decode("ascii", "replace").split()
                 if not words:
                     continue                       # empty lines get no reply
-                self._answering.wait()
-                if self._stopping:
+                if not self._wait_answering(conn):
                     return
                 if words[0].upper() == "EXIT":
                     return
@@ -166,6 +173,13 @@ class IIODEmulator:
                 self._conns.pop(conn, None)
             rfile.close()
             conn.close()
+
+    def _wait_answering(self, conn: socket.socket) -> bool:
+        """Hold while stalled; False if the server stops or the client hangs up meanwhile."""
+        while not self._answering.wait(0.01):
+            if _peer_closed(conn):
+                return False
+        return not self._stopping and not _peer_closed(conn)
 
     def _dispatch(self, words: list[str], rfile, buffers: dict[str, _OpenBuffer], conn) -> bytes:
         cmd, args = words[0].upper(), words[1:]

@@ -9,9 +9,9 @@ libiio and pyadi-iio errors (refused connection, broken pipe, timeouts, "No devi
 from __future__ import annotations
 
 import errno
-import logging
 import math
 import time
+import traceback
 from contextlib import contextmanager
 
 import numpy as np
@@ -21,8 +21,6 @@ from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLim
 
 __all__ = ["PlutoRadio", "TX_GAIN_RANGE_DB", "TX_GAIN_STEP_DB", "SAMPLE_RATE_RANGE_HZ",
            "BANDWIDTH_RANGE_HZ", "CENTER_RANGE_HZ"]
-
-log = logging.getLogger(__name__)
 
 TX_GAIN_RANGE_DB = (-89.75, 0.0)        # TX gain = minus the attenuation, dB
 TX_GAIN_STEP_DB = 0.25
@@ -70,14 +68,20 @@ class PlutoRadio(Radio):
             yield
         except (RadioError, ValueError):
             raise
-        except OSError as e:
-            timed_out = e.errno == errno.EPIPE and time.monotonic() - start_s >= 0.9 * self.timeout_s
+        except Exception as e:
+            # the frames of the failed call hold libiio buffers: free them now, so their dead
+            # connections close while the error (and its traceback) is still being handled
+            traceback.clear_frames(e.__traceback__)
+            self._raise(what, e, time.monotonic() - start_s)
+
+    def _raise(self, what: str, e: Exception, elapsed_s: float):
+        if isinstance(e, OSError):
+            timed_out = e.errno == errno.EPIPE and elapsed_s >= 0.9 * self.timeout_s
             if e.errno in _TIMEOUT_ERRNOS or timed_out:
                 raise RadioTimeout(f"{self.name}: {what} on the Pluto at {self.uri} timed out ({e})") from e
             raise RadioError(f"{self.name}: {what} on the Pluto at {self.uri} failed ({e}); "
                              "the radio may have been unplugged or rebooted") from e
-        except Exception as e:
-            raise RadioError(f"{self.name}: {what} on the Pluto at {self.uri} failed ({e!r})") from e
+        raise RadioError(f"{self.name}: {what} on the Pluto at {self.uri} failed ({e!r})") from e
 
     def _write(self, field: str, attr: str, value) -> None:
         """Set one pyadi-iio property; a device refusal (EINVAL) becomes ValueError naming the field."""
@@ -185,15 +189,15 @@ class PlutoRadio(Radio):
         return (np.asarray(x) / RX_FULL_SCALE).astype(np.complex64)
 
     def _mute(self) -> None:
-        """Destroy the TX buffer, then set the lowest TX gain. Errors are logged, not raised."""
+        """Destroy the TX buffer, then set the lowest TX gain; RadioError if the Pluto does not answer."""
+        self._tx_buffer = None
+        self._tx_gain_on_device_db = None
+        with self._io("muting"):
+            self._sdr.tx_destroy_buffer()
         try:
-            self._tx_buffer = None
-            with self._io("muting"):
-                self._sdr.tx_destroy_buffer()
             self._set_tx_gain(TX_GAIN_RANGE_DB[0])
-        except (RadioError, ValueError) as e:
-            self._tx_gain_on_device_db = None
-            log.warning("%s: mute could not reach the Pluto at %s: %s", self.name, self.uri, e)
+        except RadioError as e:
+            raise RadioError(f"{e}; cannot confirm that the Pluto at {self.uri} is muted") from e
 
     def _close(self) -> None:
         """Destroy the buffers, then the context (in that order: libiio needs the context alive)."""
