@@ -4,7 +4,8 @@ The real libiio client (``iio_info -u ip:127.0.0.1:PORT``, ``adi.Pluto("ip:127.0
 talks to it as to a Pluto on the network. Commands: PRINT, ZPRINT (refused, so a zstd client falls
 back), VERSION, TIMEOUT, READ, WRITE, OPEN, READBUF, WRITEBUF, CLOSE, GETTRIG, EXIT. libiio opens
 one TCP connection per buffer, so each connection is served by its own thread with its own OPEN
-state; every reply goes out in one write.
+state; every reply goes out in one write. Like iiod, several connections may read the RX device
+at once; the TX device takes one buffer at a time (-EBUSY).
 
 RF: TX buffers (int16 I/Q, full scale 2^15 - 1) are scaled by the TX gain and put on an RF medium port;
 RX buffers are what the port receives, scaled by the RX gain and quantised to the 12-bit ADC
@@ -44,6 +45,7 @@ class _OpenBuffer:
     num_samples: int
     mask: int
     cyclic: bool
+    conn: socket.socket
     opened_s: float = field(default_factory=time.monotonic)
     samples_done: int = 0
 
@@ -77,7 +79,8 @@ class IIODEmulator:
         self._listener = socket.create_server((host, port))
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()                   # guards model, buffers and RF port
-        self._owners: dict[str, socket.socket] = {}     # buffer device name -> connection holding it
+        self._tx_owner: socket.socket | None = None      # connection holding the TX device's buffer
+        self._rx_readers: set[socket.socket] = set()     # connections with an RX buffer open
         self._tx: tuple[np.ndarray, bool] | None = None  # TX buffer on air: (iq at full scale 1, cyclic)
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._accept_thread: threading.Thread | None = None
@@ -260,10 +263,13 @@ class IIODEmulator:
         if cyclic and not _BUFFER_DEVICES[dev.name]:
             return b"%d\n" % -errno.EINVAL
         with self._lock:
-            if dev.name in self._owners:
-                return b"%d\n" % -errno.EBUSY
-            self._owners[dev.name] = conn
-        buffers[dev.name] = _OpenBuffer(dev.name, num_samples, mask, cyclic)
+            if _BUFFER_DEVICES[dev.name]:
+                if self._tx_owner is not None:
+                    return b"%d\n" % -errno.EBUSY
+                self._tx_owner = conn
+            else:
+                self._rx_readers.add(conn)
+        buffers[dev.name] = _OpenBuffer(dev.name, num_samples, mask, cyclic, conn)
         return b"0\n"
 
     def _close(self, args: list[str], buffers: dict[str, _OpenBuffer]) -> bytes:
@@ -277,10 +283,12 @@ class IIODEmulator:
 
     def _release(self, buf: _OpenBuffer) -> None:
         """Forget a buffer (caller holds the lock); a TX buffer going away stops transmission."""
-        self._owners.pop(buf.dev_name, None)
         if _BUFFER_DEVICES[buf.dev_name]:
+            self._tx_owner = None
             self._tx = None
             self.rf_port.mute()
+        else:
+            self._rx_readers.discard(buf.conn)
 
     def _readbuf(self, args: list[str], buffers: dict[str, _OpenBuffer]) -> bytes:
         dev = self.model.device(args[0])

@@ -152,21 +152,24 @@ def test_write_validates_and_consumes_its_data(raw, pluto_emulator):
     assert raw.read_attr("READ iio:device0 OUTPUT altvoltage1 frequency") == "915000000"
 
 
-def test_buffers_are_per_connection_and_exclusive(pluto_emulator):
+def test_buffers_are_per_connection_and_tx_is_exclusive(pluto_emulator):
     a, b = Raw(pluto_emulator), Raw(pluto_emulator)
     try:
         assert a.cmd("READBUF iio:device3 4096") == -errno.EBADF        # not opened on this connection
         assert a.cmd("OPEN iio:device3 1024 00000003") == 0
-        assert b.cmd("OPEN iio:device3 1024 00000003") == -errno.EBUSY
+        assert b.cmd("OPEN iio:device3 1024 00000003") == 0             # RX: several readers, like iiod
         assert b.cmd("OPEN iio:device3 1024 00000003 CYCLIC") == -errno.EINVAL   # RX cannot be cyclic
         assert b.cmd("OPEN iio:device0 1024 00000003") == -errno.EINVAL          # not buffer capable
+        assert a.cmd("OPEN iio:device2 1024 00000003 CYCLIC") == 0
+        assert b.cmd("OPEN iio:device2 1024 00000003") == -errno.EBUSY          # TX: one buffer at a time
         assert b.read_attr("READ ad9361-phy ensm_mode") == "fdd"                 # b still serves attributes
-        assert a.cmd("READBUF iio:device3 4096") == 4096
-        assert a.rfile.readline() == b"00000003\n"
-        assert len(a.rfile.read(4096)) == 4096
-        assert a.cmd("CLOSE iio:device3") == 0
-        assert a.cmd("CLOSE iio:device3") == -errno.EBADF
-        assert b.cmd("OPEN iio:device3 1024 00000003") == 0
+        for client in (a, b):
+            assert client.cmd("READBUF iio:device3 4096") == 4096
+            assert client.rfile.readline() == b"00000003\n"
+            assert len(client.rfile.read(4096)) == 4096
+        assert a.cmd("CLOSE iio:device2") == 0
+        assert a.cmd("CLOSE iio:device2") == -errno.EBADF
+        assert b.cmd("OPEN iio:device2 1024 00000003") == 0
     finally:
         a.close()
         b.close()

@@ -317,7 +317,7 @@ def test_stalled_emulator_raises_radio_timeout_then_recovers(radio, emu):
         radio.capture(1024)
     assert time.monotonic() - start >= 0.45
     deadline = time.monotonic() + 5                      # the emulator drops the abandoned RX connection
-    while "cf-ad9361-lpc" in emu._owners and time.monotonic() < deadline:
+    while emu._rx_readers and time.monotonic() < deadline:
         time.sleep(0.01)
     emu.stall(False)
     assert radio.capture(1024).shape == (1024,)
