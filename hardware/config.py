@@ -78,6 +78,11 @@ class HardwareConfig:
     band_fraction: float = param(0.8, "fraction of the sample rate the K bands cover (the rest is guard)", (0.1, 0.95))
     full_scale_dbm: float = param(0.0, "simulated received power in dBm that reaches the receiver at full scale: "
                                        "maps network powers onto the bench", (-200.0, 60.0))
+    pilot_snr_db: float = param(20.0, "pilots that would reach a UE radio less than this far above N0 are sent "
+                                      "stronger by a known digital gain, divided out of the estimate, in dB",
+                                (-20.0, 60.0))
+    max_pilot_boost_db: float = param(30.0, "largest such pilot boost in dB (0 = measure every pilot at its "
+                                            "network level)", (0.0, 60.0))
     max_turns: int = param(16, "capture turns per step at most; links beyond are simulated and marked "
                                "not measured", (1, 4096))
     timeout_s: float = param(2.0, "timeout of one radio operation in s", (0.01, 600.0))

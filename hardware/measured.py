@@ -1,0 +1,290 @@
+"""The measured network backend: the simulator's step with its two hooks measured on radios.
+
+Per step (``sim.network.SimNetwork`` runs the rest, identically on every backend):
+  sense     ``sense_external_w``: every BS radio captures with all TX off; band power above the
+            noise floor calibrated at start-up is the external interference X_bs [N, B, K];
+  filter    the shared safety filter turns requests into ``SafePowers``;
+  transmit  ``link_sinr``: in turns, every BS radio sends the pilots of its BSs, each scaled by
+            the executed power and a digital per-link gain that puts the large-scale geometry
+            (path loss, shadowing, fading) of the UE measured on that band into the waveform;
+  capture   the UE radio standing in for that UE captures;
+  estimate  per-band least squares gives every BS's received power and the residual (noise +
+            real external interference), hence the SINR of the link.
+On band k, turn j measures the j-th active link (b, k): its served UE u is emulated by its UE
+radio, and every BS b' is sent at β(b',k)·p̂(b',k)·g(b',u) / (full_scale_w·G_radio). β is a
+known digital gain: a pilot boost for pilots that would arrive less than ``pilot_snr_db`` above
+N0 (so weak links are estimated precisely, as with boosted reference signals in cellular
+systems), times a common back-off when the bursts would exceed the TX amplitude limit. The
+estimate divides β out, so every BS's power is referred to the network's reference plane,
+while the residual (noise + real external interference) is measured as it is. Bands are measured
+in parallel, so a step takes as many turns as the busiest band has active links (at most
+``max_turns``; links beyond, and UEs no radio stands for, keep the simulator's SINR and are
+marked not measured). Dry run: everything runs, nothing radiates, SINR stays simulated.
+
+A radio error (timeout, disconnect) or a safety violation mutes every radio and propagates, so
+the env/runner ends the episode and saves its data.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from hardware.config import HardwareConfig
+from hardware.dsp import PilotPlan, band_power, estimate, link_sinr
+from hardware.radio import Radio, RadioError, SafetyViolation
+from hardware.scene import TaskScene
+from hardware.transmitter import Transmitter
+from sim.network import SimNetwork
+from sim.params import NetworkParams, TaskRanges
+from sim.safety import SafePowers
+from sim.units import db_to_lin, dbm_to_w
+
+__all__ = ["MeasuredNetwork", "make_backend", "BackendError"]
+
+_HEADROOM = 0.95   # bursts are scaled to at most this share of max_amplitude
+
+
+class BackendError(ValueError):
+    """The radio map does not fit the network (a BS without a radio, a wrong driver)."""
+
+
+class MeasuredNetwork(SimNetwork):
+    """N networks whose SINR and external interference are measured on radios (N envs in turn)."""
+
+    def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int, hw: HardwareConfig,
+                 radios: dict[str, Radio], device="cpu", seed: int = 0, task_seed: int | None = None,
+                 scene: TaskScene | None = None):
+        super().__init__(params, ranges, num_envs, device=device, seed=seed, task_seed=task_seed)
+        self.hw = hw
+        self.radios = radios
+        self.scene = scene
+        self.plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
+        self.bs_radio = _bs_radio_map(hw, params.num_bs)
+        self.ue_radio = _ue_radio_map(hw, params.num_ue)
+        gain_db = {e.name: e.link_gain_db for e in hw.radios}
+        self.radio_gain_lin = {name: db_to_lin(g) for name, g in gain_db.items()}
+        self.full_scale_w = dbm_to_w(hw.full_scale_dbm)
+        self.pilot_floor_w = params.noise_w * db_to_lin(hw.pilot_snr_db)
+        self.max_boost = db_to_lin(hw.max_pilot_boost_db)
+        self.transmitter = Transmitter(radios, self.bs_radio, self.plan, dry_run=hw.dry_run)
+        self.last_turns = 0
+        self.last_backoff_db = 0.0
+        with self._muting_on_error():
+            settings = hw.settings()
+            for radio in radios.values():
+                radio.configure(settings)
+            self.transmitter.mute_all()
+            self.noise_floor = {name: band_power(self.plan, radios[name].capture(hw.capture_samples))
+                                for name in dict.fromkeys(self.bs_radio)}   # [K] full-scale units
+
+    # --- hooks -------------------------------------------------------------------------
+    def sense_external_w(self) -> torch.Tensor:
+        """Capture at every BS radio with TX off; band power above the floor, in W. [N, B, K]."""
+        p = self.params
+        out = np.zeros((self.num_envs, p.num_bs, p.num_bands))
+        with self._muting_on_error():
+            self.transmitter.mute_all()
+            for n in range(self.num_envs):
+                self._apply_scene(n)
+                for name in dict.fromkeys(self.bs_radio):
+                    power = band_power(self.plan, self.radios[name].capture(self.hw.capture_samples))
+                    excess_w = np.maximum(power - self.noise_floor[name], 0.0) * self.full_scale_w
+                    mine = [b for b, r in enumerate(self.bs_radio) if r == name]
+                    out[n, mine] = excess_w / self.radio_gain_lin[name]
+        return torch.as_tensor(out, dtype=torch.float32, device=self.device)
+
+    def link_sinr(self, safe: SafePowers, served_ue: torch.Tensor, gain_db: torch.Tensor,
+                  external_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Measured SINR where a radio could measure it, the simulator's elsewhere. [N, B, K] x2."""
+        sinr_sim, _ = super().link_sinr(safe, served_ue, gain_db, external_w)
+        sinr = sinr_sim.detach().cpu().double().numpy().copy()
+        measured = np.zeros(sinr.shape, dtype=bool)
+        gain_lin = db_to_lin(gain_db.detach().cpu().double()).numpy()      # [N, B, U]
+        served = served_ue.cpu().numpy()
+        on = safe.power_w.cpu().numpy() > 0
+        with self._muting_on_error():
+            for n in range(self.num_envs):
+                self._measure_env(safe, n, served[n], on[n], gain_lin[n], sinr[n], measured[n])
+            self.transmitter.mute_all()
+        if self.hw.dry_run:
+            return sinr_sim, torch.zeros_like(safe.mask)
+        return (torch.as_tensor(sinr, dtype=sinr_sim.dtype, device=self.device),
+                torch.as_tensor(measured, device=self.device))
+
+    # --- the measurement -----------------------------------------------------------------
+    def _measure_env(self, safe: SafePowers, n: int, served: np.ndarray, on: np.ndarray,
+                     gain_lin: np.ndarray, sinr: np.ndarray, measured: np.ndarray) -> None:
+        """Measure the active links of env n in turns; writes into sinr / measured [B, K]."""
+        has_radio = np.array([self.ue_radio[u] is not None if u >= 0 else False for u in served.ravel()])
+        active = on & has_radio.reshape(served.shape)                      # [B, K]
+        rank = np.where(active, np.cumsum(active, axis=0) - 1, -1)         # j-th active link of its band
+        power_w = safe.power_w[n].detach().cpu().double().numpy()         # [B, K]
+        self.last_turns = num_turns = min(int(active.sum(0).max(initial=0)), self.hw.max_turns)
+        backoffs = [0.0]
+        for j in range(num_turns):
+            targets = {int(k): int(np.flatnonzero(rank[:, k] == j)[0]) for k in np.flatnonzero((rank == j).any(0))}
+            link_gain = np.zeros(on.shape)                                  # [B, K] FS units per W
+            rx_w = np.zeros(on.shape)                                       # [B, K] at the emulated UE
+            ue_bs = {}
+            for k, b in targets.items():
+                u = int(served[b, k])
+                radio = self.ue_radio[u]
+                link_gain[:, k] = gain_lin[:, u] / (self.full_scale_w * self.radio_gain_lin[radio])
+                rx_w[:, k] = power_w[:, k] * gain_lin[:, u]
+                ue_bs[k] = (int(self.tasks.assoc[n, u]), radio)
+            self._apply_scene(n, ue_bs)
+            boost = np.clip(self.pilot_floor_w / np.maximum(rx_w, 1e-300), 1.0, self.max_boost)
+            peak = self.transmitter.peak(safe, n, link_gain * boost)
+            limit = _HEADROOM * min(self.radios[r].limits.max_amplitude for r in self.bs_radio)
+            if peak > limit:
+                boost *= (limit / peak) ** 2
+                backoffs.append(20 * np.log10(peak / limit))
+            link_gain *= boost
+            self.transmitter.transmit(safe, n, link_gain)
+            if self.hw.settle_s:
+                time.sleep(self.hw.settle_s)
+            estimates = {radio: estimate(self.plan, self.radios[radio].capture(self.hw.capture_samples),
+                                         self.hw.sample_rate_hz)
+                         for radio in dict.fromkeys(r for _, r in ue_bs.values())}
+            for k, b in targets.items():
+                est = estimates[ue_bs[k][1]]
+                sinr[b, k] = link_sinr(est.power[:, k:k + 1] / boost[:, k:k + 1], est.residual[k:k + 1])[b, 0]
+                measured[b, k] = True
+        self.last_backoff_db = max(backoffs)
+
+    def _apply_scene(self, n: int, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:
+        """Mock bench only: put env n's incumbents on the medium."""
+        if self.scene is None:
+            return
+        incumbent_w = self.state.incumbent_on[n].cpu().numpy() * float(self.tasks.incumbent_power_w[n])
+        self.scene.apply(incumbent_w, ue_bs)
+
+    @contextmanager
+    def _muting_on_error(self):
+        """On a radio error or safety violation: mute every radio (all are tried), then re-raise."""
+        try:
+            yield
+        except (RadioError, SafetyViolation):
+            self.mute_all()
+            raise
+
+    def mute_all(self) -> None:
+        """Best effort: mute every radio, ignoring the errors of the ones that cannot answer."""
+        for radio in self.radios.values():
+            try:
+                radio.mute()
+            except RadioError:
+                pass
+
+    def close(self) -> None:
+        """Mute and close every radio (all are tried; the first error is re-raised)."""
+        first: Exception | None = None
+        for radio in self.radios.values():
+            try:
+                radio.close()
+            except RadioError as err:
+                first = first or err
+        if first is not None:
+            raise first
+
+
+def _bs_radio_map(hw: HardwareConfig, num_bs: int) -> list[str]:
+    """Name of the radio carrying each BS [B]; every BS needs exactly one."""
+    owner: dict[int, str] = {}
+    for entry in hw.radios_with_role("bs"):
+        for b in entry.nodes:
+            if b >= num_bs:
+                raise BackendError(f"hardware.radios: {entry.name} carries BS {b}, the network has {num_bs} BSs")
+            if b in owner:
+                raise BackendError(f"hardware.radios: BS {b} is carried by both {owner[b]} and {entry.name}")
+            owner[b] = entry.name
+    missing = [b for b in range(num_bs) if b not in owner]
+    if missing:
+        raise BackendError(f"hardware.radios: BS {missing} have no radio; list them in a bs radio's nodes")
+    return [owner[b] for b in range(num_bs)]
+
+
+def _ue_radio_map(hw: HardwareConfig, num_ue: int) -> list[str | None]:
+    """Name of the radio standing in for each UE [U] (None: simulated). Explicit nodes first,
+    then ue radios with empty nodes share the rest round-robin."""
+    out: list[str | None] = [None] * num_ue
+    for entry in hw.radios_with_role("ue"):
+        for u in entry.nodes:
+            if u >= num_ue:
+                raise BackendError(f"hardware.radios: {entry.name} stands for UE {u}, the network has {num_ue} UEs")
+            if out[u] is not None:
+                raise BackendError(f"hardware.radios: UE {u} is listed by both {out[u]} and {entry.name}")
+            out[u] = entry.name
+    spare = [e.name for e in hw.radios_with_role("ue") if not e.nodes]
+    rest = [u for u in range(num_ue) if out[u] is None]
+    for i, u in enumerate(rest if spare else []):
+        out[u] = spare[i % len(spare)]
+    return out
+
+
+def _driver_class(driver: str):
+    """The Radio subclass of a driver, imported only when used."""
+    if driver == "pluto":
+        from hardware.pluto import PlutoRadio
+        return PlutoRadio
+    if driver == "gnuradio":
+        from hardware.zmq_radio import ZmqRadio
+        return ZmqRadio
+    raise BackendError(f"unknown driver {driver!r}")
+
+
+def open_radios(hw: HardwareConfig, backend: str, seed: int = 0) -> tuple[dict[str, Radio], "RfMedium | None"]:
+    """Open every radio of the map (closing those already open if one fails)."""
+    from hardware.medium import RfMedium
+    from hardware.mock import MockRadio
+
+    drivers = {e.driver for e in hw.radios}
+    if backend == "mock" and drivers != {"mock"}:
+        raise BackendError(f"backend mock needs every radio's driver to be mock, got {sorted(drivers)}")
+    if backend != "mock" and "mock" in drivers:
+        raise BackendError(f"backend {backend} drives real radios; hardware.radios lists mock ones")
+    medium = RfMedium(hw.sample_rate_hz, seed=seed) if backend == "mock" else None
+    limits = hw.limits()
+    radios: dict[str, Radio] = {}
+    try:
+        for e in hw.radios:
+            if medium is not None:
+                radios[e.name] = MockRadio(e.name, limits, e, hw.dry_run, medium=medium)
+            else:
+                radios[e.name] = _driver_class(e.driver)(e.name, limits, e, hw.dry_run, timeout_s=hw.timeout_s)
+    except BaseException:
+        for radio in radios.values():
+            try:
+                radio.close()
+            except RadioError:
+                pass
+        raise
+    return radios, medium
+
+
+def make_backend(config, num_envs: int, device=None, seed: int | None = None) -> MeasuredNetwork:
+    """The measured backend of a testbed Config (backend mock | pluto | gnuradio)."""
+    if config.backend not in ("mock", "pluto", "gnuradio"):
+        raise BackendError(f"make_backend serves the measured backends, got backend {config.backend!r}")
+    hw, params = config.hardware, config.network
+    seed = config.env.seed if seed is None else seed
+    _bs_radio_map(hw, params.num_bs)
+    _ue_radio_map(hw, params.num_ue)
+    radios, medium = open_radios(hw, config.backend, seed)
+    try:
+        scene = None
+        if medium is not None:
+            plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
+            scene = TaskScene(medium, hw, plan, params)
+        return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device or config.env.device,
+                               seed=seed, task_seed=config.env.task_seed, scene=scene)
+    except BaseException:
+        for radio in radios.values():
+            try:
+                radio.close()
+            except RadioError:
+                pass
+        raise
