@@ -1,0 +1,274 @@
+"""The measured backend on the mock bench: radio map, sim-vs-measured SINR, sensing, the safety
+property with real injected interferers, faults mid-episode, dry run, and reference policies
+running full episodes through the env and the CLI."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hardware.config import HardwareConfig, RadioEntry
+from hardware.measured import BackendError, _bs_radio_map, _ue_radio_map, make_backend
+from hardware.medium import MediumPort
+from hardware.radio import RadioError, RadioTimeout
+from sim.network import SimNetwork
+from testbed.config import ConfigError, load_config
+
+
+def mock_net(**hardware):
+    config = load_config("bench_mock", {"hardware": hardware} if hardware else None)
+    return make_backend(config, num_envs=1)
+
+
+def ports_silent(net) -> bool:
+    return not any(r.port.transmitting for r in net.radios.values())
+
+
+def random_levels(seed: int) -> torch.Tensor:
+    return torch.randint(0, 4, (1, 3, 5), generator=torch.Generator().manual_seed(seed))
+
+
+# --- radio map and config ------------------------------------------------------------------
+def hw_with(*entries) -> HardwareConfig:
+    return HardwareConfig(radios=tuple(entries))
+
+
+def test_bs_map_needs_every_bs_once():
+    ue = RadioEntry(name="ue", role="ue")
+    assert _bs_radio_map(hw_with(RadioEntry(name="a", nodes=[0, 2]), RadioEntry(name="b", nodes=[1]), ue), 3) == ["a", "b", "a"]
+    with pytest.raises(BackendError, match=r"BS \[2\] have no radio"):
+        _bs_radio_map(hw_with(RadioEntry(name="a", nodes=[0, 1]), ue), 3)
+    with pytest.raises(BackendError, match="both a and b"):
+        _bs_radio_map(hw_with(RadioEntry(name="a", nodes=[0]), RadioEntry(name="b", nodes=[0, 1, 2]), ue), 3)
+    with pytest.raises(BackendError, match="carries BS 5"):
+        _bs_radio_map(hw_with(RadioEntry(name="a", nodes=[5]), ue), 3)
+
+
+def test_ue_map_explicit_then_round_robin():
+    bs = RadioEntry(name="bs", nodes=[0])
+    hw = hw_with(bs, RadioEntry(name="near", role="ue", nodes=[3]), RadioEntry(name="x", role="ue"),
+                 RadioEntry(name="y", role="ue"))
+    assert _ue_radio_map(hw, 5) == ["x", "y", "x", "near", "y"]
+    only_listed = hw_with(bs, RadioEntry(name="near", role="ue", nodes=[1]))
+    assert _ue_radio_map(only_listed, 3) == [None, "near", None]
+
+
+def test_config_breaking_a_hard_limit_fails_to_load():
+    with pytest.raises(ConfigError, match="max_tx_gain_db"):
+        load_config("bench_mock", {"hardware": {"tx_gain_db": 0.0}})
+    with pytest.raises(ConfigError, match="allowed_center_hz"):
+        load_config("bench_mock", {"hardware": {"center_hz": 2.45e9}})
+    with pytest.raises(ConfigError, match="sample_rate_range_hz"):
+        load_config("bench_mock", {"hardware": {"sample_rate_hz": 8e6}})
+
+
+def test_backend_refuses_mock_radios_for_real_backends():
+    config = load_config("bench_mock", {"backend": "pluto"})
+    with pytest.raises(BackendError, match="mock"):
+        make_backend(config, num_envs=1)
+
+
+def test_bench_mock_preset_loads_with_two_ue_radios():
+    config = load_config("bench_mock")
+    assert config.backend == "mock"
+    assert [r.name for r in config.hardware.radios_with_role("ue")] == ["ue0", "ue1"]
+
+
+# --- measurement -----------------------------------------------------------------------------
+def test_measured_sinr_matches_the_simulator():
+    """Mock medium set from the task: >= 95 % of active links within 1 dB of Eq. 6."""
+    net = mock_net()
+    errors, num_active = [], 0
+    try:
+        for episode in range(3):
+            net.reset(seed=episode)
+            for t in range(25):
+                res = net.step(random_levels(100 * episode + t))
+                analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
+                assert torch.equal(res.measured, res.active)          # every active link was measured
+                act = res.active
+                num_active += int(act.sum())
+                errors.append((10 * torch.log10(res.sinr_lin[act] / analytic[act])).abs())
+    finally:
+        net.close()
+    errors = torch.cat(errors)
+    assert num_active > 300
+    assert (errors <= 1.0).float().mean() >= 0.95
+    assert errors.median() < 0.3
+
+
+def test_sensed_interference_is_the_real_incumbent():
+    net = mock_net()
+    try:
+        net.reset(seed=3)
+        on = torch.zeros(1, 3, 5, dtype=torch.bool)
+        on[0, 0, 1] = on[0, 2, 4] = on[0, 1, 0] = True
+        net.state = dataclasses.replace(net.state, incumbent_on=on)
+        net.tasks = dataclasses.replace(net.tasks, incumbent_power_w=torch.tensor([10 ** (-80.0 / 10) * 1e-3]))
+        sensed = net.sense_external_w()
+    finally:
+        net.close()
+    true_w = float(net.tasks.incumbent_power_w[0])
+    ratio_db = 10 * torch.log10(sensed[on] / true_w)
+    assert ratio_db.abs().max() < 1.0
+    assert sensed[~on].max() < net.params.i_max_w / 10
+
+
+@settings(max_examples=25, deadline=None)
+@given(on=st.lists(st.booleans(), min_size=15, max_size=15),
+       incumbent_dbm=st.floats(-100.0, -60.0),
+       bs_part_dbm=st.lists(st.floats(-130.0, -70.0), min_size=15, max_size=15),
+       levels=st.lists(st.integers(0, 3), min_size=15, max_size=15))
+def test_no_pilot_on_a_band_whose_sensed_interference_exceeds_i_max(safety_net, on, incumbent_dbm, bs_part_dbm, levels):
+    """Random interference maps plus a real interferer injected in the mock medium: no executed
+    transmission (and no pilot energy on air) where the sensed interference exceeds I_max."""
+    net, sent = safety_net
+    p = net.params
+    net.reset(seed=0)
+    on = torch.tensor(on).view(1, 3, 5)
+    incumbent_w = 10 ** (incumbent_dbm / 10) * 1e-3
+    net.state = dataclasses.replace(net.state, incumbent_on=on)
+    net.tasks = dataclasses.replace(net.tasks, incumbent_power_w=torch.tensor([incumbent_w]))
+    sensed = net.sense_external_w()
+    bs_part = 10 ** (torch.tensor(bs_part_dbm).view(1, 3, 5) / 10) * 1e-3
+    net.state = dataclasses.replace(net.state, external_w=sensed, map_w=bs_part + sensed)
+    sent.clear()
+    res = net.step(torch.tensor(levels).view(1, 3, 5))
+
+    closed = res.map_w > p.i_max_w                                             # [1, B, K]
+    assert int(res.executed_violations.sum()) == 0
+    assert torch.all(res.safe.power_w[closed] == 0)
+    if incumbent_dbm > p.i_max_dbm + 3:                                        # the real interferer is seen
+        assert torch.all(closed[on])
+    for bursts in sent:                                                         # and nothing is on air there
+        for b in range(3):
+            name = net.bs_radio[b]
+            if name not in bursts:
+                continue
+            spectrum = np.abs(np.fft.fft(bursts[name].iq)) / net.plan.fft_size
+            for k in torch.nonzero(closed[0, b]).flatten().tolist():
+                assert spectrum[net.plan.pilot_bins[b, k]].max() < 1e-7
+
+
+@pytest.fixture(scope="module")
+def safety_net():
+    """A mock backend whose Transmitter records every set of bursts it sends."""
+    net = mock_net()
+    sent = []
+    transmit = net.transmitter.transmit
+
+    def recording(*args, **kwargs):
+        bursts = transmit(*args, **kwargs)
+        sent.append(bursts)
+        return bursts
+    net.transmitter.transmit = recording
+    yield net, sent
+    net.close()
+
+
+def test_ues_without_a_radio_keep_the_simulated_sinr():
+    radios = [{"name": f"bs{b}", "role": "bs", "nodes": [b]} for b in range(3)]
+    radios.append({"name": "ue0", "role": "ue", "nodes": [0, 1, 2, 3]})
+    net = mock_net(radios=radios)
+    try:
+        net.reset(seed=1)
+        res = net.step(torch.full((1, 3, 5), 3))
+        analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
+    finally:
+        net.close()
+    with_radio = res.active & (res.served_ue >= 0) & (res.served_ue <= 3)
+    assert torch.equal(res.measured, with_radio)
+    others = res.active & ~res.measured
+    assert torch.allclose(res.sinr_lin[others], analytic[others])
+
+
+def test_max_turns_limits_the_measured_links():
+    net = mock_net(max_turns=1)
+    try:
+        net.reset(seed=2)
+        res = net.step(torch.full((1, 3, 5), 3))
+    finally:
+        net.close()
+    assert net.last_turns == 1
+    assert torch.all(res.measured.sum(1) <= 1)                      # one link per band
+    assert torch.equal(res.measured.any(1), res.active.any(1))
+
+
+def test_dry_run_never_transmits(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a dry run transmitted")
+    monkeypatch.setattr(MediumPort, "transmit", refuse)
+    net = mock_net(dry_run=True)
+    try:
+        net.reset(seed=0)
+        for t in range(3):
+            res = net.step(torch.full((1, 3, 5), 3))
+            assert not res.measured.any() and res.active.any()
+            assert len(net.transmitter.last_bursts) > 0                  # bursts were built and checked
+    finally:
+        net.close()
+
+
+# --- faults ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("radio,fault,error", [("ue1", "disconnect", RadioError), ("bs1", "timeout", RadioTimeout),
+                                               ("bs0", "disconnect", RadioError)])
+def test_radio_fault_mid_episode_mutes_everything_and_raises(radio, fault, error):
+    net = mock_net()
+    try:
+        net.reset(seed=0)
+        for t in range(3):
+            net.step(torch.full((1, 3, 5), 3))
+        net.radios[radio].inject_fault(fault, after_calls=1)
+        with pytest.raises(error, match=radio):
+            for t in range(5):
+                net.step(torch.full((1, 3, 5), 3))
+        assert ports_silent(net)
+        assert all(r.muted for r in net.radios.values())
+    finally:
+        with pytest.raises(RadioError) if fault == "disconnect" else _no_error():
+            net.close()
+    assert ports_silent(net)
+
+
+class _no_error:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# --- full episodes through the env and the CLI -------------------------------------------------
+def test_reference_policy_runs_full_episodes_on_the_mock_backend():
+    from testbed.env import SpectrumVectorEnv
+    from testbed.policies import make_policy
+
+    env = SpectrumVectorEnv("bench_mock")
+    try:
+        obs, info = env.reset(seed=0)
+        policy = make_policy("greedy", env)
+        measured, truncations = [], 0
+        for _ in range(2 * env.params.episode_steps):
+            obs, reward, terminated, truncated, info = env.step(policy(obs, info))
+            assert np.isfinite(reward).all() and env.observation_space.contains(obs)
+            assert info["executed_violations"].sum() == 0
+            measured.append(info["measured"].sum())
+            truncations += int(truncated[0])
+        assert truncations == 2
+        assert np.mean(measured) > 1
+    finally:
+        env.close()
+    assert ports_silent(env.net)
+
+
+def test_cli_demo_runs_on_the_mock_backend(tmp_path, capsys):
+    from testbed.cli import main
+
+    assert main(["demo", "--config", "bench_mock", "--episodes", "1", "--out", str(tmp_path)]) == 0
+    summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
+    assert set(summary) == {"random", "max_power", "greedy"}
