@@ -9,7 +9,8 @@ at once; the TX device takes one buffer at a time (-EBUSY).
 
 RF: TX buffers (int16 I/Q, full scale 2^15 - 1) are scaled by the TX gain and put on an RF medium port;
 RX buffers are what the port receives, scaled by the RX gain and quantised to the 12-bit ADC
-(full scale 2^11). Several emulators attached to one medium hear each other.
+(full scale 2^11). Several emulators attached to one medium hear each other. With the debug
+attribute ``loopback`` at 1 (the AD936x digital loopback) RX buffers are the TX samples.
 
     python -m hardware.iiod_emulator --port 30431      # serves until Ctrl-C
 """
@@ -82,6 +83,7 @@ class IIODEmulator:
         self._tx_owner: socket.socket | None = None      # connection holding the TX device's buffer
         self._rx_readers: set[socket.socket] = set()     # connections with an RX buffer open
         self._tx: tuple[np.ndarray, bool] | None = None  # TX buffer on air: (iq at full scale 1, cyclic)
+        self._loop_pos = 0                               # samples of the TX buffer the digital loopback played
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._accept_thread: threading.Thread | None = None
         self._answering = threading.Event()
@@ -303,14 +305,28 @@ class IIODEmulator:
             due = buf.opened_s + (buf.samples_done + num_samples) / self.model.sample_rate_hz
             time.sleep(max(0.0, due - time.monotonic()))
         with self._lock:
-            rx = self.rf_port.receive(num_samples, self._rf_state())          # [num_samples] complex
-            scale = RX_FULL_SCALE * 10 ** (self.model.rx_gain_db / 20)
+            if self.model.digital_loopback:
+                rx, scale = self._looped_back(num_samples), RX_FULL_SCALE
+            else:
+                rx = self.rf_port.receive(num_samples, self._rf_state())      # [num_samples] complex
+                scale = RX_FULL_SCALE * 10 ** (self.model.rx_gain_db / 20)
         buf.samples_done += num_samples
         iq = np.empty((num_samples, 2), np.float64)
         iq[:, 0], iq[:, 1] = rx.real, rx.imag
         data = np.clip(np.rint(iq * scale), -RX_FULL_SCALE, RX_FULL_SCALE - 1).astype("<i2")
         payload = data[:, buf.channels].tobytes()
         return b"%d\n%08x\n%s" % (len(payload), buf.mask, payload)
+
+    def _looped_back(self, num_samples: int) -> np.ndarray:
+        """The AD936x digital loopback: the TX samples themselves, before DAC, gain and medium."""
+        k = self._loop_pos + np.arange(num_samples)
+        self._loop_pos += num_samples
+        if self._tx is None:
+            return np.zeros(num_samples, np.complex64)
+        iq, cyclic = self._tx
+        if cyclic:
+            return iq[k % iq.size]
+        return np.where(k < iq.size, iq[np.minimum(k, iq.size - 1)], 0)
 
     def _writebuf(self, args: list[str], rfile, buffers: dict[str, _OpenBuffer], conn) -> bytes:
         dev = self.model.device(args[0])
@@ -330,6 +346,7 @@ class IIODEmulator:
             iq += samples[:, col] * (1 if ch == 0 else 1j)
         with self._lock:
             self._tx = (iq, buf.cyclic)
+            self._loop_pos = 0
             self._radiate()
         return b"%d\n" % num_bytes
 

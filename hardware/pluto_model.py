@@ -348,6 +348,10 @@ class PlutoModel:
         return self.values[("iio:device0", ("in", "out"), "voltage_filter_fir_en")] == "1"
 
     @property
+    def digital_loopback(self) -> bool:
+        return self.values[("iio:device0", "debug", "loopback")] == "1"
+
+    @property
     def rx_gain_range_db(self) -> tuple[int, int]:
         """RX gain table range at the current RX LO (ad9361 full tables)."""
         return (-1, 73) if self.rx_lo_hz < 1_300_000_000 else (-3, 71)

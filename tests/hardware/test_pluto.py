@@ -369,3 +369,15 @@ def test_settings_out_of_hard_limits_never_reach_the_device(radio, emu):
         assert emu.model.rx_lo_hz == 2_400_000_000              # untouched
     finally:
         r.close()
+
+
+def test_digital_loopback_returns_the_tx_samples(sdr):
+    """The AD936x digital loopback (debug loopback=1): RX = TX samples, no gain, no medium."""
+    sdr.loopback = 1
+    n = 1024
+    iq = np.round(tone(n, 9, 0.5) * 32767)
+    sdr.tx_cyclic_buffer = True
+    sdr.tx(iq)
+    sdr.rx_buffer_size = 2 * n
+    x = np.asarray(sdr.rx()) / 2048.0
+    np.testing.assert_allclose(x, np.tile(iq / 32767, 2), atol=1.5 / 2048)
