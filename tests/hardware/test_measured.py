@@ -272,3 +272,18 @@ def test_cli_demo_runs_on_the_mock_backend(tmp_path, capsys):
     assert main(["demo", "--config", "bench_mock", "--episodes", "1", "--out", str(tmp_path)]) == 0
     summary = json.loads(next(tmp_path.rglob("summary.json")).read_text())
     assert set(summary) == {"random", "max_power", "greedy"}
+
+
+def test_several_envs_are_measured_one_after_the_other():
+    config = load_config("bench_mock")
+    net = make_backend(config, num_envs=2)
+    try:
+        net.reset(seed=11)
+        for t in range(5):
+            res = net.step(random_levels(t).expand(2, -1, -1))
+            analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
+            assert torch.equal(res.measured, res.active)
+            err = (10 * torch.log10(res.sinr_lin[res.active] / analytic[res.active])).abs()
+            assert (err <= 1.0).float().mean() >= 0.9
+    finally:
+        net.close()
