@@ -77,6 +77,7 @@ class RecurrentConfig:
 class AgentConfig:
     """Agents: shared settings plus one section per algorithm."""
 
+    episodes: int = _f(1200, "episodes of (meta-)training; every env lane plays each one", (1, 10_000_000))
     hidden_size: int = _f(64, "units per hidden layer of the MLP policy and critic", (4, 4096))
     num_layers: int = _f(2, "hidden layers of the MLP policy and critic", (1, 8))
     gamma: float = _f(0.99, "discount factor γ", (0.0, 1.0))

@@ -145,16 +145,19 @@ class MAML:
         adapted = vmap(step)(start, obs, actions, adv)
         return {k: v.detach() for k, v in adapted.items()}
 
+    def query_loss(self, adapted: dict, q_obs, q_act, q_logp, q_adv) -> torch.Tensor:
+        """L' of one task: clipped surrogate (and entropy bonus) of ``adapted`` on its query data [M, ...]."""
+        logits = functional_call(self.policy, adapted, (q_obs,), {"with_value": False}, strict=False)
+        loss, _, _ = clipped_surrogate(log_prob(logits, q_act), q_logp, q_adv, self.cfg.clip_coef, True)
+        return loss - self.cfg.ent_coef * entropy(logits).mean()
+
     def outer_loss(self, support: tuple, query: tuple) -> torch.Tensor:
-        """Eq. 14: mean over lanes of the clipped surrogate of θ'_i(θ) on the query data (differentiable in θ)."""
+        """Eq. 14: mean over lanes of L'_i(θ'_i(θ)), differentiable in θ. Tensors [N, M, ...]."""
         cfg = self.cfg
 
-        def lane(s_obs, s_act, s_adv, q_obs, q_act, q_logp, q_adv):
+        def lane(s_obs, s_act, s_adv, *q):
             adapted = adapt(self.policy, self.actor, (s_obs, s_act, s_adv), cfg.inner_lr, cfg.inner_steps, cfg.first_order)
-            logits = functional_call(self.policy, adapted, (q_obs,), {"with_value": False}, strict=False)
-            newlogp = log_prob(logits, q_act)
-            loss, _, _ = clipped_surrogate(newlogp, q_logp, q_adv, cfg.clip_coef, True)
-            return loss - cfg.ent_coef * entropy(logits).mean()
+            return self.query_loss(adapted, *q)
 
         return vmap(lane)(*support, *query).mean()
 

@@ -1,0 +1,83 @@
+"""PPO: learners of a stacked PPO are independent; a rollout bootstraps from the final observation."""
+import pytest
+import torch
+
+from agents.config import AgentConfig, PPOConfig
+from agents.functional import clip_grad_norm_per_learner
+from agents.policies import MLPPolicy
+from agents.ppo import PPO, EpisodeLengthError
+from testbed.env import SpectrumVectorEnv
+
+OBS, HEADS, LEVELS, STEPS = 6, 2, 3, 8
+
+
+def filled(num_learners: int, lanes: int, seed: int, change_lanes: slice | None = None) -> PPO:
+    torch.manual_seed(0)
+    agent = PPO(MLPPolicy(OBS, HEADS, LEVELS, 8, 1), AgentConfig(), lanes, STEPS, num_learners=num_learners, seed=3)
+    g = torch.Generator().manual_seed(seed)
+    s = agent.storage
+    s.obs.copy_(torch.randn(s.obs.shape, generator=g))
+    s.actions.copy_(torch.randint(0, LEVELS, s.actions.shape, generator=g))
+    s.rewards.copy_(torch.randn(s.rewards.shape, generator=g))
+    s.logprobs.fill_(-2.0)
+    if change_lanes is not None:
+        s.rewards[:, change_lanes] += 10.0
+        s.obs[:, change_lanes] *= -1.0
+    s.step = STEPS
+    s.mark_end(0.0)
+    return agent
+
+
+def test_each_learner_only_learns_from_its_own_lanes():
+    a = filled(2, 4, seed=1)
+    b = filled(2, 4, seed=1, change_lanes=slice(2, 4))   # only learner 1's data differ
+    a.update(), b.update()
+    for k in a.params:
+        torch.testing.assert_close(a.params[k][0], b.params[k][0], rtol=0, atol=0)
+    assert any(not torch.allclose(a.params[k][1], b.params[k][1]) for k in a.params)
+
+
+def test_update_moves_the_parameters_and_reports_losses():
+    agent = filled(1, 4, seed=2)
+    before = {k: v.detach().clone() for k, v in agent.params.items()}
+    stats = agent.update()
+    assert set(stats) == {"losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clipfrac"}
+    assert any(not torch.equal(before[k], agent.params[k]) for k in before)
+
+
+def test_gradient_clip_is_per_learner():
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.tensor([[3.0, 4.0, 0.0], [0.3, 0.4, 0.0]])
+    norms = clip_grad_norm_per_learner([p], 1.0)
+    torch.testing.assert_close(norms, torch.tensor([5.0, 0.5]))
+    torch.testing.assert_close(p.grad, torch.tensor([[0.6, 0.8, 0.0], [0.3, 0.4, 0.0]]), atol=1e-5, rtol=0)
+
+
+def test_episode_bootstraps_from_the_final_observation_value():
+    env = SpectrumVectorEnv({"network": {"episode_steps": 4}, "env": {"num_envs": 2}})
+    torch.manual_seed(0)
+    two_episode_rollouts = AgentConfig(ppo=PPOConfig(rollout_episodes=2))   # no update after the first episode
+    agent = PPO(MLPPolicy(env.single_observation_space.shape[0], 15, 4), two_episode_rollouts, 2, 4, seed=0)
+    agent.start(env, seed=0)
+    final = {}
+    step = env.step
+
+    def spy(actions):
+        out = step(actions)
+        if "final_obs" in out[4]:
+            final["obs"] = torch.as_tensor(out[4]["final_obs"])
+        return out
+    env.step = spy
+    agent.run_episode(env)
+    with torch.no_grad():
+        expected = agent.policy.critic(final["obs"]).squeeze(-1)
+    assert agent.storage.ends[3].all()
+    torch.testing.assert_close(agent.storage.bootstrap[3], expected)
+
+
+def test_an_env_with_another_episode_length_is_refused():
+    env = SpectrumVectorEnv({"network": {"episode_steps": 3}, "env": {"num_envs": 2}})
+    agent = PPO(MLPPolicy(env.single_observation_space.shape[0], 15, 4), AgentConfig(), 2, 5)
+    agent.start(env, seed=0)
+    with pytest.raises(EpisodeLengthError, match="step 3"):
+        agent.run_episode(env)
