@@ -24,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--episodes", type=int, default=None, help="episodes per policy (default: run.episodes)")
     demo.add_argument("--out", default=None, help="output folder (default: run.out_dir)")
     demo.set_defaults(func=_demo)
+
+    from testbed import radio_check, runner
+
+    runner.add_commands(sub)
+    radio_check.add_command(sub)
     return parser
 
 
