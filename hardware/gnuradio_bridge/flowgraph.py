@@ -1,0 +1,508 @@
+#!/usr/bin/python3
+"""The GNU Radio flowgraph behind the ZMQ bridge. Runs as its own process under /usr/bin/python3.
+
+Debian's GNU Radio bindings import only in the system interpreter, so this file imports nothing
+from the project. Two modes:
+
+- ``emulate``: a radio medium in GNU Radio. For every link from a TX node to an RX node:
+  ZMQ in ► TX gate (mute, TX gain) ► ``fir_filter_ccc`` (taps × link gain) ► multiply by a
+  ``sig_source_c`` (carrier offset, plus the difference of the nodes' centre frequencies);
+  every RX node adds its links, a ``noise_source_c`` and an interferer tone, applies its RX gain
+  and sends the stream out over ZMQ. The medium is clocked by its TX inputs: output appears
+  only as the client pushes input, sample for sample (no shift with single-tap channels).
+- ``uhd``: ZMQ in ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
+
+Streams are raw little-endian complex64. TX inputs are ``zeromq.pull_source`` blocks that
+connect to ``tcp://CLIENT_ADDRESS:PORT`` (the client binds); RX outputs are ``push_sink``
+blocks that bind ``tcp://ADDRESS:PORT`` with ``pass_tags=True``, so each message starts with
+GNU Radio's header ``<HBQQ>`` (magic 0x5FF0, version 1, offset of the first sample, tag count
+0) that frames the stream by absolute sample offset.
+
+Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object per request,
+``{"cmd": ..., ...}``, and answers ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+Commands: ``status``/``heartbeat``, ``configure`` (node, center_hz, sample_rate_hz,
+bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node),
+``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx, gain_db, taps, cfo_hz) and
+``set_interferer`` (node, freq_hz, amplitude); the last three in ``emulate`` only. Every valid
+request is a heartbeat; with none for ``--heartbeat-timeout-s`` the flowgraph mutes all TX.
+TX starts muted. Prints one ``READY {json}`` line on stdout once running; stops on SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import secrets
+import signal
+import sys
+import threading
+import time
+
+import zmq
+from gnuradio import analog, blocks, gr, zeromq
+from gnuradio import filter as gr_filter
+
+MAX_CONTROL_BYTES = 64 * 1024        # larger requests get an error reply
+ZMQ_MAX_MESSAGE_BYTES = 1024 * 1024  # larger ones are dropped by ZMQ before parsing
+MAX_TAPS = 256                       # --num-taps upper bound
+RX_HWM_MESSAGES = 8                  # push_sink queue: backpressure instead of a deep stale queue
+SOURCE_BUFFER_ITEMS = 65536          # pull_source stalls about half the bursts with less
+ITEM_BYTES = 8                       # complex64
+LIMITS = {                           # accepted range of every numeric control field
+    "center_hz": (1.0, 7.25e9),
+    "sample_rate_hz": (1e3, 1e9),
+    "bandwidth_hz": (1e3, 1e9),
+    "tx_gain_db": (-150.0, 100.0),
+    "rx_gain_db": (-150.0, 100.0),
+    "noise_voltage": (0.0, 10.0),
+    "gain_db": (-200.0, 40.0),
+    "cfo_hz": (-5e8, 5e8),
+    "freq_hz": (-5e8, 5e8),
+    "amplitude": (0.0, 10.0),
+}
+
+
+class ControlError(ValueError):
+    """A control request is malformed, names an unknown node or has a value out of range."""
+
+
+class NoUsrpError(RuntimeError):
+    """``uhd`` mode found no USRP for the device arguments."""
+
+
+def db_to_amplitude(gain_db: float) -> float:
+    return 10.0 ** (gain_db / 20.0)
+
+
+# --- request validation -----------------------------------------------------------------
+def _number(req: dict, key: str, required: bool = False) -> float | None:
+    if key not in req:
+        if required:
+            raise ControlError(f"missing field {key!r}")
+        return None
+    value = req[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ControlError(f"{key} must be a finite number, got {value!r}")
+    lo, hi = LIMITS[key]
+    if not lo <= value <= hi:
+        raise ControlError(f"{key}={value!r} is out of range; allowed [{lo}, {hi}]")
+    return float(value)
+
+
+def _node(req: dict, key: str, known: dict) -> str:
+    name = req.get(key)
+    if not isinstance(name, str) or name not in known:
+        raise ControlError(f"{key} must name one of {sorted(known)}, got {name!r}")
+    return name
+
+
+def _taps(value, num_taps: int) -> list[complex]:
+    """Taps padded with zeros to the link's fixed length (changing the length shifts the stream)."""
+    if not isinstance(value, list) or not 1 <= len(value) <= num_taps:
+        raise ControlError(f"taps must be a list of 1..{num_taps} numbers or [re, im] pairs (--num-taps)")
+    taps = []
+    for tap in value:
+        if isinstance(tap, list) and len(tap) == 2:
+            re, im = tap
+        else:
+            re, im = tap, 0.0
+        for part in (re, im):
+            if isinstance(part, bool) or not isinstance(part, (int, float)) or not math.isfinite(part):
+                raise ControlError(f"taps: {tap!r} is not a finite number or [re, im] pair")
+        taps.append(complex(re, im))
+    return taps + [0j] * (num_taps - len(taps))
+
+
+# --- the two flowgraphs ------------------------------------------------------------------
+class BridgeGraph(gr.top_block):
+    """State shared by both modes: nodes, TX gates (mute and TX gain), node settings."""
+
+    mode = ""
+
+    def __init__(self, args):
+        super().__init__(f"zmq_bridge_{self.mode}")
+        self.args = args
+        self.lock = threading.Lock()
+        self.tx_ports = dict(args.tx)
+        self.rx_ports = dict(args.rx)
+        names = list(dict.fromkeys([*self.tx_ports, *self.rx_ports]))
+        self.settings = {n: {"center_hz": args.center_hz, "sample_rate_hz": args.sample_rate_hz,
+                             "bandwidth_hz": args.sample_rate_hz, "tx_gain_db": args.tx_gain_db,
+                             "rx_gain_db": args.rx_gain_db} for n in names}
+        self.tx_enabled = {n: False for n in self.tx_ports}
+        self.gates = {}
+        self.sources = {}
+        for name, port in self.tx_ports.items():
+            src = zeromq.pull_source(ITEM_BYTES, 1, f"tcp://{args.client_address}:{port}", 100, False, -1)
+            src.set_min_output_buffer(SOURCE_BUFFER_ITEMS)
+            self.sources[name] = src
+            self.gates[name] = blocks.multiply_const_cc(0.0)
+            self.connect(src, self.gates[name])
+        self.sinks = {name: zeromq.push_sink(ITEM_BYTES, 1, f"tcp://{args.address}:{port}", 100, True,
+                                             RX_HWM_MESSAGES)
+                      for name, port in self.rx_ports.items()}
+
+    def _apply_gate(self, name: str) -> None:
+        on = self.tx_enabled[name]
+        self.gates[name].set_k(db_to_amplitude(self.settings[name]["tx_gain_db"]) if on else 0.0)
+
+    def set_tx_enabled(self, name: str, on: bool) -> None:
+        self.tx_enabled[name] = on
+        self._apply_gate(name)
+
+    def configure(self, name: str, values: dict) -> None:
+        if "tx_gain_db" in values and self.args.max_tx_gain_db is not None \
+                and values["tx_gain_db"] > self.args.max_tx_gain_db:
+            raise ControlError(f"tx_gain_db={values['tx_gain_db']} exceeds the bridge's hard limit "
+                               f"--max-tx-gain-db={self.args.max_tx_gain_db}")
+        self.settings[name].update(values)
+        if name in self.gates:
+            self._apply_gate(name)
+
+    def emulate_only(self, cmd: str) -> None:
+        raise ControlError(f"{cmd} exists only in emulate mode (this flowgraph runs in {self.mode} mode)")
+
+    set_noise = set_link = set_interferer = emulate_only
+
+
+class EmulateGraph(BridgeGraph):
+    """Every TX node reaches every RX node through its own FIR ► carrier-offset link."""
+
+    mode = "emulate"
+
+    def __init__(self, args):
+        super().__init__(args)
+        rate = args.sample_rate_hz
+        self.links = {}
+        self.adders, self.rx_gains, self.noises, self.interferers = {}, {}, {}, {}
+        unit = [1.0 + 0j] + [0j] * (args.num_taps - 1)
+        pairs = set(args.link) or {(tx, rx) for tx in self.tx_ports for rx in self.rx_ports}
+        for j, rx in enumerate(self.rx_ports):
+            add = blocks.add_cc()
+            port = 0
+            senders = [tx for tx in self.tx_ports if (tx, rx) in pairs]
+            if not senders:  # no link in: a zeroed copy of a TX input still clocks this RX node
+                self.connect(self.gates[next(iter(self.tx_ports))], blocks.multiply_const_cc(0.0), (add, 0))
+                port = 1
+            for tx in senders:
+                fir = gr_filter.fir_filter_ccc(1, unit)
+                lo = analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 1.0, 0)
+                mix = blocks.multiply_cc()
+                self.connect(self.gates[tx], fir, (mix, 0))
+                self.connect(lo, (mix, 1))
+                self.connect(mix, (add, port))
+                port += 1
+                gain_db = dict(args.rx_link_gain_db).get(rx, args.link_gain_db)
+                self.links[(tx, rx)] = {"fir": fir, "lo": lo, "gain_db": gain_db,
+                                        "taps": unit, "cfo_hz": 0.0}
+                self._apply_link(tx, rx)
+            self.noises[rx] = analog.noise_source_c(analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j)
+            self.interferers[rx] = analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 0.0, 0)
+            self.rx_gains[rx] = blocks.multiply_const_cc(db_to_amplitude(args.rx_gain_db))
+            self.connect(self.noises[rx], (add, port))
+            self.connect(self.interferers[rx], (add, port + 1))
+            self.connect(add, self.rx_gains[rx], self.sinks[rx])
+            self.adders[rx] = add
+
+    def _apply_link(self, tx: str, rx: str) -> None:
+        link = self.links[(tx, rx)]
+        amplitude = db_to_amplitude(link["gain_db"])
+        link["fir"].set_taps([amplitude * t for t in link["taps"]])
+        offset_hz = link["cfo_hz"] + self.settings[tx]["center_hz"] - self.settings[rx]["center_hz"]
+        link["lo"].set_frequency(offset_hz)
+
+    def configure(self, name: str, values: dict) -> None:
+        super().configure(name, values)
+        if "sample_rate_hz" in values:  # one medium, one rate: every node follows
+            for s in self.settings.values():
+                s["sample_rate_hz"] = values["sample_rate_hz"]
+            for block in [*(l["lo"] for l in self.links.values()), *self.interferers.values()]:
+                block.set_sampling_freq(values["sample_rate_hz"])
+        if name in self.rx_gains:
+            self.rx_gains[name].set_k(db_to_amplitude(self.settings[name]["rx_gain_db"]))
+        for tx, rx in self.links:
+            if name in (tx, rx):
+                self._apply_link(tx, rx)
+
+    def set_noise(self, name: str, noise_voltage: float) -> None:
+        self.noises[name].set_amplitude(noise_voltage)
+
+    def set_link(self, tx: str, rx: str, gain_db=None, taps=None, cfo_hz=None) -> None:
+        if (tx, rx) not in self.links:
+            raise ControlError(f"this flowgraph has no link {tx}={rx} (see --link)")
+        link = self.links[(tx, rx)]
+        for key, value in (("gain_db", gain_db), ("taps", taps), ("cfo_hz", cfo_hz)):
+            if value is not None:
+                link[key] = value
+        self._apply_link(tx, rx)
+
+    def set_interferer(self, name: str, freq_hz: float, amplitude: float) -> None:
+        self.interferers[name].set_frequency(freq_hz)
+        self.interferers[name].set_amplitude(amplitude)
+
+
+class UhdGraph(BridgeGraph):
+    """One USRP: ZMQ in ► gate ► UHD sink, UHD source ► tag gate ► ZMQ out."""
+
+    mode = "uhd"
+
+    def __init__(self, args):
+        if len(args.tx) > 1 or len(args.rx) > 1:
+            raise SystemExit("uhd mode drives one USRP: give at most one --tx and one --rx")
+        from gnuradio import uhd
+        self.uhd = uhd
+        super().__init__(args)
+        stream_args = uhd.stream_args(cpu_format="fc32", channels=[0])
+        try:
+            self.usrp_sink = uhd.usrp_sink(args.device_args, stream_args) if self.tx_ports else None
+            self.usrp_source = uhd.usrp_source(args.device_args, stream_args) if self.rx_ports else None
+        except RuntimeError as err:
+            raise NoUsrpError(f"no USRP found for device args {args.device_args!r} ({err}); "
+                              "check the cable/network and `uhd_find_devices`") from err
+        for name in self.tx_ports:
+            self.connect(self.gates[name], self.usrp_sink)
+        for name in self.rx_ports:  # rx_time/rx_freq tags are dropped: the header stays 19 bytes
+            self.connect(self.usrp_source, blocks.tag_gate(ITEM_BYTES, False), self.sinks[name])
+        for name in self.settings:
+            self.configure(name, dict(self.settings[name]))
+
+    def configure(self, name: str, values: dict) -> None:
+        for key, value in values.items():
+            dev_range = None
+            if key in ("tx_gain_db", "rx_gain_db"):
+                dev = self.usrp_sink if key == "tx_gain_db" else self.usrp_source
+                if dev is None:
+                    continue
+                dev_range = dev.get_gain_range(0)
+            if dev_range is not None and not dev_range.start() <= value <= dev_range.stop():
+                raise ControlError(f"{key}={value} is outside the USRP's range "
+                                   f"[{dev_range.start()}, {dev_range.stop()}] dB (UHD would clip it)")
+        super().configure(name, values)
+        for dev in (self.usrp_sink, self.usrp_source):
+            if dev is None:
+                continue
+            s = self.settings[name]
+            if "center_hz" in values:
+                dev.set_center_freq(s["center_hz"], 0)
+            if "sample_rate_hz" in values:
+                dev.set_samp_rate(s["sample_rate_hz"])
+            if "bandwidth_hz" in values:
+                dev.set_bandwidth(s["bandwidth_hz"], 0)
+        if self.usrp_sink is not None and "tx_gain_db" in values:
+            self.usrp_sink.set_gain(self.settings[name]["tx_gain_db"], 0)
+        if self.usrp_source is not None and "rx_gain_db" in values:
+            self.usrp_source.set_gain(self.settings[name]["rx_gain_db"], 0)
+
+    def _apply_gate(self, name: str) -> None:  # the USRP applies the TX gain itself
+        self.gates[name].set_k(1.0 if self.tx_enabled[name] else 0.0)
+
+
+# --- control server ----------------------------------------------------------------------
+class ControlServer:
+    """JSON requests over ZMQ REP; a watchdog mutes all TX when heartbeats stop."""
+
+    def __init__(self, graph: BridgeGraph, endpoint: str, heartbeat_timeout_s: float):
+        self.graph = graph
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.session = secrets.token_hex(8)
+        self.watchdog_trips = 0
+        self.last_beat = time.monotonic()
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.REP)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(endpoint)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        while not self.stop_event.is_set():
+            if poller.poll(50):
+                raw = self.socket.recv()
+                try:
+                    reply = self.handle(raw)
+                except ControlError as err:
+                    reply = {"ok": False, "error": str(err)}
+                except Exception as err:  # a request must never kill the flowgraph
+                    reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+                self.socket.send(json.dumps(reply).encode())
+            self._watchdog()
+        self.socket.close(0)
+
+    def _watchdog(self) -> None:
+        with self.graph.lock:
+            idle_s = time.monotonic() - self.last_beat
+            if idle_s > self.heartbeat_timeout_s and any(self.graph.tx_enabled.values()):
+                for name in self.graph.tx_enabled:
+                    self.graph.set_tx_enabled(name, False)
+                self.watchdog_trips += 1
+                print(f"bridge: no heartbeat for {idle_s:.2f} s: all TX muted", file=sys.stderr, flush=True)
+
+    def status(self) -> dict:
+        g = self.graph
+        return {"ok": True, "session": self.session, "mode": g.mode, "tx_enabled": dict(g.tx_enabled),
+                "watchdog_trips": self.watchdog_trips, "settings": g.settings,
+                "heartbeat_timeout_s": self.heartbeat_timeout_s,
+                "tx_endpoints": {n: f"tcp://{g.args.client_address}:{p}" for n, p in g.tx_ports.items()},
+                "rx_ports": g.rx_ports,
+                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items()}}
+
+    def handle(self, raw: bytes) -> dict:
+        if len(raw) > MAX_CONTROL_BYTES:
+            raise ControlError(f"request of {len(raw)} bytes exceeds {MAX_CONTROL_BYTES} bytes")
+        try:
+            req = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ControlError(f"request is not UTF-8 JSON: {err}") from None
+        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+            raise ControlError('request must be a JSON object with a string "cmd"')
+        g = self.graph
+        cmd = req["cmd"]
+        with g.lock:
+            if cmd in ("status", "heartbeat"):
+                pass
+            elif cmd == "configure":
+                name = _node(req, "node", g.settings)
+                values = {k: _number(req, k) for k in
+                          ("center_hz", "sample_rate_hz", "bandwidth_hz", "tx_gain_db", "rx_gain_db") if k in req}
+                g.configure(name, values)
+            elif cmd == "mute":
+                names = [_node(req, "node", g.tx_enabled)] if "node" in req else list(g.tx_enabled)
+                for name in names:
+                    g.set_tx_enabled(name, False)
+            elif cmd == "unmute":
+                g.set_tx_enabled(_node(req, "node", g.tx_enabled), True)
+            elif cmd == "set_noise":
+                if g.mode != "emulate":
+                    g.emulate_only(cmd)
+                g.set_noise(_node(req, "node", g.rx_ports), _number(req, "noise_voltage", required=True))
+            elif cmd == "set_link":
+                if g.mode != "emulate":
+                    g.emulate_only(cmd)
+                tx, rx = _node(req, "tx", g.tx_ports), _node(req, "rx", g.rx_ports)
+                taps = _taps(req["taps"], self.graph.args.num_taps) if "taps" in req else None
+                g.set_link(tx, rx, gain_db=_number(req, "gain_db"), taps=taps, cfo_hz=_number(req, "cfo_hz"))
+            elif cmd == "set_interferer":
+                if g.mode != "emulate":
+                    g.emulate_only(cmd)
+                g.set_interferer(_node(req, "node", g.rx_ports), _number(req, "freq_hz", required=True),
+                                 _number(req, "amplitude", required=True))
+            else:
+                raise ControlError(f"unknown cmd {cmd!r}; known: status, heartbeat, configure, mute, unmute, "
+                                   "set_noise, set_link, set_interferer")
+            self.last_beat = time.monotonic()
+            return self.status()
+
+
+# --- command line ------------------------------------------------------------------------
+def _node_gain(text: str) -> tuple[str, float]:
+    name, sep, gain = text.partition("=")
+    try:
+        value = float(gain)
+    except ValueError:
+        value = math.nan
+    lo, hi = LIMITS["gain_db"]
+    if not sep or not name or not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected NAME=DB with DB in [{lo}, {hi}], got {text!r}")
+    return name, value
+
+
+def _link(text: str) -> tuple[str, str]:
+    tx, sep, rx = text.partition("=")
+    if not sep or not tx or not rx:
+        raise argparse.ArgumentTypeError(f"expected TX=RX node names, got {text!r}")
+    return tx, rx
+
+
+def _node_port(text: str) -> tuple[str, int]:
+    name, sep, port = text.partition("=")
+    if not sep or not name or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected NAME=PORT with PORT in 1..65535, got {text!r}")
+    return name, int(port)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("mode", choices=("emulate", "uhd"))
+    p.add_argument("--tx", type=_node_port, action="append", default=[],
+                   help="TX node NAME=PORT: pulls IQ from tcp://CLIENT_ADDRESS:PORT (repeatable)")
+    p.add_argument("--rx", type=_node_port, action="append", default=[],
+                   help="RX node NAME=PORT: pushes IQ on tcp://ADDRESS:PORT (repeatable)")
+    p.add_argument("--control-port", type=int, required=True, help="REP port of the JSON control channel")
+    p.add_argument("--address", default="127.0.0.1", help="address the RX and control sockets bind")
+    p.add_argument("--client-address", default="127.0.0.1", help="address where the client binds the TX ports")
+    p.add_argument("--sample-rate-hz", type=float, default=2e6)
+    p.add_argument("--center-hz", type=float, default=2.4e9)
+    p.add_argument("--tx-gain-db", type=float, default=0.0)
+    p.add_argument("--rx-gain-db", type=float, default=0.0)
+    p.add_argument("--max-tx-gain-db", type=float, default=None, help="hard cap; larger TX gains are refused")
+    p.add_argument("--heartbeat-timeout-s", type=float, default=2.0, help="mute all TX after this long without a request")
+    p.add_argument("--noise-voltage", type=float, default=0.0, help="emulate: complex noise RMS per RX node (power = v²)")
+    p.add_argument("--link-gain-db", type=float, default=0.0, help="emulate: initial gain of every link in dB")
+    p.add_argument("--link", type=_link, action="append", default=[],
+                   help="emulate: TX=RX, a link from TX node to RX node (repeatable; default: every pair)")
+    p.add_argument("--rx-link-gain-db", type=_node_gain, action="append", default=[],
+                   help="emulate: NAME=DB, initial gain of every link into RX node NAME (repeatable)")
+    p.add_argument("--num-taps", type=int, default=8, help=f"emulate: FIR length of every link, 1..{MAX_TAPS}")
+    p.add_argument("--seed", type=int, default=1, help="emulate: noise seed of the first RX node (others follow)")
+    p.add_argument("--device-args", default="", help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
+    args = p.parse_args(argv)
+    if not args.tx and not args.rx:
+        p.error("give at least one --tx or --rx node")
+    for flag, nodes in (("--tx", args.tx), ("--rx", args.rx)):
+        names = [n for n, _ in nodes]
+        if len(set(names)) != len(names):
+            p.error(f"{flag}: node names must be unique, got {names}")
+    if args.mode == "emulate" and not (args.tx and args.rx):
+        p.error("emulate mode needs at least one --tx and one --rx node (TX input clocks the medium)")
+    tx_names, rx_names = {n for n, _ in args.tx}, {n for n, _ in args.rx}
+    bad = [f"{t}={r}" for t, r in args.link if t not in tx_names or r not in rx_names]
+    if bad:
+        p.error(f"--link {bad}: both ends must be nodes given with --tx and --rx")
+    unknown = sorted({n for n, _ in args.rx_link_gain_db} - rx_names)
+    if unknown:
+        p.error(f"--rx-link-gain-db names unknown RX nodes {unknown}")
+    if not 1 <= args.num_taps <= MAX_TAPS:
+        p.error(f"--num-taps must be in 1..{MAX_TAPS}")
+    if args.heartbeat_timeout_s <= 0:
+        p.error("--heartbeat-timeout-s must be > 0")
+    if args.max_tx_gain_db is not None and args.tx_gain_db > args.max_tx_gain_db:
+        p.error(f"--tx-gain-db {args.tx_gain_db} exceeds --max-tx-gain-db {args.max_tx_gain_db}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        graph = UhdGraph(args) if args.mode == "uhd" else EmulateGraph(args)
+    except NoUsrpError as err:
+        print(f"bridge: error: {err}", file=sys.stderr, flush=True)
+        return 3
+    server = ControlServer(graph, f"tcp://{args.address}:{args.control_port}", args.heartbeat_timeout_s)
+    graph.start()
+    server.thread.start()
+    ready = {"mode": args.mode, "session": server.session, "control": f"tcp://{args.address}:{args.control_port}",
+             "tx": {n: f"tcp://{args.client_address}:{p}" for n, p in args.tx},
+             "rx": {n: f"tcp://{args.address}:{p}" for n, p in args.rx}}
+    print("READY " + json.dumps(ready), flush=True)
+    while not stop.wait(0.1):
+        if not server.thread.is_alive():
+            print("bridge: error: control thread died", file=sys.stderr, flush=True)
+            break
+    with graph.lock:
+        for name in graph.tx_enabled:
+            graph.set_tx_enabled(name, False)
+    server.stop_event.set()
+    graph.stop()
+    graph.wait()
+    server.thread.join(1.0)
+    return 0 if stop.is_set() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Start the bridge flowgraph as its own process (system Python with GNU Radio) and stop it.
+
+    with FlowgraphProcess("emulate", tx=["bs0"], rx=["bs0", "ue0"], noise_voltage=1e-3) as fg:
+        entry = SimpleNamespace(name="ue0", **fg.endpoints("ue0"))   # control/tx/rx addresses
+        radio = ZmqRadio("ue0", limits, entry)
+
+Ports are picked free on 127.0.0.1 unless given. ``start()`` waits for the flowgraph's READY line
+and raises ``BridgeStartError`` with its last output lines if it exits first (no GNU Radio, "no
+USRP found", a port taken). ``stop()`` sends SIGTERM, then SIGKILL after a grace period.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from hardware.radio import RadioError
+
+__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "emulator_for"]
+
+GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3")  # Debian's GNU Radio bindings
+FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
+_OPTIONS = ("sample_rate_hz", "center_hz", "tx_gain_db", "rx_gain_db", "max_tx_gain_db", "heartbeat_timeout_s",
+            "noise_voltage", "link_gain_db", "rx_link_gain_db", "link", "num_taps", "seed", "device_args")
+
+
+class BridgeStartError(RadioError):
+    """The flowgraph process did not reach READY."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on host right now (the OS may hand it out again later)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class FlowgraphProcess:
+    """One flowgraph process. ``options``: the flowgraph's flags with underscores
+    (sample_rate_hz, noise_voltage, heartbeat_timeout_s, max_tx_gain_db, device_args, ...)."""
+
+    def __init__(self, mode: str, tx: list[str], rx: list[str], *, address: str = "127.0.0.1",
+                 client_address: str = "127.0.0.1", ports: dict[str, int] | None = None,
+                 python: str = GNURADIO_PYTHON, ready_timeout_s: float = 30.0, **options):
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown flowgraph option(s) {unknown}; allowed: {list(_OPTIONS)}")
+        self.mode, self.tx, self.rx = mode, list(tx), list(rx)
+        self.address, self.client_address = address, client_address
+        self.fixed_ports = dict(ports or {})
+        self.python = python
+        self.ready_timeout_s = ready_timeout_s
+        self.options = options
+        self.proc: subprocess.Popen | None = None
+        self.output: collections.deque[str] = collections.deque(maxlen=200)
+        self.ready: dict | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "FlowgraphProcess":
+        """Spawn and wait for READY (a second try on new ports if a picked port was taken)."""
+        for attempt in range(2):
+            self._ports()
+            try:
+                return self._spawn()
+            except BridgeStartError as err:
+                if attempt or self.fixed_ports or "Address already in use" not in str(err):
+                    raise
+
+    def _ports(self) -> None:
+        take = lambda key, host: self.fixed_ports.get(key) or free_port(host)  # noqa: E731
+        self.control_port = take("control", self.address)
+        self.tx_ports = {n: take(f"tx:{n}", self.client_address) for n in self.tx}
+        self.rx_ports = {n: take(f"rx:{n}", self.address) for n in self.rx}
+
+    def _command(self) -> list[str]:
+        cmd = [self.python, str(FLOWGRAPH), self.mode, "--control-port", str(self.control_port),
+               "--address", self.address, "--client-address", self.client_address]
+        cmd += [a for n, p in self.tx_ports.items() for a in ("--tx", f"{n}={p}")]
+        cmd += [a for n, p in self.rx_ports.items() for a in ("--rx", f"{n}={p}")]
+        for key, value in self.options.items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, dict):
+                cmd += [a for n, v in value.items() for a in (flag, f"{n}={v}")]
+            elif isinstance(value, list):
+                cmd += [a for v in value for a in (flag, v)]
+            elif value is not None:
+                cmd += [flag, str(value)]
+        return cmd
+
+    def _spawn(self) -> "FlowgraphProcess":
+        self.output.clear()
+        try:
+            self.proc = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True, bufsize=1)
+        except OSError as err:
+            raise BridgeStartError(f"cannot run {self.python} (GNU Radio's Python): {err}") from err
+        ready = threading.Event()
+        threading.Thread(target=self._read_output, args=(self.proc, ready), daemon=True).start()
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not ready.wait(0.02):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                code = self.proc.poll()
+                self.stop()
+                ready.wait(0.5)       # let the reader take the last lines
+                why = f"exited with code {code}" if code is not None else f"not READY after {self.ready_timeout_s:g} s"
+                raise BridgeStartError(f"the {self.mode} flowgraph {why}: " + " | ".join(list(self.output)[-6:]))
+        return self
+
+    def _read_output(self, proc: subprocess.Popen, ready: threading.Event) -> None:
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line.startswith("READY ") and not ready.is_set():
+                self.ready = json.loads(line[len("READY "):])
+                ready.set()
+            else:
+                self.output.append(line)
+
+    def stop(self, grace_s: float = 3.0) -> int | None:
+        """SIGTERM, then SIGKILL after grace_s; returns the exit code. Idempotent."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def signal(self, sig: int) -> None:
+        """Send a signal to the running flowgraph (tests: SIGKILL, SIGSTOP, SIGCONT)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "FlowgraphProcess":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- addresses --------------------------------------------------------------------------
+    @property
+    def control_address(self) -> str:
+        return f"tcp://{self.address}:{self.control_port}"
+
+    def endpoints(self, node: str) -> dict[str, str]:
+        """The radio-entry fields of one node: control_address, tx_address, rx_address."""
+        if node not in self.tx_ports and node not in self.rx_ports:
+            raise KeyError(f"the flowgraph has no node {node!r}; nodes: {sorted({*self.tx, *self.rx})}")
+        tx_port = self.tx_ports.get(node)
+        return {"control_address": self.control_address,
+                "tx_address": f"tcp://{self.client_address}:{tx_port}" if tx_port else "",
+                "rx_address": f"tcp://{self.address}:{self.rx_ports[node]}" if node in self.rx_ports else ""}
+
+
+def emulator_for(config, **overrides) -> FlowgraphProcess:
+    """An emulate-mode flowgraph (not started) standing in for the bench of a testbed Config.
+
+    BS radios become TX+RX nodes, UE radios RX nodes; links go from every BS radio to every UE
+    radio (the loop senses with TX off, so BS radios hear only noise and interferers, and the
+    medium stays small enough for 50 steps/s). Like the mock bench's scene, receiver noise
+    is the network's N0 per band and every link's total gain (TX gain + link + RX gain) is the
+    receiving radio's ``link_gain_db``; set_link can change the links once it runs.
+    """
+    from hardware.dsp import PilotPlan
+    from sim.units import db_to_lin, dbm_to_w
+
+    hw, params = config.hardware, config.network
+    plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
+    noise_band = params.noise_w / dbm_to_w(hw.full_scale_dbm) / db_to_lin(hw.rx_gain_db)
+    options = dict(sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz, tx_gain_db=hw.tx_gain_db,
+                   rx_gain_db=hw.rx_gain_db, max_tx_gain_db=hw.max_tx_gain_db,
+                   noise_voltage=(noise_band * plan.fft_size / plan.bins_per_band) ** 0.5,
+                   rx_link_gain_db={e.name: e.link_gain_db - hw.tx_gain_db - hw.rx_gain_db for e in hw.radios},
+                   link=[f"{b.name}={u.name}" for b in hw.radios_with_role("bs") for u in hw.radios_with_role("ue")],
+                   heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s), seed=config.env.seed + 1)
+    options.update(overrides)
+    return FlowgraphProcess("emulate", tx=[e.name for e in hw.radios_with_role("bs")],
+                            rx=[e.name for e in hw.radios], **options)

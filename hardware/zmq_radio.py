@@ -1,0 +1,506 @@
+"""A radio behind the GNU Radio ZMQ bridge (``hardware/gnuradio_bridge/flowgraph.py``).
+
+The flowgraph runs as its own process; this side speaks to it with pyzmq only. One
+:class:`Bridge` per flowgraph (keyed by its control endpoint) holds the sockets of all its
+nodes and is shared by the :class:`ZmqRadio` objects that stand for those nodes:
+
+- control: JSON over REQ/REP, every request with a timeout; after a timeout the REQ socket is
+  rebuilt (a REQ socket that missed a reply is stuck), so the bridge reconnects when the
+  flowgraph comes back. Every request is a heartbeat. A new session id in a reply means the
+  flowgraph restarted: the settings are replayed and TX that was lost raises ``RadioError``.
+- TX: raw complex64 over PUSH; this side binds (GNU Radio's ``pull_source`` connects).
+- RX: PULL connected to the flowgraph's ``push_sink``; every message starts with GNU Radio's tag
+  header ``<HBQQ>`` whose item offset frames the stream, so samples are reassembled by count
+  and a lost or repeated sample raises ``RadioError``, whatever the message boundaries.
+
+Clocking. In ``emulate`` mode the medium advances only as TX samples arrive, so the bridge
+clocks it: a capture of n samples pushes the next n samples of every TX node (its cyclic or
+one-shot burst from the instant it was sent, zeros when muted) and reads n samples from every
+RX node. Captures on other nodes before the next TX change return the same window, as radios
+capturing in parallel would. In ``uhd`` mode the USRP clocks both streams: a cyclic burst is
+fed by a thread (paced by the socket's queue), and a capture drops what queued up, then a
+further ``RT_FLUSH_SAMPLES``, before it keeps n samples.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+import threading
+import time
+from urllib.parse import urlsplit
+
+import numpy as np
+import zmq
+
+from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
+
+__all__ = ["ZmqRadio", "Bridge", "TAG_HEADER"]
+
+TAG_HEADER = struct.Struct("<HBQQ")   # magic, version, offset of the first item, number of tags
+TAG_MAGIC, TAG_VERSION = 0x5FF0, 1
+ITEM = np.dtype("<c8")                # complex64, little-endian
+MAX_RX_MESSAGE_BYTES = 8 << 20        # ZMQ drops larger RX messages (push_sink sends one buffer at most)
+TX_CHUNK_SAMPLES = 65536              # largest TX message: the flowgraph's source buffer
+RT_FLUSH_SAMPLES = 131072             # uhd: samples dropped after draining, covers GNU Radio's buffers
+PROBE_TIMEOUT_S = 0.25                # request timeout while the bridge is known to be down
+SOCKET_HWM = 16
+
+
+def _endpoint_host(endpoint: str) -> str:
+    host = urlsplit(endpoint).hostname
+    if not endpoint.startswith("tcp://") or not host:
+        raise ValueError(f"expected a ZMQ endpoint like tcp://127.0.0.1:5555, got {endpoint!r}")
+    return host
+
+
+def parse_rx_message(msg: bytes) -> tuple[int, np.ndarray]:
+    """(offset of the first sample, complex64 samples) of one push_sink message with tag header."""
+    if len(msg) < TAG_HEADER.size:
+        raise RadioError(f"RX message of {len(msg)} bytes is shorter than GNU Radio's tag header")
+    magic, version, offset, num_tags = TAG_HEADER.unpack_from(msg)
+    if magic != TAG_MAGIC or version != TAG_VERSION:
+        raise RadioError(f"RX message has no GNU Radio tag header (magic {magic:#x}, version {version}); "
+                         "the flowgraph's push_sink needs pass_tags=True")
+    if num_tags:
+        raise RadioError(f"RX message carries {num_tags} stream tags; the bridge strips tags before ZMQ out")
+    payload = memoryview(msg)[TAG_HEADER.size:]
+    if len(payload) % ITEM.itemsize:
+        raise RadioError(f"RX payload of {len(payload)} bytes is not whole complex64 samples")
+    return offset, np.frombuffer(payload, dtype=ITEM)
+
+
+class _RxStream:
+    """One RX node's samples in stream order, checked against the header offsets."""
+
+    def __init__(self, socket: zmq.Socket, name: str):
+        self.socket = socket
+        self.name = name
+        self.next_offset: int | None = None     # offset of the next sample to hand out
+        self.carry = np.empty(0, dtype=ITEM)    # received, not yet handed out
+
+    def reset(self) -> None:
+        self.next_offset = None
+        self.carry = np.empty(0, dtype=ITEM)
+
+    def _receive(self, deadline: float) -> None:
+        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        if not self.socket.poll(remaining_ms, zmq.POLLIN):
+            raise RadioTimeout(f"bridge RX node {self.name!r}: no samples within the timeout")
+        offset, samples = parse_rx_message(self.socket.recv(copy=True))
+        expected = None if self.next_offset is None else self.next_offset + self.carry.size
+        if expected is not None and offset != expected:
+            raise RadioError(f"bridge RX node {self.name!r}: stream jumped from sample {expected} to {offset} "
+                             "(samples lost or the flowgraph restarted)")
+        if self.next_offset is None:
+            self.next_offset = offset
+        self.carry = np.concatenate([self.carry, samples]) if self.carry.size else samples
+
+    def read(self, num_samples: int, deadline: float) -> np.ndarray:
+        """The next num_samples samples (complex64 [num_samples])."""
+        while self.carry.size < num_samples:
+            self._receive(deadline)
+        out, self.carry = self.carry[:num_samples].copy(), self.carry[num_samples:]
+        self.next_offset += num_samples
+        return out
+
+    def drain(self) -> None:
+        """Drop everything queued now (uhd captures start after it)."""
+        while self.socket.poll(0, zmq.POLLIN):
+            self._receive(time.monotonic())
+        self.next_offset = None if self.next_offset is None else self.next_offset + self.carry.size
+        self.carry = np.empty(0, dtype=ITEM)
+
+
+class _TxNode:
+    """One TX node's burst and, in lockstep, the position reached in it."""
+
+    def __init__(self, socket: zmq.Socket, name: str):
+        self.socket = socket
+        self.name = name
+        self.iq: np.ndarray | None = None     # complex64 [L] being sent; None = muted
+        self.cyclic = True
+        self.position = 0                     # samples of iq already pushed
+        self.feeder: threading.Thread | None = None
+        self.stop_feeder = threading.Event()
+        self.feeder_error: Exception | None = None
+
+    def next_samples(self, num_samples: int) -> np.ndarray:
+        """The next num_samples samples of the burst (zeros when muted or after a one-shot)."""
+        out = np.zeros(num_samples, dtype=ITEM)
+        if self.iq is not None:
+            if self.cyclic:
+                out[:] = np.take(self.iq, np.arange(self.position, self.position + num_samples), mode="wrap")
+            elif self.position < self.iq.size:
+                part = self.iq[self.position: self.position + num_samples]
+                out[: part.size] = part
+        self.position += num_samples
+        return out
+
+    def push(self, samples: np.ndarray, deadline: float) -> None:
+        for start in range(0, samples.size, TX_CHUNK_SAMPLES):
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLOUT):
+                raise RadioTimeout(f"bridge TX node {self.name!r}: the flowgraph does not take samples")
+            self.socket.send(samples[start: start + TX_CHUNK_SAMPLES].tobytes(), copy=False)
+
+    def stop(self) -> None:
+        """Stop the uhd feeder thread, if any."""
+        if self.feeder is not None:
+            self.stop_feeder.set()
+            self.feeder.join()
+            self.feeder = None
+
+    def feed(self, iq: np.ndarray) -> None:
+        """uhd: push iq again and again until stopped (the USRP's pace sets the rate)."""
+        self.stop()
+        self.stop_feeder.clear()
+        self.feeder_error = None
+        payload = np.tile(iq, max(1, TX_CHUNK_SAMPLES // 4 // iq.size)).tobytes()
+
+        def run():
+            try:
+                while not self.stop_feeder.is_set():
+                    if self.socket.poll(50, zmq.POLLOUT):
+                        self.socket.send(payload)
+            except zmq.ZMQError as err:
+                self.feeder_error = err
+
+        self.feeder = threading.Thread(target=run, name=f"tx-feeder-{self.name}", daemon=True)
+        self.feeder.start()
+
+
+class Bridge:
+    """The sockets of one flowgraph, shared by the radios that are its nodes."""
+
+    _open: dict[str, "Bridge"] = {}
+    _open_lock = threading.Lock()
+
+    @classmethod
+    def attach(cls, control_address: str, timeout_s: float) -> "Bridge":
+        """The bridge at control_address (opened on first use); detach() when done."""
+        with cls._open_lock:
+            bridge = cls._open.get(control_address)
+            if bridge is None:
+                bridge = cls(control_address, timeout_s)
+                cls._open[control_address] = bridge
+            bridge.users += 1
+            return bridge
+
+    def detach(self) -> None:
+        with self._open_lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            self._open.pop(self.control_address, None)
+        self._close()
+
+    def __init__(self, control_address: str, timeout_s: float):
+        self.control_address = control_address
+        self.timeout_s = timeout_s
+        self.users = 0
+        self.lock = threading.RLock()
+        self.context = zmq.Context.instance()
+        self.control: zmq.Socket | None = None
+        self.down_since: float | None = None
+        self.session: str | None = None
+        self.broken: str | None = None          # why the streams are out of step, until a restart
+        self.node_settings: dict[str, dict] = {}
+        self.knobs: dict[tuple, dict] = {}      # emulate requests to replay after a restart
+        self.tx: dict[str, _TxNode] = {}
+        self.rx: dict[str, _RxStream] = {}
+        self.tx_ports: dict[str, int] = {}
+        self.rx_ports: dict[str, int] = {}
+        try:
+            self._open_streams(_endpoint_host(control_address))
+        except BaseException:
+            self._close()
+            raise
+        self.epoch = 0                                       # TX changes so far
+        self.window: dict[str, tuple[int, np.ndarray]] = {}  # rx node -> (epoch, last lockstep capture)
+
+    def _open_streams(self, peer_host: str) -> None:
+        """Bind every TX endpoint, connect every RX port (on the control channel's host)."""
+        status = self.request("status")
+        self.mode = status["mode"]
+        self.lockstep = self.mode == "emulate"
+        self.tx_ports = {n: urlsplit(e).port for n, e in status["tx_endpoints"].items()}
+        self.rx_ports = dict(status["rx_ports"])
+        try:
+            for name, endpoint in status["tx_endpoints"].items():
+                sock = self._socket(zmq.PUSH)
+                sock.setsockopt(zmq.IMMEDIATE, 1)
+                sock.bind(endpoint)
+                self.tx[name] = _TxNode(sock, name)
+            for name, port in status["rx_ports"].items():
+                sock = self._socket(zmq.PULL)
+                sock.setsockopt(zmq.MAXMSGSIZE, MAX_RX_MESSAGE_BYTES)
+                sock.connect(f"tcp://{peer_host}:{port}")
+                self.rx[name] = _RxStream(sock, name)
+        except zmq.ZMQError as err:
+            raise RadioError(f"bridge {self.control_address}: cannot open its streams ({err}); is another "
+                             "client using this flowgraph?") from err
+        self.tx_count = self._common_tx_count(status)
+
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+        sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        return sock
+
+    def _close(self) -> None:
+        for node in self.tx.values():
+            node.stop()
+            node.socket.close(0)
+        for stream in self.rx.values():
+            stream.socket.close(0)
+        if self.control is not None:
+            self.control.close(0)
+            self.control = None
+
+    # --- control ------------------------------------------------------------------------
+    def request(self, cmd: str, **fields) -> dict:
+        """One control request; RadioTimeout without a reply, RadioError on an error reply."""
+        with self.lock:
+            if self.control is None:
+                self.control = self._socket(zmq.REQ)
+                self.control.connect(self.control_address)
+            timeout_s = min(self.timeout_s, PROBE_TIMEOUT_S) if self.down_since else self.timeout_s
+            self.control.send(json.dumps({"cmd": cmd, **fields}).encode())
+            if not self.control.poll(int(timeout_s * 1000), zmq.POLLIN):
+                self.control.close(0)
+                self.control = None
+                self.down_since = self.down_since or time.monotonic()
+                raise RadioTimeout(f"bridge {self.control_address}: no answer to {cmd!r} within {timeout_s:g} s; "
+                                   "is the flowgraph running?")
+            self.down_since = None
+            try:
+                reply = json.loads(self.control.recv())
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise RadioError(f"bridge {self.control_address}: unreadable reply to {cmd!r} ({err})") from err
+            if not isinstance(reply, dict) or not reply.get("ok"):
+                error = reply.get("error") if isinstance(reply, dict) else reply
+                raise RadioError(f"bridge {self.control_address} refused {cmd!r}: {error}")
+            if self.session is None:
+                self.session = reply["session"]
+            elif reply["session"] != self.session:
+                self._restarted(reply)
+            return reply
+
+    def _restarted(self, reply: dict) -> None:
+        """The flowgraph restarted: fresh streams, replayed settings; lost TX raises."""
+        self.session = reply["session"]
+        self.broken = None
+        lost = sorted(n for n, node in self.tx.items() if node.iq is not None)
+        for node in self.tx.values():
+            node.stop()
+            node.iq = None
+        for stream in self.rx.values():
+            stream.reset()
+        self.tx_count = self._common_tx_count(reply)
+        self.epoch += 1
+        for name, values in self.node_settings.items():
+            self.request("configure", node=name, **values)
+        for (cmd, *_), fields in self.knobs.items():
+            self.request(cmd, **fields)
+        if lost:
+            raise RadioError(f"bridge {self.control_address} restarted: TX of {lost} was lost (muted); "
+                             "settings were restored, send again")
+
+    def _common_tx_count(self, status: dict) -> int:
+        counts = set(status["tx_items"].values()) or {0}
+        if len(counts) > 1:
+            self.broken = (f"the flowgraph's TX inputs are at different sample offsets {status['tx_items']}; "
+                           "restart the flowgraph")
+        return max(counts)
+
+    # --- node operations -------------------------------------------------------------------
+    def configure(self, node: str, settings: RadioSettings) -> None:
+        values = {"center_hz": settings.center_hz, "sample_rate_hz": settings.sample_rate_hz,
+                  "bandwidth_hz": settings.bandwidth_hz, "tx_gain_db": settings.tx_gain_db,
+                  "rx_gain_db": settings.rx_gain_db}
+        with self.lock:
+            self.request("configure", node=node, **values)
+            self.node_settings[node] = values
+            self.epoch += 1
+
+    def send(self, node: str, iq: np.ndarray, cyclic: bool) -> None:
+        with self.lock:
+            tx = self._tx_node(node)
+            tx.stop()
+            self.request("unmute", node=node)
+            tx.iq, tx.cyclic, tx.position = iq, cyclic, 0
+            self.epoch += 1
+            if self.lockstep:
+                return
+            if cyclic:
+                tx.feed(iq)
+            else:
+                tx.push(iq, time.monotonic() + self.timeout_s)
+
+    def mute(self, node: str) -> None:
+        """Stop the node's TX here, then in the flowgraph (RadioError if it cannot confirm)."""
+        with self.lock:
+            tx = self.tx.get(node)
+            if tx is None:
+                return
+            tx.stop()
+            tx.iq = None
+            self.epoch += 1
+            self.request("mute", node=node)
+
+    def capture(self, node: str, num_samples: int) -> np.ndarray:
+        with self.lock:
+            if node not in self.rx:
+                raise RadioError(f"bridge node {node!r} has no RX stream; the flowgraph's RX nodes are {sorted(self.rx)}")
+            if self.lockstep:
+                epoch, window = self.window.get(node, (-1, None))
+                if epoch != self.epoch or window.size < num_samples:
+                    self._advance(num_samples)
+                    epoch, window = self.window[node]
+                self.window[node] = (-1, window)       # a second capture on this node advances
+                return window[:num_samples]
+            self._check_tx(self.request("heartbeat"))
+            stream = self.rx[node]
+            deadline = time.monotonic() + self.timeout_s
+            stream.drain()
+            stream.read(RT_FLUSH_SAMPLES, deadline)
+            return stream.read(num_samples, deadline)
+
+    def _advance(self, num_samples: int) -> None:
+        """Push num_samples on every TX node, read as many from every RX node (emulate)."""
+        self._check_tx(self.request("heartbeat"))
+        if self.broken:
+            raise RadioError(f"bridge {self.control_address}: {self.broken}")
+        deadline = time.monotonic() + self.timeout_s
+        try:
+            for tx in self.tx.values():
+                tx.push(tx.next_samples(num_samples), deadline)
+            self.tx_count += num_samples
+            self.epoch += 1
+            for name, stream in self.rx.items():
+                self.window[name] = (self.epoch, stream.read(num_samples, deadline))
+        except RadioError as err:
+            self.broken = f"streams out of step after: {err}; restart the flowgraph"
+            raise
+
+    def _check_tx(self, status: dict) -> None:
+        """TX this side sends must be enabled there, and the streams in step."""
+        muted = sorted(n for n, tx in self.tx.items() if tx.iq is not None and not status["tx_enabled"].get(n))
+        if muted:
+            for n in muted:
+                self.tx[n].stop()
+                self.tx[n].iq = None
+            raise RadioError(f"bridge {self.control_address} muted TX of {muted} (heartbeat lost: "
+                             f"{status['watchdog_trips']} watchdog trip(s) after "
+                             f"{status['heartbeat_timeout_s']:g} s without a request); send again")
+        for n, tx in self.tx.items():
+            if tx.feeder_error is not None:
+                raise RadioError(f"bridge TX node {n!r}: feeding the USRP failed ({tx.feeder_error})")
+        if self.lockstep and not self.broken and any(c != self.tx_count for c in status["tx_items"].values()):
+            self.broken = (f"the flowgraph took {status['tx_items']} TX samples, this side sent {self.tx_count}; "
+                           "restart the flowgraph")
+
+    def _tx_node(self, node: str) -> _TxNode:
+        if node not in self.tx:
+            raise RadioError(f"bridge node {node!r} has no TX stream; the flowgraph's TX nodes are {sorted(self.tx)}")
+        return self.tx[node]
+
+    # --- emulate-only knobs (the medium) --------------------------------------------------
+    def set_link(self, tx: str, rx: str, gain_db: float | None = None, taps: list | None = None,
+                 cfo_hz: float | None = None) -> None:
+        """Emulate: gain (dB), FIR taps (complex; [re, im] pairs on the wire) and CFO (Hz) of a link."""
+        fields = {"tx": tx, "rx": rx}
+        if gain_db is not None:
+            fields["gain_db"] = gain_db
+        if taps is not None:
+            fields["taps"] = [[float(np.real(t)), float(np.imag(t))] for t in taps]
+        if cfo_hz is not None:
+            fields["cfo_hz"] = cfo_hz
+        self._knob(("set_link", tx, rx), "set_link", fields)
+
+    def set_noise(self, node: str, noise_voltage: float) -> None:
+        """Emulate: complex Gaussian noise at an RX node, RMS (power = noise_voltage², full scale)."""
+        self._knob(("set_noise", node), "set_noise", {"node": node, "noise_voltage": noise_voltage})
+
+    def set_interferer(self, node: str, freq_hz: float, amplitude: float) -> None:
+        """Emulate: a tone at freq_hz (baseband) with this amplitude at an RX node (0 = off)."""
+        self._knob(("set_interferer", node), "set_interferer", {"node": node, "freq_hz": freq_hz,
+                                                                "amplitude": amplitude})
+
+    def _knob(self, key: tuple, cmd: str, fields: dict) -> None:
+        with self.lock:
+            self.request(cmd, **fields)
+            self.knobs[key] = {**self.knobs.get(key, {}), **fields}
+            self.epoch += 1
+
+    def transmitting(self, node: str) -> bool:
+        tx = self.tx.get(node)
+        return tx is not None and tx.iq is not None
+
+
+class ZmqRadio(Radio):
+    """One node of a GNU Radio bridge flowgraph (a USRP in ``uhd`` mode, an emulated radio in
+    ``emulate`` mode); the node has the radio's name. ``entry`` is the radio's
+    ``hardware.config.RadioEntry``: ``control_address`` is the flowgraph's control endpoint (its
+    host also serves the RX ports); ``tx_address`` / ``rx_address``, if set, must match the
+    node's endpoints that the flowgraph reports.
+
+    ``timeout_s``: timeout of every bridge operation, s (``hardware.timeout_s`` of the config).
+    """
+
+    def __init__(self, name: str, limits: TxLimits, entry, dry_run: bool = False, timeout_s: float = 2.0):
+        super().__init__(name, limits, dry_run)
+        control = getattr(entry, "control_address", "")
+        if not control:
+            raise RadioError(f"{name}: the gnuradio driver needs the radio entry's control_address "
+                             "(the bridge's control endpoint, e.g. tcp://127.0.0.1:5600)")
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"{name}: timeout_s must be > 0, got {timeout_s}")
+        try:
+            _endpoint_host(control)
+        except ValueError as err:
+            raise RadioError(f"{name}: control_address: {err}") from None
+        self.bridge = Bridge.attach(control, timeout_s)
+        try:
+            self._check_node(entry)
+        except BaseException:
+            self.bridge.detach()
+            raise
+
+    def _check_node(self, entry) -> None:
+        b = self.bridge
+        if self.name not in b.rx and self.name not in b.tx:
+            raise RadioError(f"{self.name}: the bridge at {b.control_address} has no node {self.name!r}; "
+                             f"its nodes are {sorted({*b.rx, *b.tx})}")
+        ports = {"tx_address": b.tx_ports.get(self.name), "rx_address": b.rx_ports.get(self.name)}
+        for field, port in ports.items():
+            address = getattr(entry, field, "")
+            if address and urlsplit(address).port != port:
+                raise RadioError(f"{self.name}: {field} {address} does not match the bridge at "
+                                 f"{b.control_address}, whose node {self.name!r} uses port {port}")
+
+    @property
+    def transmitting(self) -> bool:
+        """Whether this side is sending a burst to the flowgraph right now."""
+        return not self._closed and self.bridge.transmitting(self.name)
+
+    # --- driver hooks -----------------------------------------------------------------
+    def _configure(self, settings: RadioSettings) -> None:
+        self.bridge.configure(self.name, settings)
+
+    def _send(self, iq: np.ndarray, cyclic: bool) -> None:
+        self.bridge.send(self.name, iq, cyclic)
+
+    def _capture(self, num_samples: int) -> np.ndarray:
+        return self.bridge.capture(self.name, num_samples)
+
+    def _mute(self) -> None:
+        try:
+            self.bridge.mute(self.name)
+        except RadioError as err:
+            raise RadioError(f"{self.name}: cannot confirm the mute ({err}); this side sends nothing") from err
+
+    def _close(self) -> None:
+        self.bridge.detach()
