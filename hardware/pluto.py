@@ -9,6 +9,7 @@ libiio and pyadi-iio errors (refused connection, broken pipe, timeouts, "No devi
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import time
 import traceback
@@ -27,6 +28,7 @@ TX_GAIN_STEP_DB = 0.25
 SAMPLE_RATE_RANGE_HZ = (521e3, 61.44e6)  # pyadi-iio refuses below 521 kS/s
 BANDWIDTH_RANGE_HZ = (200e3, 56e6)       # AD936x; a stock AD9363 Pluto refuses above 20 MHz
 CENTER_RANGE_HZ = (70e6, 6e9)            # AD936x; a stock AD9363 Pluto refuses outside 325 MHz-3.8 GHz
+log = logging.getLogger(__name__)
 _TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
 
 
@@ -189,15 +191,20 @@ class PlutoRadio(Radio):
         return (np.asarray(x) / RX_FULL_SCALE).astype(np.complex64)
 
     def _mute(self) -> None:
-        """Destroy the TX buffer, then set the lowest TX gain; RadioError if the Pluto does not answer."""
+        """Destroy the TX buffer, then set the lowest TX gain.
+
+        On a dead link this logs a warning instead of raising (the ``Radio.mute`` contract): a
+        Pluto whose client connection is gone stops its TX buffer itself (iiod closes a
+        disconnected client's buffers).
+        """
         self._tx_buffer = None
         self._tx_gain_on_device_db = None
-        with self._io("muting"):
-            self._sdr.tx_destroy_buffer()
         try:
+            with self._io("muting"):
+                self._sdr.tx_destroy_buffer()
             self._set_tx_gain(TX_GAIN_RANGE_DB[0])
         except RadioError as e:
-            raise RadioError(f"{e}; cannot confirm that the Pluto at {self.uri} is muted") from e
+            log.warning("%s: could not confirm the mute of the Pluto at %s: %s", self.name, self.uri, e)
 
     def _close(self) -> None:
         """Destroy the buffers, then the context (in that order: libiio needs the context alive)."""
