@@ -127,18 +127,17 @@ def dac_floor(plan: PilotPlan, tx_gain_db: float) -> float:
     return per_sample * plan.bins_per_band / plan.fft_size
 
 
+def run_testbed(argv: list[str]) -> int:
+    """The `testbed` command, in this process (so the emulators' medium can be watched)."""
+    from testbed.cli import main
+    return main(argv)
+
+
 # --- testbed radio check -----------------------------------------------------------------------
 def test_radio_check_on_emulated_plutos(bench, tmp_path, capsys):
-    import argparse
-
-    from testbed.radio_check import add_command
-
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(bench_config(bench.uris)))
-    parser = argparse.ArgumentParser(prog="testbed")
-    add_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["radio", "check", "--config", str(path)])
-    assert args.func(args) == 0
+    assert run_testbed(["radio", "check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 radios open (bs0, ue0)" in out and "all radios muted and closed" in out
     sinr_rows = [line.split()[2:] for line in out.split("SINR at full power")[1].splitlines() if line.startswith("BS ")]
@@ -191,12 +190,6 @@ def test_no_pilot_on_air_where_sensed_interference_exceeds_i_max(pluto_net, band
 
 
 # --- a full run through `testbed adapt` ----------------------------------------------------------------
-def run_testbed(argv: list[str]) -> int:
-    """The `testbed` command's train/adapt/evaluate (testbed.runner, which testbed.cli mounts)."""
-    from testbed.runner import main
-    return main(argv)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A PPO checkpoint trained for one episode on the simulator, same network as the bench."""
