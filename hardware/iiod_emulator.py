@@ -17,6 +17,7 @@ attribute ``loopback`` at 1 (the AD936x digital loopback) RX buffers are the TX 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import select
 import signal
@@ -27,10 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hardware.config import HardwareConfig
+from hardware.dsp import PilotPlan
 from hardware.medium import RfMedium
 from hardware.pluto_model import LIBIIO_VERSION, RX_FULL_SCALE, TX_FULL_SCALE, AttrError, PlutoModel
+from hardware.scene import TaskScene
+from sim.params import NetworkParams
 
-__all__ = ["IIODEmulator", "serve"]
+__all__ = ["IIODEmulator", "serve", "serve_bench"]
 
 DEFAULT_SAMPLE_RATE_HZ = 2e6     # sample rate of a private medium (the bench default)
 
@@ -383,9 +388,36 @@ def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime:
     return [emu.start() for emu in emulators]
 
 
+def serve_bench(hw: HardwareConfig, params: NetworkParams, host: str = "127.0.0.1", realtime: bool = False,
+                seed: int = 0) -> tuple[list[IIODEmulator], HardwareConfig]:
+    """Emulate the radios of a bench config: one Pluto per radio entry, all on one medium set as
+    the mock bench's (``hardware.scene.TaskScene``): N0 in every band at the radios' samples under
+    ``full_scale_dbm``, and each UE radio hearing the BS radios with its ``link_gain_db``.
+
+    Returns the started emulators and ``hw`` with every radio's uri pointing at its emulator.
+    """
+    medium = RfMedium(hw.sample_rate_hz, seed=seed)
+    emulators = {e.name: IIODEmulator(medium, name=e.name, host=host, realtime=realtime) for e in hw.radios}
+    plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
+    TaskScene(medium, hw, plan, params)
+    radios = tuple(dataclasses.replace(e, uri=emulators[e.name].uri) for e in hw.radios)
+    return [emu.start() for emu in emulators.values()], dataclasses.replace(hw, radios=radios)
+
+
 def _interferer(text: str) -> tuple[float, float, float]:
     f_lo_hz, f_hi_hz, power_w = (float(v) for v in text.split(","))
     return f_lo_hz, f_hi_hz, power_w
+
+
+def _serve_config(source: str, write_to: str | None, host: str, realtime: bool, seed: int) -> list[IIODEmulator]:
+    """serve_bench for a config file; optionally write the config pointed at the emulators."""
+    from testbed.config import load_config, save_config
+
+    config = load_config(source)
+    emulators, hw = serve_bench(config.hardware, config.network, host, realtime, seed)
+    if write_to:
+        save_config(dataclasses.replace(config, hardware=hw), write_to)
+    return emulators
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -402,12 +434,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interferer", type=_interferer, action="append", default=[], metavar="F_LO_HZ,F_HI_HZ,POWER_W",
                     help="external band-limited noise (RF Hz, full scale = 1) heard by every radio; repeatable")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    ap.add_argument("--bench", metavar="CONFIG", help="emulate every radio of this config's radio map instead "
+                                                      "(noise, links and rates from the config; ignores the medium options)")
+    ap.add_argument("--write-config", metavar="PATH", help="with --bench: write the config with the emulators' URIs here")
     args = ap.parse_args(argv)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    emulators = serve(args.num_radios, args.port, args.host, args.realtime, args.sample_rate_hz, args.noise_w,
-                      args.link_gain_db, tuple(args.interferer), args.seed)
+    if args.bench:
+        emulators = _serve_config(args.bench, args.write_config, args.host, args.realtime, args.seed)
+    else:
+        emulators = serve(args.num_radios, args.port, args.host, args.realtime, args.sample_rate_hz, args.noise_w,
+                          args.link_gain_db, tuple(args.interferer), args.seed)
     for emu in emulators:
         print(emu.uri, flush=True)
     done.wait()

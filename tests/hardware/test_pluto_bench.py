@@ -19,22 +19,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.dsp import PilotPlan
-from hardware.iiod_emulator import serve
+from hardware.iiod_emulator import serve_bench
 from hardware.measured import make_backend
-from testbed.config import load_config
+from testbed.config import load_config, save_config
 
 REPO = Path(__file__).resolve().parents[2]
-LINK_GAIN_DB = -31.0          # BS Pluto -> UE Pluto on the medium, as bench_pluto.yaml's ue0 link_gain_db
 EPISODE_STEPS = 10
 
 
-def bench_config(uris: list[str], **network) -> dict:
-    """configs/bench_pluto.yaml pointed at the emulated Plutos, with short episodes."""
+def bench_config(**hardware) -> dict:
+    """configs/bench_pluto.yaml with short episodes and no settling wait (the emulator has no DAC latency)."""
     data = yaml.safe_load((REPO / "configs" / "bench_pluto.yaml").read_text())
-    for radio, uri in zip(data["hardware"]["radios"], uris):
-        radio["uri"] = uri
-    data["hardware"]["settle_s"] = 0.0
-    data["network"].update({"episode_steps": EPISODE_STEPS, **network})
+    data["hardware"].update({"settle_s": 0.0, **hardware})
+    data["network"]["episode_steps"] = EPISODE_STEPS
     return data
 
 
@@ -43,23 +40,16 @@ def to_antenna_w(config, network_w: float) -> float:
     return network_w / (10 ** (config.hardware.full_scale_dbm / 10) * 1e-3) / 10 ** (config.hardware.rx_gain_db / 10)
 
 
-def medium_noise_w() -> float:
-    """Receiver noise per sample on the medium that puts N0 in every band, as the mock scene does."""
-    config = load_config(bench_config(["ip:127.0.0.1:1", "ip:127.0.0.1:2"]))
-    hw, p = config.hardware, config.network
-    plan = PilotPlan(p.num_bs, p.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
-    return to_antenna_w(config, p.noise_w) * plan.fft_size / plan.bins_per_band
-
-
 class Bench:
-    """Two emulated Plutos (pluto0 = BS radio, pluto1 = UE radio); records what the BS Pluto puts on
-    air and can switch an interferer on at its n-th capture."""
+    """bench_pluto.yaml's two Plutos emulated on one medium (bs0 = BS radio, ue0 = UE radio).
+    Records what the BS Pluto puts on air and can switch an interferer on at its n-th capture."""
 
     def __init__(self):
-        self.emulators = serve(2, noise_w=medium_noise_w())
+        config = load_config(bench_config())
+        self.emulators, hw = serve_bench(config.hardware, config.network)
+        self.config = dataclasses.replace(config, hardware=hw)
         self.bs, self.ue = self.emulators
         self.medium = self.bs.medium
-        self.medium.set_link("pluto0", "pluto1", gain_db=LINK_GAIN_DB)
         self.sent: list[tuple[int, np.ndarray]] = []      # (BS captures so far, TX IQ)
         self.bs_captures = 0
         self.on_capture: dict[int, callable] = {}
@@ -77,16 +67,17 @@ class Bench:
         self.bs.rf_port.transmit = recording_transmit
         self.bs.rf_port.receive = counting_receive
 
-    @property
-    def uris(self) -> list[str]:
-        return [e.uri for e in self.emulators]
+    def write_config(self, path: Path) -> Path:
+        save_config(self.config, path)
+        return path
 
-    def interferer(self, config, band: int, power_w: float) -> None:
-        """Band-limited noise filling band ``band``, heard by both Plutos at 0 dB."""
-        hw, p = config.hardware, config.network
+    def interferer(self, band: int, network_w: float) -> None:
+        """Band-limited noise filling band ``band``, heard by both Plutos as ``network_w`` W."""
+        hw, p = self.config.hardware, self.config.network
         plan = PilotPlan(p.num_bs, p.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
         lo, hi = plan.band_edges_hz(hw.sample_rate_hz)[band] + hw.center_hz
-        self.medium.set_interferer(f"band{band}", lo, hi, power_w, {"pluto0": 0.0, "pluto1": 0.0})
+        self.medium.set_interferer(f"band{band}", lo, hi, to_antenna_w(self.config, network_w),
+                                   {"bs0": 0.0, "ue0": 0.0})
 
     @property
     def silent(self) -> bool:
@@ -135,8 +126,7 @@ def run_testbed(argv: list[str]) -> int:
 
 # --- testbed radio check -----------------------------------------------------------------------
 def test_radio_check_on_emulated_plutos(bench, tmp_path, capsys):
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(bench_config(bench.uris)))
+    path = bench.write_config(tmp_path / "bench.yaml")
     assert run_testbed(["radio", "check", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "2 radios open (bs0, ue0)" in out and "all radios muted and closed" in out
@@ -150,7 +140,7 @@ def test_radio_check_on_emulated_plutos(bench, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def pluto_net():
     b = Bench()
-    net = make_backend(load_config(bench_config(b.uris)), num_envs=1)
+    net = make_backend(b.config, num_envs=1)
     yield b, net
     net.close()
     b.stop()
@@ -168,9 +158,8 @@ def test_no_pilot_on_air_where_sensed_interference_exceeds_i_max(pluto_net, band
     p = net.params
     net.reset(seed=0)
     bench.medium.clear_interferers()
-    config = load_config(bench_config(bench.uris))
     for k in np.flatnonzero(bands):
-        bench.interferer(config, int(k), to_antenna_w(config, 10 ** (interferer_dbm / 10) * 1e-3))
+        bench.interferer(int(k), 10 ** (interferer_dbm / 10) * 1e-3)
     sensed = net.sense_external_w()
     bs_part = 10 ** (torch.tensor(bs_part_dbm).view(1, 3, 5) / 10) * 1e-3
     net.state = dataclasses.replace(net.state, external_w=sensed, map_w=bs_part + sensed)
@@ -194,7 +183,7 @@ def test_no_pilot_on_air_where_sensed_interference_exceeds_i_max(pluto_net, band
 def checkpoint(tmp_path_factory) -> Path:
     """A PPO checkpoint trained for one episode on the simulator, same network as the bench."""
     run = tmp_path_factory.mktemp("train")
-    data = bench_config(["ip:127.0.0.1:1", "ip:127.0.0.1:2"])
+    data = bench_config()
     data["backend"] = "sim"
     data.pop("hardware")
     data["agent"] = {"episodes": 1}
@@ -205,15 +194,13 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def test_adapt_runs_full_episodes_on_emulated_plutos_and_avoids_an_injected_interferer(bench, checkpoint, tmp_path):
-    config_data = bench_config(bench.uris)
-    path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump(config_data))
-    config = load_config(config_data)
+    path = bench.write_config(tmp_path / "bench.yaml")
+    config = bench.config
     band = 2
     # capture 1 calibrates the noise floor, capture 2 senses step 0: switch the interferer on at
     # capture 3 (step 1 of episode 0) at -60 dBm network-referred: 30 dB above I_max, 20 dB below
     # the ADC's full scale (-40 dBm), so it stays in its band
-    bench.on_capture[3] = lambda: bench.interferer(config, band, to_antenna_w(config, 1e-9))
+    bench.on_capture[3] = lambda: bench.interferer(band, 1e-9)
     run_dir = tmp_path / "adapt"
     rc = run_testbed(["adapt", "--checkpoint", str(checkpoint), "--config", str(path), "--episodes", "2",
                        "--run-dir", str(run_dir)])
@@ -233,13 +220,13 @@ def test_adapt_runs_full_episodes_on_emulated_plutos_and_avoids_an_injected_inte
 
 
 def test_emulator_killed_mid_adapt_ends_with_saved_data_and_exit_3(checkpoint, tmp_path, capsys):
-    proc = subprocess.Popen([sys.executable, "-m", "hardware.iiod_emulator", "--num-radios", "2",
-                             "--noise-w", str(medium_noise_w()), "--link-gain-db", str(LINK_GAIN_DB)],
-                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    path = tmp_path / "bench.yaml"
+    source = tmp_path / "source.yaml"
+    source.write_text(yaml.safe_dump(bench_config()))
+    proc = subprocess.Popen([sys.executable, "-m", "hardware.iiod_emulator", "--bench", str(source),
+                             "--write-config", str(path)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         uris = [proc.stdout.readline().strip() for _ in range(2)]
-        path = tmp_path / "bench.yaml"
-        path.write_text(yaml.safe_dump(bench_config(uris)))
         run_dir = tmp_path / "adapt"
         metrics = run_dir / "metrics.jsonl"
 
