@@ -47,6 +47,11 @@ PROBE_TIMEOUT_S = 0.25                # request timeout while the bridge is know
 SOCKET_HWM = 16
 
 
+def _chunk_sizes(num_samples: int) -> list[int]:
+    """num_samples cut into TX messages of at most TX_CHUNK_SAMPLES."""
+    return [min(TX_CHUNK_SAMPLES, num_samples - start) for start in range(0, num_samples, TX_CHUNK_SAMPLES)]
+
+
 def _endpoint_host(endpoint: str) -> str:
     host = urlsplit(endpoint).hostname
     if not endpoint.startswith("tcp://") or not host:
@@ -77,39 +82,52 @@ class _RxStream:
         self.socket = socket
         self.name = name
         self.next_offset: int | None = None     # offset of the next sample to hand out
-        self.carry = np.empty(0, dtype=ITEM)    # received, not yet handed out
+        self.parts: list[np.ndarray] = []       # received, not yet handed out
+        self.num_buffered = 0
 
     def reset(self) -> None:
+        """Forget the stream (the flowgraph restarted) and drop what the old one left queued."""
+        while self.socket.poll(0, zmq.POLLIN):
+            self.socket.recv()
         self.next_offset = None
-        self.carry = np.empty(0, dtype=ITEM)
+        self.parts, self.num_buffered = [], 0
 
-    def _receive(self, deadline: float) -> None:
-        remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        if not self.socket.poll(remaining_ms, zmq.POLLIN):
-            raise RadioTimeout(f"bridge RX node {self.name!r}: no samples within the timeout")
-        offset, samples = parse_rx_message(self.socket.recv(copy=True))
-        expected = None if self.next_offset is None else self.next_offset + self.carry.size
+    def receive(self) -> None:
+        """Take one message off the socket (which must be readable)."""
+        offset, samples = parse_rx_message(self.socket.recv())
+        expected = None if self.next_offset is None else self.next_offset + self.num_buffered
         if expected is not None and offset != expected:
             raise RadioError(f"bridge RX node {self.name!r}: stream jumped from sample {expected} to {offset} "
                              "(samples lost or the flowgraph restarted)")
         if self.next_offset is None:
             self.next_offset = offset
-        self.carry = np.concatenate([self.carry, samples]) if self.carry.size else samples
+        self.parts.append(samples)
+        self.num_buffered += samples.size
 
-    def read(self, num_samples: int, deadline: float) -> np.ndarray:
-        """The next num_samples samples (complex64 [num_samples])."""
-        while self.carry.size < num_samples:
-            self._receive(deadline)
-        out, self.carry = self.carry[:num_samples].copy(), self.carry[num_samples:]
+    def take(self, num_samples: int) -> np.ndarray:
+        """The next num_samples buffered samples (complex64 [num_samples])."""
+        buffered = np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+        out, rest = buffered[:num_samples].copy(), buffered[num_samples:]
+        self.parts = [rest] if rest.size else []
+        self.num_buffered -= num_samples
         self.next_offset += num_samples
         return out
+
+    def read(self, num_samples: int, deadline: float) -> np.ndarray:
+        """The next num_samples samples, waiting until the deadline (monotonic s)."""
+        while self.num_buffered < num_samples:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLIN):
+                raise RadioTimeout(f"bridge RX node {self.name!r}: no samples within the timeout")
+            self.receive()
+        return self.take(num_samples)
 
     def drain(self) -> None:
         """Drop everything queued now (uhd captures start after it)."""
         while self.socket.poll(0, zmq.POLLIN):
-            self._receive(time.monotonic())
-        self.next_offset = None if self.next_offset is None else self.next_offset + self.carry.size
-        self.carry = np.empty(0, dtype=ITEM)
+            self.receive()
+        if self.num_buffered:
+            self.take(self.num_buffered)
 
 
 class _TxNode:
@@ -138,6 +156,7 @@ class _TxNode:
         return out
 
     def push(self, samples: np.ndarray, deadline: float) -> None:
+        """Send samples (uhd one-shot), waiting until the deadline (monotonic s)."""
         for start in range(0, samples.size, TX_CHUNK_SAMPLES):
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLOUT):
@@ -216,6 +235,7 @@ class Bridge:
         except BaseException:
             self._close()
             raise
+        self.unsettled = True                                # a change of noise/tones/LOs is still in flight
         self.epoch = 0                                       # TX changes so far
         self.window: dict[str, tuple[int, np.ndarray]] = {}  # rx node -> (epoch, last lockstep capture)
 
@@ -241,6 +261,8 @@ class Bridge:
             raise RadioError(f"bridge {self.control_address}: cannot open its streams ({err}); is another "
                              "client using this flowgraph?") from err
         self.tx_count = self._common_tx_count(status)
+        self.settle_samples = int(status["source_lag_samples"])
+        self.align_samples = int(status["align_samples"])
 
     def _socket(self, kind: int) -> zmq.Socket:
         sock = self.context.socket(kind)
@@ -299,6 +321,7 @@ class Bridge:
         for stream in self.rx.values():
             stream.reset()
         self.tx_count = self._common_tx_count(reply)
+        self.unsettled = True
         self.epoch += 1
         for name, values in self.node_settings.items():
             self.request("configure", node=name, **values)
@@ -323,6 +346,7 @@ class Bridge:
         with self.lock:
             self.request("configure", node=node, **values)
             self.node_settings[node] = values
+            self.unsettled = True
             self.epoch += 1
 
     def send(self, node: str, iq: np.ndarray, cyclic: bool) -> None:
@@ -335,9 +359,11 @@ class Bridge:
             if self.lockstep:
                 return
             if cyclic:
-                tx.feed(iq)
+                tx.feed(np.tile(iq, self.align_samples // math.gcd(iq.size, self.align_samples)))
             else:
-                tx.push(iq, time.monotonic() + self.timeout_s)
+                padded = np.zeros(iq.size + (-iq.size % self.align_samples), dtype=ITEM)
+                padded[: iq.size] = iq
+                tx.push(padded, time.monotonic() + self.timeout_s)
 
     def mute(self, node: str) -> None:
         """Stop the node's TX here, then in the flowgraph (RadioError if it cannot confirm)."""
@@ -374,13 +400,56 @@ class Bridge:
         if self.broken:
             raise RadioError(f"bridge {self.control_address}: {self.broken}")
         deadline = time.monotonic() + self.timeout_s
+        settle = self.settle_samples if self.unsettled else 0
+        total = settle + num_samples
+        total += -total % self.align_samples       # the flowgraph releases whole multiples only
         try:
-            for tx in self.tx.values():
-                tx.push(tx.next_samples(num_samples), deadline)
-            self.tx_count += num_samples
-            self.epoch += 1
-            for name, stream in self.rx.items():
-                self.window[name] = (self.epoch, stream.read(num_samples, deadline))
+            got = self._pump(total, deadline)
+        except RadioError as err:
+            self.broken = f"streams out of step after: {err}; restart the flowgraph"
+            raise
+        self.tx_count += total
+        self.epoch += 1
+        self.window = {name: (self.epoch, iq[settle: settle + num_samples]) for name, iq in got.items()}
+        self.unsettled = False
+
+    def _pump(self, num_samples: int, deadline: float) -> dict[str, np.ndarray]:
+        """Push num_samples on every TX node while reading as many from every RX node.
+
+        Pushing and reading interleave: a branch of the medium whose output is not read holds
+        up the TX input it shares with the others, so reading one node at a time could stall.
+        """
+        chunks = {tx.socket: [tx.next_samples(n) for n in _chunk_sizes(num_samples)] for tx in self.tx.values()}
+        waiting = {stream.socket: stream for stream in self.rx.values()}
+        poller = zmq.Poller()
+        for sock in chunks:
+            poller.register(sock, zmq.POLLOUT)
+        for sock in waiting:
+            poller.register(sock, zmq.POLLIN)
+        got = {}
+        while chunks or waiting:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            events = dict(poller.poll(remaining_ms)) if remaining_ms > 0 else {}
+            if not events:
+                stuck = [self._node_name(s) for s in [*chunks, *waiting]]
+                raise RadioTimeout(f"bridge {self.control_address}: nodes {stuck} stalled; is the flowgraph alive?")
+            for sock, flags in events.items():
+                if flags & zmq.POLLOUT and sock in chunks:
+                    sock.send(chunks[sock].pop(0), copy=False)
+                    if not chunks[sock]:
+                        del chunks[sock]
+                        poller.unregister(sock)
+                elif flags & zmq.POLLIN and sock in waiting:
+                    stream = waiting[sock]
+                    stream.receive()
+                    if stream.num_buffered >= num_samples:
+                        got[stream.name] = stream.take(num_samples)
+                        del waiting[sock]
+                        poller.unregister(sock)
+        return got
+
+    def _node_name(self, sock: zmq.Socket) -> str:
+        return next(n for n, node in [*self.tx.items(), *self.rx.items()] if node.socket is sock)
         except RadioError as err:
             self.broken = f"streams out of step after: {err}; restart the flowgraph"
             raise
@@ -433,6 +502,7 @@ class Bridge:
         with self.lock:
             self.request(cmd, **fields)
             self.knobs[key] = {**self.knobs.get(key, {}), **fields}
+            self.unsettled = True
             self.epoch += 1
 
     def transmitting(self, node: str) -> bool:

@@ -25,7 +25,10 @@ bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node)
 ``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx, gain_db, taps, cfo_hz) and
 ``set_interferer`` (node, freq_hz, amplitude); the last three in ``emulate`` only. Every valid
 request is a heartbeat; with none for ``--heartbeat-timeout-s`` the flowgraph mutes all TX.
-TX starts muted. Prints one ``READY {json}`` line on stdout once running; stops on SIGTERM.
+TX starts muted. GNU Radio's VOLK blocks hold back a remainder of fewer than ``align_samples``
+samples until more input comes, so the client pushes multiples of it. Noise, tones and carrier offsets come from free-running sources, so a change
+of them reaches the output up to ``source_lag_samples`` samples late (the data path is exact).
+Prints one ``READY {json}`` line on stdout once running; stops on SIGTERM.
 """
 from __future__ import annotations
 
@@ -47,6 +50,7 @@ ZMQ_MAX_MESSAGE_BYTES = 1024 * 1024  # larger ones are dropped by ZMQ before par
 MAX_TAPS = 256                       # --num-taps upper bound
 RX_HWM_MESSAGES = 8                  # push_sink queue: backpressure instead of a deep stale queue
 SOURCE_BUFFER_ITEMS = 65536          # pull_source stalls about half the bursts with less
+SOURCE_LAG_ITEMS = 2048              # max output buffer of free-running sources (noise, tones, LOs)
 ITEM_BYTES = 8                       # complex64
 LIMITS = {                           # accepted range of every numeric control field
     "center_hz": (1.0, 7.25e9),
@@ -130,6 +134,7 @@ class BridgeGraph(gr.top_block):
                              "bandwidth_hz": args.sample_rate_hz, "tx_gain_db": args.tx_gain_db,
                              "rx_gain_db": args.rx_gain_db} for n in names}
         self.tx_enabled = {n: False for n in self.tx_ports}
+        self.blocks = []
         self.gates = {}
         self.sources = {}
         for name, port in self.tx_ports.items():
@@ -141,6 +146,17 @@ class BridgeGraph(gr.top_block):
         self.sinks = {name: zeromq.push_sink(ITEM_BYTES, 1, f"tcp://{args.address}:{port}", 100, True,
                                              RX_HWM_MESSAGES)
                       for name, port in self.rx_ports.items()}
+
+    def connect(self, *points) -> None:
+        """top_block.connect, remembering every block (for align_samples)."""
+        self.blocks += [p[0] if isinstance(p, tuple) else p for p in points]
+        super().connect(*points)
+
+    @property
+    def align_samples(self) -> int:
+        """VOLK blocks release output in multiples of their alignment and hold a remainder back
+        until more input arrives; input pushed in multiples of this comes out whole."""
+        return math.lcm(*(b.alignment() for b in self.blocks if hasattr(b, "alignment")))
 
     def _apply_gate(self, name: str) -> None:
         on = self.tx_enabled[name]
@@ -186,23 +202,31 @@ class EmulateGraph(BridgeGraph):
                 port = 1
             for tx in senders:
                 fir = gr_filter.fir_filter_ccc(1, unit)
-                lo = analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 1.0, 0)
+                lo = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 1.0, 0))
                 mix = blocks.multiply_cc()
                 self.connect(self.gates[tx], fir, (mix, 0))
                 self.connect(lo, (mix, 1))
                 self.connect(mix, (add, port))
                 port += 1
-                gain_db = dict(args.rx_link_gain_db).get(rx, args.link_gain_db)
-                self.links[(tx, rx)] = {"fir": fir, "lo": lo, "gain_db": gain_db,
-                                        "taps": unit, "cfo_hz": 0.0}
+                self.links[(tx, rx)] = {"fir": fir, "lo": lo, "taps": unit,
+                                        "gain_db": dict(args.rx_link_gain_db).get(rx, args.link_gain_db),
+                                        "cfo_hz": dict(args.rx_link_cfo_hz).get(rx, 0.0)}
                 self._apply_link(tx, rx)
-            self.noises[rx] = analog.noise_source_c(analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j)
-            self.interferers[rx] = analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 0.0, 0)
+            self.noises[rx] = self._free_running(
+                analog.noise_source_c(analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j))
+            self.interferers[rx] = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 0.0, 0))
             self.rx_gains[rx] = blocks.multiply_const_cc(db_to_amplitude(args.rx_gain_db))
             self.connect(self.noises[rx], (add, port))
             self.connect(self.interferers[rx], (add, port + 1))
             self.connect(add, self.rx_gains[rx], self.sinks[rx])
             self.adders[rx] = add
+
+    @staticmethod
+    def _free_running(block):
+        """Sources that run ahead of the TX clock fill their output buffer with samples made
+        before a change of their settings; a small buffer bounds that lag (SOURCE_LAG_ITEMS)."""
+        block.set_max_output_buffer(SOURCE_LAG_ITEMS)
+        return block
 
     def _apply_link(self, tx: str, rx: str) -> None:
         link = self.links[(tx, rx)]
@@ -346,7 +370,7 @@ class ControlServer:
                 "watchdog_trips": self.watchdog_trips, "settings": g.settings,
                 "heartbeat_timeout_s": self.heartbeat_timeout_s,
                 "tx_endpoints": {n: f"tcp://{g.args.client_address}:{p}" for n, p in g.tx_ports.items()},
-                "rx_ports": g.rx_ports,
+                "rx_ports": g.rx_ports, "source_lag_samples": SOURCE_LAG_ITEMS, "align_samples": g.align_samples,
                 "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items()}}
 
     def handle(self, raw: bytes) -> dict:
@@ -397,16 +421,20 @@ class ControlServer:
 
 
 # --- command line ------------------------------------------------------------------------
-def _node_gain(text: str) -> tuple[str, float]:
-    name, sep, gain = text.partition("=")
-    try:
-        value = float(gain)
-    except ValueError:
-        value = math.nan
-    lo, hi = LIMITS["gain_db"]
-    if not sep or not name or not lo <= value <= hi:
-        raise argparse.ArgumentTypeError(f"expected NAME=DB with DB in [{lo}, {hi}], got {text!r}")
-    return name, value
+def _node_value(key: str):
+    """argparse type for NAME=VALUE with VALUE in LIMITS[key]."""
+    lo, hi = LIMITS[key]
+
+    def parse(text: str) -> tuple[str, float]:
+        name, sep, raw = text.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not sep or not name or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected NAME=VALUE with VALUE in [{lo}, {hi}], got {text!r}")
+        return name, value
+    return parse
 
 
 def _link(text: str) -> tuple[str, str]:
@@ -443,8 +471,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--link-gain-db", type=float, default=0.0, help="emulate: initial gain of every link in dB")
     p.add_argument("--link", type=_link, action="append", default=[],
                    help="emulate: TX=RX, a link from TX node to RX node (repeatable; default: every pair)")
-    p.add_argument("--rx-link-gain-db", type=_node_gain, action="append", default=[],
+    p.add_argument("--rx-link-gain-db", type=_node_value("gain_db"), action="append", default=[],
                    help="emulate: NAME=DB, initial gain of every link into RX node NAME (repeatable)")
+    p.add_argument("--rx-link-cfo-hz", type=_node_value("cfo_hz"), action="append", default=[],
+                   help="emulate: NAME=HZ, initial carrier offset of every link into RX node NAME (repeatable)")
     p.add_argument("--num-taps", type=int, default=8, help=f"emulate: FIR length of every link, 1..{MAX_TAPS}")
     p.add_argument("--seed", type=int, default=1, help="emulate: noise seed of the first RX node (others follow)")
     p.add_argument("--device-args", default="", help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
@@ -461,9 +491,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [f"{t}={r}" for t, r in args.link if t not in tx_names or r not in rx_names]
     if bad:
         p.error(f"--link {bad}: both ends must be nodes given with --tx and --rx")
-    unknown = sorted({n for n, _ in args.rx_link_gain_db} - rx_names)
-    if unknown:
-        p.error(f"--rx-link-gain-db names unknown RX nodes {unknown}")
+    for flag, pairs in (("--rx-link-gain-db", args.rx_link_gain_db), ("--rx-link-cfo-hz", args.rx_link_cfo_hz)):
+        unknown = sorted({n for n, _ in pairs} - rx_names)
+        if unknown:
+            p.error(f"{flag} names unknown RX nodes {unknown}")
     if not 1 <= args.num_taps <= MAX_TAPS:
         p.error(f"--num-taps must be in 1..{MAX_TAPS}")
     if args.heartbeat_timeout_s <= 0:

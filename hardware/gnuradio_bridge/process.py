@@ -19,15 +19,18 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from hardware.radio import RadioError
 
-__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "emulator_for"]
+__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "emulator_for",
+           "flowgraphs_for"]
 
 GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3")  # Debian's GNU Radio bindings
 FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
 _OPTIONS = ("sample_rate_hz", "center_hz", "tx_gain_db", "rx_gain_db", "max_tx_gain_db", "heartbeat_timeout_s",
-            "noise_voltage", "link_gain_db", "rx_link_gain_db", "link", "num_taps", "seed", "device_args")
+            "noise_voltage", "link_gain_db", "rx_link_gain_db", "rx_link_cfo_hz", "link", "num_taps", "seed",
+            "device_args")
 
 
 class BridgeStartError(RadioError):
@@ -165,27 +168,112 @@ class FlowgraphProcess:
                 "rx_address": f"tcp://{self.address}:{self.rx_ports[node]}" if node in self.rx_ports else ""}
 
 
+def _port(address: str) -> int:
+    """The port of a ZMQ endpoint, 0 if it has none."""
+    return (urlsplit(address).port or 0) if address else 0
+
+
+def _host(address: str) -> str:
+    return (urlsplit(address).hostname or "127.0.0.1") if address else "127.0.0.1"
+
+
+def flowgraphs_for(config, **overrides) -> list[FlowgraphProcess]:
+    """The flowgraphs (not started) that the gnuradio radios of a testbed Config talk to.
+
+    Radios without ``device_args`` share one ``emulate`` flowgraph; each radio with
+    ``device_args`` gets a ``uhd`` flowgraph of its own. Ports come from the entries'
+    ``control_address``, ``tx_address`` and ``rx_address`` (none or 0: a free port).
+    """
+    radios = [e for e in config.hardware.radios if e.driver == "gnuradio"]
+    if not radios:
+        raise ValueError("hardware.radios: no radio uses the gnuradio driver")
+    emulated = [e for e in radios if not e.device_args]
+    if emulated and len(emulated) != len(radios):
+        raise ValueError("hardware.radios: either every gnuradio radio has device_args (USRPs) or none "
+                         "(one emulator); got a mix")
+    if emulated:
+        return [emulator_for(config, **overrides)]
+    return [_uhd_for(config, e, **overrides) for e in radios]
+
+
+def _entry_ports(entries, tx_names) -> tuple[str, dict[str, int]]:
+    controls = {getattr(e, "control_address", "") for e in entries}
+    if len(controls) > 1:
+        raise ValueError(f"radios {[e.name for e in entries]} share one flowgraph but name different "
+                         f"control_address values {sorted(controls)}")
+    control = controls.pop()
+    ports = {"control": _port(control)}
+    ports.update({f"tx:{e.name}": _port(e.tx_address) for e in entries if e.name in tx_names})
+    ports.update({f"rx:{e.name}": _port(e.rx_address) for e in entries})
+    return _host(control), {k: v for k, v in ports.items() if v}
+
+
+def _uhd_for(config, entry, **overrides) -> FlowgraphProcess:
+    hw = config.hardware
+    tx = [entry.name] if entry.role == "bs" else []
+    address, ports = _entry_ports([entry], tx)
+    options = dict(device_args=entry.device_args, sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz,
+                   tx_gain_db=min(hw.tx_gain_db, hw.max_tx_gain_db), rx_gain_db=hw.rx_gain_db,
+                   max_tx_gain_db=hw.max_tx_gain_db, heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s))
+    options.update(overrides)
+    return FlowgraphProcess("uhd", tx=tx, rx=[entry.name], address=address,
+                            client_address=_host(entry.tx_address), ports=ports, **options)
+
+
 def emulator_for(config, **overrides) -> FlowgraphProcess:
     """An emulate-mode flowgraph (not started) standing in for the bench of a testbed Config.
 
     BS radios become TX+RX nodes, UE radios RX nodes; links go from every BS radio to every UE
     radio (the loop senses with TX off, so BS radios hear only noise and interferers, and the
-    medium stays small enough for 50 steps/s). Like the mock bench's scene, receiver noise
-    is the network's N0 per band and every link's total gain (TX gain + link + RX gain) is the
-    receiving radio's ``link_gain_db``; set_link can change the links once it runs.
+    medium stays small). Like the mock bench's scene, receiver noise is the network's N0 per
+    band, and every link into a radio has the total gain (TX gain + link + RX gain)
+    ``link_gain_db`` and the carrier offset ``cfo_hz`` of the receiving radio's entry.
     """
     from hardware.dsp import PilotPlan
     from sim.units import db_to_lin, dbm_to_w
 
     hw, params = config.hardware, config.network
+    bs, ue = hw.radios_with_role("bs"), hw.radios_with_role("ue")
     plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
     noise_band = params.noise_w / dbm_to_w(hw.full_scale_dbm) / db_to_lin(hw.rx_gain_db)
     options = dict(sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz, tx_gain_db=hw.tx_gain_db,
                    rx_gain_db=hw.rx_gain_db, max_tx_gain_db=hw.max_tx_gain_db,
                    noise_voltage=(noise_band * plan.fft_size / plan.bins_per_band) ** 0.5,
                    rx_link_gain_db={e.name: e.link_gain_db - hw.tx_gain_db - hw.rx_gain_db for e in hw.radios},
-                   link=[f"{b.name}={u.name}" for b in hw.radios_with_role("bs") for u in hw.radios_with_role("ue")],
+                   rx_link_cfo_hz={e.name: e.cfo_hz for e in hw.radios if e.cfo_hz},
+                   link=[f"{b.name}={u.name}" for b in bs for u in ue],
                    heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s), seed=config.env.seed + 1)
     options.update(overrides)
-    return FlowgraphProcess("emulate", tx=[e.name for e in hw.radios_with_role("bs")],
-                            rx=[e.name for e in hw.radios], **options)
+    address, ports = _entry_ports(hw.radios, {e.name for e in bs})
+    client = {_host(e.tx_address) for e in bs}
+    return FlowgraphProcess("emulate", tx=[e.name for e in bs], rx=[e.name for e in hw.radios], address=address,
+                            client_address=client.pop() if len(client) == 1 else "127.0.0.1", ports=ports, **options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hardware.gnuradio_bridge.process CONFIG``: run the config's flowgraphs until Ctrl-C."""
+    import argparse
+
+    from testbed.config import load_config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("config", help="YAML path or preset with backend gnuradio")
+    args = parser.parse_args(argv)
+    flowgraphs = flowgraphs_for(load_config(args.config))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        for fg in flowgraphs:
+            fg.start()
+            print(f"{fg.mode} flowgraph running: {json.dumps(fg.ready)}", flush=True)
+        while not stop.wait(0.5) and all(fg.running for fg in flowgraphs):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codes = [fg.stop() for fg in flowgraphs]
+    return 0 if stop.is_set() or all(c == 0 for c in codes) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
