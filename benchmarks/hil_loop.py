@@ -7,6 +7,9 @@ baseline measured in the same run.
 - ``dsp``: the per-band estimator at the default capture length: real-time factor (capture
   duration at the sample rate / processing time) and SINR errors for true SINR uniform in
   [-5, 30] dB through the mock medium (random delays, common 500 Hz CFO).
+- ``pluto``: the same loop on ``configs/bench_pluto.yaml`` over two emulated Plutos (real
+  pyadi-iio/libiio client), against the same radio map on mock radios; median time of one
+  4096-sample capture.
 Driver issues add their own sections to ``SECTIONS``.
 
 Usage: python benchmarks/hil_loop.py [--steps 300] [--trials 200] [--only mock dsp]
@@ -117,13 +120,67 @@ def dsp_section(args) -> dict:
     }
 
 
-SECTIONS = {"mock": mock_section, "dsp": dsp_section}
+# --- pluto (issue 5): the measured loop over emulated Plutos -----------------------------------
+def pluto_section(args) -> dict:
+    """configs/bench_pluto.yaml on two Plutos emulated over libiio's network protocol (real pyadi-iio
+    and libiio client, hardware.iiod_emulator on 127.0.0.1), against the same radio map on mock
+    radios in the same run: steps/s of the measured loop, and the median time of one 4096-sample
+    capture (the Pluto driver's rx() against the mock radio's)."""
+    import dataclasses
+
+    from hardware.iiod_emulator import serve_bench
+    from hardware.measured import make_backend
+    from testbed.config import load_config
+
+    config = load_config("bench_pluto", {"hardware": {"settle_s": 0.0}})
+    mock_radios = tuple(dataclasses.replace(e, driver="mock", uri="") for e in config.hardware.radios)
+    mock_config = dataclasses.replace(config, backend="mock",
+                                      hardware=dataclasses.replace(config.hardware, radios=mock_radios))
+    emulators, hw = serve_bench(config.hardware, config.network)
+    config = dataclasses.replace(config, hardware=hw)
+    p = config.network
+    shape = (1, p.num_bs, p.num_bands)
+    rates, rx_ms = {}, {}
+    try:
+        for name, cfg in (("pluto", config), ("mock", mock_config)):
+            net = make_backend(cfg, num_envs=1)
+            try:
+                net.reset(seed=0)
+                start = time.perf_counter()
+                for t in range(args.steps):
+                    if t and t % p.episode_steps == 0:
+                        net.reset()
+                    net.step(_levels(t, shape))
+                rates[name] = args.steps / (time.perf_counter() - start)
+                radio = net.radios["ue0"]
+                times = []
+                for _ in range(args.rx_repeats):
+                    start = time.perf_counter()
+                    radio.capture(4096)
+                    times.append(time.perf_counter() - start)
+                rx_ms[name] = 1e3 * float(np.median(times))
+            finally:
+                net.close()
+    finally:
+        for emu in emulators:
+            emu.stop()
+    return {
+        "config": "bench_pluto on 2 emulated Plutos (libiio 0.24 network backend, loopback TCP)", "steps": args.steps,
+        "steps_per_s": round(rates["pluto"], 1), "mock_steps_per_s": round(rates["mock"], 1),
+        "slowdown_vs_mock": round(rates["mock"] / rates["pluto"], 2),
+        "rx_4096_median_ms": round(rx_ms["pluto"], 3), "mock_rx_4096_median_ms": round(rx_ms["mock"], 3),
+        "rx_4096_realtime_factor": round(4096 / config.hardware.sample_rate_hz * 1e3 / rx_ms["pluto"], 1),
+    }
+
+
+SECTIONS = {"mock": mock_section, "dsp": dsp_section, "pluto": pluto_section}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=300, help="measured-loop steps on the mock backend")
     ap.add_argument("--trials", type=int, default=200, help="DSP trials (5 links each)")
+    ap.add_argument("--rx-repeats", type=int, default=200, help="4096-sample captures timed per radio (pluto)")
     ap.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run (default: all)")
     args = ap.parse_args(argv)
     out = {name: SECTIONS[name](args) for name in (args.only or SECTIONS)}
