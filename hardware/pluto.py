@@ -193,9 +193,8 @@ class PlutoRadio(Radio):
     def _mute(self) -> None:
         """Destroy the TX buffer, then set the lowest TX gain.
 
-        On a dead link this logs a warning instead of raising (the ``Radio.mute`` contract): a
-        Pluto whose client connection is gone stops its TX buffer itself (iiod closes a
-        disconnected client's buffers).
+        On a dead link this logs a warning instead of raising (the ``Radio.mute`` contract); a
+        cyclic buffer then plays on until the Pluto's iiod notices the lost connection.
         """
         self._tx_buffer = None
         self._tx_gain_on_device_db = None
