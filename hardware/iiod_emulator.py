@@ -337,13 +337,12 @@ class IIODEmulator:
         dev = self.model.device(args[0])
         num_bytes = int(args[1])
         buf = buffers.get(dev.name)
-        ok = buf is not None and _BUFFER_DEVICES[dev.name]
-        conn.sendall(b"0\n" if ok else b"%d\n" % -errno.EBADF)
+        if buf is None or not _BUFFER_DEVICES[dev.name] or num_bytes % (2 * len(buf.channels)):
+            return b"%d\n" % -errno.EBADF               # before any data: libiio then sends none
+        conn.sendall(b"0\n")                            # the data may already be on its way
         data = rfile.read(num_bytes)
         if len(data) != num_bytes:
             raise OSError("client closed during WRITEBUF")
-        if not ok:
-            return b"%d\n" % -errno.EBADF
         samples = np.frombuffer(data, "<i2").astype(np.float32) / TX_FULL_SCALE
         samples = samples.reshape(-1, len(buf.channels))                     # [num_samples, channels]
         iq = np.zeros(len(samples), np.complex64)

@@ -80,8 +80,9 @@ class _Device:
 Key = tuple
 
 
-def _lo(name: str) -> _Channel:
-    return _Channel(name[1], True, name=name[0], attrs={
+def _lo(chan_id: str, name: str) -> _Channel:
+    """An LO channel (RX_LO or TX_LO) of ad9361-phy."""
+    return _Channel(chan_id, True, name=name, attrs={
         "external": "0", "fastlock_load": "0", "fastlock_recall": "0", "fastlock_save": "0 0",
         "fastlock_store": "0", "frequency": "2400000000",
         "frequency_available": f"[{LO_RANGE_HZ[0]} 1 {LO_RANGE_HZ[1]}]", "powerdown": "0"})
@@ -105,8 +106,8 @@ def _pluto_devices() -> list[_Device]:
         "rf_port_select_available": "A B", "rssi": "0.00 dB", "sampling_frequency": "30720000",
         "sampling_frequency_available": f"[{RATE_MIN_HZ} 1 {RATE_MAX_HZ}]"}
     phy = _Device("iio:device0", "ad9361-phy", [
-        _lo(("TX_LO", "altvoltage1")), _Channel("voltage0", False, phy_in),
-        _Channel("voltage0", True, phy_out), _lo(("RX_LO", "altvoltage0")),
+        _lo("altvoltage1", "TX_LO"), _Channel("voltage0", False, phy_in),
+        _Channel("voltage0", True, phy_out), _lo("altvoltage0", "RX_LO"),
         _Channel("temp0", False, {"input": "31500"}),
         _Channel("out", False, {"voltage_filter_fir_en": "0"})],
         attrs={"calib_mode": "auto",
@@ -157,9 +158,10 @@ def _parse_fir(text: str) -> int:
             dec = int(words[words.index("DEC") + 1])
         elif words[0] in ("TX", "RXG", "TXG", "RXBW", "TXBW"):
             continue
-        else:
+        elif all(v.strip().lstrip("-").isdigit() for v in ln.split(",")):
             num_taps += 1
-            [int(v) for v in ln.split(",")]
+        else:
+            raise AttrError(errno.EINVAL, f"filter_fir_config: bad line {ln!r}")
     if dec not in (1, 2, 4) or not 16 <= num_taps <= 128 or num_taps % 16:
         raise AttrError(errno.EINVAL, f"filter_fir_config: bad decimation {dec} or {num_taps} taps")
     return dec

@@ -148,6 +148,8 @@ def test_write_validates_and_consumes_its_data(raw, pluto_emulator):
     atten = b"-10.1\0"                                          # truncated to 0.25 dB steps
     assert raw.cmd(f"WRITE iio:device0 OUTPUT voltage0 hardwaregain {len(atten)}", atten) == len(atten)
     assert raw.read_attr("READ iio:device0 OUTPUT voltage0 hardwaregain") == "-10.000000 dB"
+    fir = b"RX 3 GAIN -6 DEC 3\n" + b"1,1\n" * 16 + b"\0"                # decimation 3 does not exist
+    assert raw.cmd(f"WRITE iio:device0 filter_fir_config {len(fir)}", fir) == -errno.EINVAL
     # the data of every refused WRITE was consumed: the stream is still in sync
     assert raw.read_attr("READ iio:device0 OUTPUT altvoltage1 frequency") == "915000000"
 
@@ -200,6 +202,12 @@ def test_writebuf_acknowledges_before_and_after_the_data(raw, pluto_emulator):
         rx.close()
     assert raw.cmd("CLOSE iio:device2") == 0
     assert not pluto_emulator.rf_port.transmitting
+
+
+def test_writebuf_without_open_is_refused_before_the_data(raw):
+    assert raw.cmd("WRITEBUF iio:device2 4096") == -errno.EBADF
+    assert raw.cmd("WRITEBUF iio:device3 4096") == -errno.EBADF     # the RX device takes no data
+    assert raw.read_attr("READ ad9361-phy ensm_mode") == "fdd"       # still in sync
 
 
 def test_dropped_tx_connection_stops_transmission(pluto_emulator):
