@@ -404,7 +404,7 @@ class Bridge:
         total = settle + num_samples
         total += -total % self.align_samples       # the flowgraph releases whole multiples only
         try:
-            got = self._pump(total, deadline)
+            got = self._pump(settle, total - settle, deadline)
         except RadioError as err:
             self.broken = f"streams out of step after: {err}; restart the flowgraph"
             raise
@@ -413,13 +413,16 @@ class Bridge:
         self.window = {name: (self.epoch, iq[settle: settle + num_samples]) for name, iq in got.items()}
         self.unsettled = False
 
-    def _pump(self, num_samples: int, deadline: float) -> dict[str, np.ndarray]:
-        """Push num_samples on every TX node while reading as many from every RX node.
+    def _pump(self, num_zeros: int, num_samples: int, deadline: float) -> dict[str, np.ndarray]:
+        """Push num_zeros zeros, then the next num_samples of every TX node's burst, while reading
+        as many from every RX node.
 
         Pushing and reading interleave: a branch of the medium whose output is not read holds
         up the TX input it shares with the others, so reading one node at a time could stall.
         """
-        chunks = {tx.socket: [tx.next_samples(n) for n in _chunk_sizes(num_samples)] for tx in self.tx.values()}
+        chunks = {tx.socket: [np.zeros(n, ITEM) for n in _chunk_sizes(num_zeros)]
+                  + [tx.next_samples(n) for n in _chunk_sizes(num_samples)] for tx in self.tx.values()}
+        num_samples += num_zeros
         waiting = {stream.socket: stream for stream in self.rx.values()}
         poller = zmq.Poller()
         for sock in chunks:
@@ -450,9 +453,6 @@ class Bridge:
 
     def _node_name(self, sock: zmq.Socket) -> str:
         return next(n for n, node in [*self.tx.items(), *self.rx.items()] if node.socket is sock)
-        except RadioError as err:
-            self.broken = f"streams out of step after: {err}; restart the flowgraph"
-            raise
 
     def _check_tx(self, status: dict) -> None:
         """TX this side sends must be enabled there, and the streams in step."""

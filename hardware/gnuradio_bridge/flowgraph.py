@@ -463,7 +463,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--client-address", default="127.0.0.1", help="address where the client binds the TX ports")
     p.add_argument("--sample-rate-hz", type=float, default=2e6)
     p.add_argument("--center-hz", type=float, default=2.4e9)
-    p.add_argument("--tx-gain-db", type=float, default=0.0)
+    p.add_argument("--tx-gain-db", type=float, default=None, help="default: 0 dB or the cap, whichever is lower")
     p.add_argument("--rx-gain-db", type=float, default=0.0)
     p.add_argument("--max-tx-gain-db", type=float, default=None, help="hard cap; larger TX gains are refused")
     p.add_argument("--heartbeat-timeout-s", type=float, default=2.0, help="mute all TX after this long without a request")
@@ -499,6 +499,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--num-taps must be in 1..{MAX_TAPS}")
     if args.heartbeat_timeout_s <= 0:
         p.error("--heartbeat-timeout-s must be > 0")
+    if args.tx_gain_db is None:
+        args.tx_gain_db = min(0.0, args.max_tx_gain_db if args.max_tx_gain_db is not None else 0.0)
     if args.max_tx_gain_db is not None and args.tx_gain_db > args.max_tx_gain_db:
         p.error(f"--tx-gain-db {args.tx_gain_db} exceeds --max-tx-gain-db {args.max_tx_gain_db}")
     return args
