@@ -220,6 +220,9 @@ class EmulateGraph(BridgeGraph):
             self.connect(self.interferers[rx], (add, port + 1))
             self.connect(add, self.rx_gains[rx], self.sinks[rx])
             self.adders[rx] = add
+        for tx in self.tx_ports:      # a TX node nobody hears still takes its input
+            if not any((tx, rx) in pairs for rx in self.rx_ports):
+                self.connect(self.gates[tx], blocks.null_sink(ITEM_BYTES))
 
     @staticmethod
     def _free_running(block):

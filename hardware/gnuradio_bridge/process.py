@@ -196,36 +196,36 @@ def flowgraphs_for(config, **overrides) -> list[FlowgraphProcess]:
     return [_uhd_for(config, e, **overrides) for e in radios]
 
 
-def _entry_ports(entries, tx_names) -> tuple[str, dict[str, int]]:
+def _entry_ports(entries) -> tuple[str, dict[str, int]]:
+    """The flowgraph's host and the ports the entries name (every radio is a TX+RX node)."""
     controls = {getattr(e, "control_address", "") for e in entries}
     if len(controls) > 1:
         raise ValueError(f"radios {[e.name for e in entries]} share one flowgraph but name different "
                          f"control_address values {sorted(controls)}")
     control = controls.pop()
     ports = {"control": _port(control)}
-    ports.update({f"tx:{e.name}": _port(e.tx_address) for e in entries if e.name in tx_names})
+    ports.update({f"tx:{e.name}": _port(e.tx_address) for e in entries})
     ports.update({f"rx:{e.name}": _port(e.rx_address) for e in entries})
     return _host(control), {k: v for k, v in ports.items() if v}
 
 
 def _uhd_for(config, entry, **overrides) -> FlowgraphProcess:
     hw = config.hardware
-    tx = [entry.name] if entry.role == "bs" else []
-    address, ports = _entry_ports([entry], tx)
+    address, ports = _entry_ports([entry])
     options = dict(device_args=entry.device_args, sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz,
                    tx_gain_db=min(hw.tx_gain_db, hw.max_tx_gain_db), rx_gain_db=hw.rx_gain_db,
                    max_tx_gain_db=hw.max_tx_gain_db, heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s))
     options.update(overrides)
-    return FlowgraphProcess("uhd", tx=tx, rx=[entry.name], address=address,
+    return FlowgraphProcess("uhd", tx=[entry.name], rx=[entry.name], address=address,
                             client_address=_host(entry.tx_address), ports=ports, **options)
 
 
 def emulator_for(config, **overrides) -> FlowgraphProcess:
     """An emulate-mode flowgraph (not started) standing in for the bench of a testbed Config.
 
-    BS radios become TX+RX nodes, UE radios RX nodes; links go from every BS radio to every UE
-    radio (the loop senses with TX off, so BS radios hear only noise and interferers, and the
-    medium stays small). Like the mock bench's scene, receiver noise is the network's N0 per
+    Every radio is a TX+RX node (as a USRP would be); links go from every BS radio to every UE
+    radio only (the loop senses with TX off, so BS radios hear only noise and interferers, and
+    the medium stays small). Like the mock bench's scene, receiver noise is the network's N0 per
     band, and every link into a radio has the total gain (TX gain + link + RX gain)
     ``link_gain_db`` and the carrier offset ``cfo_hz`` of the receiving radio's entry.
     """
@@ -244,9 +244,10 @@ def emulator_for(config, **overrides) -> FlowgraphProcess:
                    link=[f"{b.name}={u.name}" for b in bs for u in ue],
                    heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s), seed=config.env.seed + 1)
     options.update(overrides)
-    address, ports = _entry_ports(hw.radios, {e.name for e in bs})
-    client = {_host(e.tx_address) for e in bs}
-    return FlowgraphProcess("emulate", tx=[e.name for e in bs], rx=[e.name for e in hw.radios], address=address,
+    address, ports = _entry_ports(hw.radios)
+    client = {_host(e.tx_address) for e in hw.radios}
+    names = [e.name for e in hw.radios]
+    return FlowgraphProcess("emulate", tx=names, rx=names, address=address,
                             client_address=client.pop() if len(client) == 1 else "127.0.0.1", ports=ports, **options)
 
 

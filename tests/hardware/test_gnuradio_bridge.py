@@ -252,8 +252,7 @@ def test_flowgraph_killed_mid_run_raises_mutes_and_reconnects_after_restart(own_
         fg.proc.wait(5)
         with pytest.raises(RadioError):
             ue0.capture(4096)
-        with pytest.raises(RadioError, match="cannot confirm the mute"):
-            bs0.mute()
+        bs0.mute()                                     # this side stops; a dead bridge sends nothing
         assert bs0.muted and not bs0.transmitting
 
         own_bench()                                    # the same ports, a new session
