@@ -28,6 +28,7 @@ import math
 import struct
 import threading
 import time
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -189,6 +190,15 @@ class _TxNode:
         self.feeder.start()
 
 
+@dataclass
+class _PumpJob:
+    """One lockstep advance: TX chunks still to send, RX samples still to read, what was read."""
+
+    send: dict[str, list[np.ndarray]]
+    want: dict[str, int]
+    got: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class Bridge:
     """The sockets of one flowgraph, shared by the radios that are its nodes."""
 
@@ -224,6 +234,10 @@ class Bridge:
         self.down_since: float | None = None
         self.session: str | None = None
         self.broken: str | None = None          # why the streams are out of step, until a restart
+        self.pending: _PumpJob | None = None    # an advance a timeout interrupted
+        self.gate_open: dict[str, bool] = {}    # the flowgraph's TX gates as of the last reply
+        self.watchdog_trips = 0
+        self.last_ok = 0.0                      # monotonic time of the last answered request
         self.node_settings: dict[str, dict] = {}
         self.knobs: dict[tuple, dict] = {}      # emulate requests to replay after a restart
         self.tx: dict[str, _TxNode] = {}
@@ -261,6 +275,8 @@ class Bridge:
             raise RadioError(f"bridge {self.control_address}: cannot open its streams ({err}); is another "
                              "client using this flowgraph?") from err
         self.tx_count = self._common_tx_count(status)
+        self.watchdog_trips = status["watchdog_trips"]
+        self.heartbeat_s = float(status["heartbeat_timeout_s"])
         self.settle_samples = int(status["source_lag_samples"])
         self.align_samples = int(status["align_samples"])
 
@@ -304,6 +320,8 @@ class Bridge:
             if not isinstance(reply, dict) or not reply.get("ok"):
                 error = reply.get("error") if isinstance(reply, dict) else reply
                 raise RadioError(f"bridge {self.control_address} refused {cmd!r}: {error}")
+            self.last_ok = time.monotonic()
+            self.gate_open = dict(reply["tx_enabled"])
             if self.session is None:
                 self.session = reply["session"]
             elif reply["session"] != self.session:
@@ -314,6 +332,7 @@ class Bridge:
         """The flowgraph restarted: fresh streams, replayed settings; lost TX raises."""
         self.session = reply["session"]
         self.broken = None
+        self.pending = None
         lost = sorted(n for n, node in self.tx.items() if node.iq is not None)
         for node in self.tx.values():
             node.stop()
@@ -321,6 +340,7 @@ class Bridge:
         for stream in self.rx.values():
             stream.reset()
         self.tx_count = self._common_tx_count(reply)
+        self.watchdog_trips = reply["watchdog_trips"]
         self.unsettled = True
         self.epoch += 1
         for name, values in self.node_settings.items():
@@ -350,14 +370,16 @@ class Bridge:
             self.epoch += 1
 
     def send(self, node: str, iq: np.ndarray, cyclic: bool) -> None:
+        """Start the node's burst. In lockstep the gate opens with the next advance (nothing
+        flows before it), so a step's sends cost one control request together."""
         with self.lock:
             tx = self._tx_node(node)
             tx.stop()
-            self.request("unmute", node=node)
             tx.iq, tx.cyclic, tx.position = iq, cyclic, 0
             self.epoch += 1
             if self.lockstep:
                 return
+            self.request("unmute", node=node)
             if cyclic:
                 tx.feed(np.tile(iq, self.align_samples // math.gcd(iq.size, self.align_samples)))
             else:
@@ -379,7 +401,7 @@ class Bridge:
             tx.stop()
             tx.iq = None
             self.epoch += 1
-            if self.down_since is None:
+            if self.down_since is None and self.gate_open.get(node, True):
                 try:
                     self.request("mute", node=node)
                 except RadioTimeout:
@@ -404,79 +426,96 @@ class Bridge:
             return stream.read(num_samples, deadline)
 
     def _advance(self, num_samples: int) -> None:
-        """Push num_samples on every TX node, read as many from every RX node (emulate)."""
-        self._check_tx(self.request("heartbeat"))
+        """Push num_samples on every TX node, read as many from every RX node (emulate).
+
+        A heartbeat goes first unless a request was answered within a quarter of the watchdog
+        time (then the watchdog cannot have fired) and nothing timed out since; gates of new
+        bursts open in one request.
+        """
+        if self.down_since or self.pending or time.monotonic() - self.last_ok > self.heartbeat_s / 4:
+            self._check_tx(self.request("heartbeat"))
+        opening = [n for n, tx in self.tx.items() if tx.iq is not None and not self.gate_open.get(n)]
+        if opening:
+            self._check_tx(self.request("unmute", nodes=opening))
         if self.broken:
             raise RadioError(f"bridge {self.control_address}: {self.broken}")
         deadline = time.monotonic() + self.timeout_s
+        if self.pending is not None:           # finish an advance a timeout interrupted; drop its output
+            self._pump(self.pending, deadline)
+            self.pending = None
         settle = self.settle_samples if self.unsettled else 0
         total = settle + num_samples
         total += -total % self.align_samples       # the flowgraph releases whole multiples only
-        try:
-            got = self._pump(settle, total - settle, deadline)
-        except RadioError as err:
-            self.broken = f"streams out of step after: {err}; restart the flowgraph"
-            raise
+        job = _PumpJob({tx.name: [np.zeros(n, ITEM) for n in _chunk_sizes(settle)]
+                        + [tx.next_samples(n) for n in _chunk_sizes(total - settle)] for tx in self.tx.values()},
+                       {name: total for name in self.rx})
         self.tx_count += total
+        self.pending = job
+        got = self._pump(job, deadline)
+        self.pending = None
         self.epoch += 1
         self.window = {name: (self.epoch, iq[settle: settle + num_samples]) for name, iq in got.items()}
         self.unsettled = False
 
-    def _pump(self, num_zeros: int, num_samples: int, deadline: float) -> dict[str, np.ndarray]:
-        """Push num_zeros zeros, then the next num_samples of every TX node's burst, while reading
-        as many from every RX node.
+    def _pump(self, job: "_PumpJob", deadline: float) -> dict[str, np.ndarray]:
+        """Send the job's TX chunks while reading its RX samples, until done or the deadline.
 
         Pushing and reading interleave: a branch of the medium whose output is not read holds
         up the TX input it shares with the others, so reading one node at a time could stall.
+        On a timeout the job keeps what is left (RadioTimeout); a later call finishes it, so a
+        stalled flowgraph that resumes leaves the streams in step. A gap in an RX stream is
+        RadioError and marks the bridge broken until the flowgraph restarts.
         """
-        chunks = {tx.socket: [np.zeros(n, ITEM) for n in _chunk_sizes(num_zeros)]
-                  + [tx.next_samples(n) for n in _chunk_sizes(num_samples)] for tx in self.tx.values()}
-        num_samples += num_zeros
-        waiting = {stream.socket: stream for stream in self.rx.values()}
         poller = zmq.Poller()
-        for sock in chunks:
-            poller.register(sock, zmq.POLLOUT)
-        for sock in waiting:
-            poller.register(sock, zmq.POLLIN)
-        got = {}
-        while chunks or waiting:
+        for name in job.send:
+            poller.register(self.tx[name].socket, zmq.POLLOUT)
+        for name in job.want:
+            poller.register(self.rx[name].socket, zmq.POLLIN)
+        while job.send or job.want:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             events = dict(poller.poll(remaining_ms)) if remaining_ms > 0 else {}
             if not events:
-                stuck = [self._node_name(s) for s in [*chunks, *waiting]]
-                raise RadioTimeout(f"bridge {self.control_address}: nodes {stuck} stalled; is the flowgraph alive?")
-            for sock, flags in events.items():
-                if flags & zmq.POLLOUT and sock in chunks:
-                    sock.send(chunks[sock].pop(0), copy=False)
-                    if not chunks[sock]:
-                        del chunks[sock]
+                self.down_since = self.down_since or time.monotonic()
+                raise RadioTimeout(f"bridge {self.control_address}: nodes {sorted({*job.send, *job.want})} "
+                                   "stalled; is the flowgraph alive?")
+            for name in list(job.send):
+                sock = self.tx[name].socket
+                if events.get(sock, 0) & zmq.POLLOUT:
+                    sock.send(job.send[name].pop(0), copy=False)
+                    if not job.send[name]:
+                        del job.send[name]
                         poller.unregister(sock)
-                elif flags & zmq.POLLIN and sock in waiting:
-                    stream = waiting[sock]
-                    stream.receive()
-                    if stream.num_buffered >= num_samples:
-                        got[stream.name] = stream.take(num_samples)
-                        del waiting[sock]
-                        poller.unregister(sock)
-        return got
+            for name in list(job.want):
+                stream = self.rx[name]
+                if events.get(stream.socket, 0) & zmq.POLLIN:
+                    try:
+                        stream.receive()
+                    except RadioError as err:
+                        self.broken = f"streams out of step ({err}); restart the flowgraph"
+                        raise
+                    if stream.num_buffered >= job.want[name]:
+                        job.got[name] = stream.take(job.want.pop(name))
+                        poller.unregister(stream.socket)
+        return job.got
 
-    def _node_name(self, sock: zmq.Socket) -> str:
-        return next(n for n, node in [*self.tx.items(), *self.rx.items()] if node.socket is sock)
 
     def _check_tx(self, status: dict) -> None:
-        """TX this side sends must be enabled there, and the streams in step."""
-        muted = sorted(n for n, tx in self.tx.items() if tx.iq is not None and not status["tx_enabled"].get(n))
-        if muted:
-            for n in muted:
+        """The watchdog has not muted TX this side sends, and the streams are in step."""
+        tripped = status["watchdog_trips"] > self.watchdog_trips
+        self.watchdog_trips = status["watchdog_trips"]
+        lost = sorted(n for n, tx in self.tx.items() if tx.iq is not None)
+        if tripped and lost:
+            for n in lost:
                 self.tx[n].stop()
                 self.tx[n].iq = None
-            raise RadioError(f"bridge {self.control_address} muted TX of {muted} (heartbeat lost: "
-                             f"{status['watchdog_trips']} watchdog trip(s) after "
-                             f"{status['heartbeat_timeout_s']:g} s without a request); send again")
+            self.epoch += 1
+            raise RadioError(f"bridge {self.control_address} muted TX of {lost} (heartbeat lost: no request "
+                             f"for {status['heartbeat_timeout_s']:g} s); send again")
         for n, tx in self.tx.items():
             if tx.feeder_error is not None:
                 raise RadioError(f"bridge TX node {n!r}: feeding the USRP failed ({tx.feeder_error})")
-        if self.lockstep and not self.broken and any(c != self.tx_count for c in status["tx_items"].values()):
+        in_flight = self.pending is not None
+        if self.lockstep and not (self.broken or in_flight) and any(c != self.tx_count for c in status["tx_items"].values()):
             self.broken = (f"the flowgraph took {status['tx_items']} TX samples, this side sent {self.tx_count}; "
                            "restart the flowgraph")
 

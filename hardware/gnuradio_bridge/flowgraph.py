@@ -21,7 +21,7 @@ GNU Radio's header ``<HBQQ>`` (magic 0x5FF0, version 1, offset of the first samp
 Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object per request,
 ``{"cmd": ..., ...}``, and answers ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
 Commands: ``status``/``heartbeat``, ``configure`` (node, center_hz, sample_rate_hz,
-bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node),
+bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node or nodes),
 ``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx, gain_db, taps, cfo_hz) and
 ``set_interferer`` (node, freq_hz, amplitude); the last three in ``emulate`` only. Every valid
 request is a heartbeat; with none for ``--heartbeat-timeout-s`` the flowgraph mutes all TX.
@@ -400,7 +400,12 @@ class ControlServer:
                 for name in names:
                     g.set_tx_enabled(name, False)
             elif cmd == "unmute":
-                g.set_tx_enabled(_node(req, "node", g.tx_enabled), True)
+                if isinstance(req.get("nodes"), list):
+                    names = [_node({"node": n}, "node", g.tx_enabled) for n in req["nodes"]]
+                else:
+                    names = [_node(req, "node", g.tx_enabled)]
+                for name in names:
+                    g.set_tx_enabled(name, True)
             elif cmd == "set_noise":
                 if g.mode != "emulate":
                     g.emulate_only(cmd)

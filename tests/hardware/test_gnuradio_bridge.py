@@ -347,3 +347,27 @@ def test_entry_errors_name_the_field(bench):
     with pytest.raises(RadioTimeout, match="is the flowgraph running"):
         ZmqRadio("ue0", WIDE_LIMITS, SimpleNamespace(control_address=f"tcp://127.0.0.1:{port}"), timeout_s=0.3)
     assert bench.probe.capture(1024).shape == (1024,)              # the shared bridge is unharmed
+
+
+def test_stalled_flowgraph_times_out_then_resumes_in_step(own_bench):
+    """SIGSTOP mid-run: RadioTimeout; after SIGCONT the interrupted advance is finished first,
+    so the streams stay in step and the next capture is the burst again."""
+    fg = own_bench()
+    bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=0.5)
+    ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=0.5)
+    try:
+        for r in (bs0, ue0):
+            r.configure(UNITY)
+        bs0.send(burst(np.full(512, 0.3)))
+        ue0.capture(4096)
+        fg.signal(signal.SIGSTOP)
+        with pytest.raises(RadioTimeout):
+            ue0.capture(100_000)
+        fg.signal(signal.SIGCONT)
+        for _ in range(3):
+            np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
+        assert bs0.bridge.broken is None and bs0.transmitting
+    finally:
+        fg.signal(signal.SIGCONT)
+        bs0.close()
+        ue0.close()
