@@ -27,7 +27,7 @@ def _nested(cls, doc: str):
 class PPOConfig:
     """Proximal policy optimisation (clipped surrogate) for the MLP baseline."""
 
-    learning_rate: float = _f(3e-4, "Adam step size", (1e-7, 1.0))
+    learning_rate: float = _f(1e-3, "Adam step size", (1e-7, 1.0))
     rollout_episodes: int = _f(1, "episodes collected per env before each update", (1, 1000))
     num_minibatches: int = _f(4, "minibatches per update epoch", (1, 4096))
     update_epochs: int = _f(4, "passes over each rollout", (1, 100))
@@ -43,10 +43,10 @@ class PPOConfig:
 class MAMLConfig:
     """Model-agnostic meta-learning (paper Eqs. 13-14); each env lane is one task of the batch."""
 
-    inner_lr: float = _f(0.1, "α, step size of the inner policy-gradient steps (Eq. 13)", (0.0, 100.0))
+    inner_lr: float = _f(0.05, "α, step size of the inner policy-gradient steps (Eq. 13)", (0.0, 100.0))
     inner_steps: int = _f(1, "policy-gradient steps on the support rollout of each task", (1, 20))
-    meta_lr: float = _f(3e-4, "β, Adam step size of the outer update (Eq. 14)", (1e-7, 1.0))
-    outer_epochs: int = _f(2, "passes of the clipped outer objective over each query rollout", (1, 50))
+    meta_lr: float = _f(1e-3, "β, Adam step size of the outer update (Eq. 14)", (1e-7, 1.0))
+    outer_epochs: int = _f(4, "passes of the clipped outer objective over each query rollout", (1, 50))
     first_order: bool = _f(False, "drop second-order terms (FOMAML) instead of differentiating through the inner steps",
                            choices=(False, True))
     query_episodes: int = _f(1, "episodes per task collected with the adapted policy for the outer loss", (1, 100))
@@ -64,7 +64,7 @@ class RecurrentConfig:
     num_heads: int = _f(4, "heads of the causal self-attention (attention variant)", (1, 64))
     attention_window: int = _f(16, "recent GRU outputs the attention reads, in steps", (1, 4096))
     episodes_per_trial: int = _f(4, "episodes per task (trial); the hidden state persists across them", (1, 1000))
-    learning_rate: float = _f(3e-4, "Adam step size", (1e-7, 1.0))
+    learning_rate: float = _f(1e-3, "Adam step size", (1e-7, 1.0))
     num_minibatches: int = _f(2, "minibatches (groups of env lanes) per update epoch", (1, 4096))
     update_epochs: int = _f(4, "passes over each rollout", (1, 100))
     clip_coef: float = _f(0.2, "ratio clip ε of the surrogate", (0.0, 10.0))

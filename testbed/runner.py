@@ -160,6 +160,8 @@ def train(config: Config, name: str, run_dir: Path | None = None, progress: bool
                                f"give another --run-dir, or delete the folder to start over")
             agent.load_state_dict(ck["state"])
             start = ck["episode"]
+            if progress:
+                print(f"resuming {run_dir} at episode {start}", file=sys.stderr)
         run_dir.mkdir(parents=True, exist_ok=True)
         truncate_metrics(run_dir / "metrics.jsonl", start)
         save_config(config, run_dir / "config.yaml")

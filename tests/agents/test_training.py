@@ -1,0 +1,182 @@
+"""Tiny trainings through the command line, as subprocesses: every agent learns on an easy fixed
+task, PPO nearly matches the per-band oracle on one task, a killed run resumes with one metrics
+line per episode, a radio failure saves the data and exits 3, adapt and evaluate run from a
+checkpoint, and `reproduce --quick` writes every output."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tqdm import tqdm
+
+from testbed.checkpoint import load_checkpoint, read_metrics
+from testbed.config import load_config
+from testbed.demo import run_policy
+from testbed.env import SpectrumVectorEnv
+
+# One fixed task (every lane, every episode), short episodes.
+EASY = {"network": {"episode_steps": 50}, "env": {"num_envs": 16, "task_seed": 3}, "agent": {"checkpoint_every": 5}}
+
+
+def write_config(tmp_path: Path, data: dict, **agent) -> Path:
+    data = json.loads(json.dumps(data))
+    data.setdefault("agent", {}).update(agent)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}   # deterministic and quick on a shared machine
+
+
+def cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "testbed.runner", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=ONE_THREAD)
+
+
+def reference(config: Path, name: str, episodes: int = 3) -> dict:
+    """Mean metrics of a reference policy on the config's tasks."""
+    env = SpectrumVectorEnv(load_config(config))
+    rows = run_policy(env, name, episodes, 0, tqdm(disable=True))
+    env.close()
+    return {k: float(np.mean([r[k] for r in rows])) for k in ("return", "throughput_mbps")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agent, episodes", [("ppo", 40), ("maml", 100), ("rnn", 30), ("rnn_attention", 30)])
+def test_tiny_training_learns_clearly_above_random(tmp_path, agent, episodes):
+    config = write_config(tmp_path, EASY, episodes=episodes)
+    run = tmp_path / "run"
+    res = cli("train", "--agent", agent, "--config", config, "--run-dir", run)
+    assert res.returncode == 0, res.stderr
+    rows = read_metrics(run / "metrics.jsonl")
+    assert [r["episode"] for r in rows] == list(range(episodes))
+    random = reference(config, "random")["return"]
+    first = np.mean([r["return"] for r in rows[:3]])
+    late = np.mean([r["return"] for r in rows[-5:]])
+    assert late > random + 0.3 * abs(random), (agent, random, first, late)
+    assert late > first
+    assert all(r["executed_violations"] == 0 for r in rows)
+    assert (run / "config.yaml").exists() and (run / "plots" / "curves.png").stat().st_size > 0
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == episodes
+
+
+@pytest.mark.slow
+def test_ppo_on_one_fixed_task_reaches_90_percent_of_the_oracle_throughput(tmp_path):
+    """The baseline is strong: with the oracle's objective (throughput only), PPO nearly matches it."""
+    data = {"network": {"w_fairness": 0.0, "w_cost": 0.0, "w_penalty": 0.0},
+            "env": {"num_envs": 16, "task_seed": 1}, "agent": {"ppo": {"learning_rate": 3e-4}}}
+    config = write_config(tmp_path, data, episodes=70)
+    res = cli("train", "--agent", "ppo", "--config", config, "--run-dir", tmp_path / "run")
+    assert res.returncode == 0, res.stderr
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    ppo = np.mean([r["throughput_mbps"] for r in rows[-5:]])
+    oracle = reference(config, "oracle")["throughput_mbps"]
+    assert ppo >= 0.9 * oracle, (ppo, oracle)
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_with_exactly_one_line_per_episode(tmp_path):
+    episodes = 60
+    config = write_config(tmp_path, {"network": {"episode_steps": 20}, "env": {"num_envs": 4}},
+                          episodes=episodes, checkpoint_every=3)
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "testbed.runner", "train", "--agent", "ppo", "--config", str(config),
+            "--run-dir", str(run)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
+    deadline = time.monotonic() + 120
+    while len(read_metrics(run / "metrics.jsonl")) < 5 if (run / "metrics.jsonl").exists() else True:
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    killed_at = len(read_metrics(run / "metrics.jsonl"))
+    assert killed_at < episodes
+    res = cli("train", "--agent", "ppo", "--config", config, "--run-dir", run)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["episode"] for line in lines] == list(range(episodes))
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == episodes
+
+
+def test_a_radio_failure_saves_the_data_exits_3_and_a_rerun_continues(tmp_path, monkeypatch, capsys):
+    from hardware.radio import RadioError
+    from testbed import runner
+
+    steps, episodes = 10, 6
+    config = write_config(tmp_path, {"network": {"episode_steps": steps}, "env": {"num_envs": 2}},
+                          episodes=episodes, checkpoint_every=100)
+    run = tmp_path / "run"
+    step, calls = SpectrumVectorEnv.step, {"n": 0}
+
+    def failing(self, actions):
+        calls["n"] += 1
+        if calls["n"] == 4 * steps + 3:
+            raise RadioError("Pluto at ip:192.168.2.1 stopped answering")
+        return step(self, actions)
+
+    monkeypatch.setattr(SpectrumVectorEnv, "step", failing)
+    args = ["train", "--agent", "rnn", "--config", str(config), "--run-dir", str(run)]
+    assert runner.main(args) == runner.EXIT_BACKEND
+    err = capsys.readouterr().err
+    assert "radio backend failed during episode 4" in err and "stopped answering" in err and "rerun" in err
+    assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2, 3]
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == 4
+    monkeypatch.setattr(SpectrumVectorEnv, "step", step)
+    assert runner.main(args) == 0
+    assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == list(range(episodes))
+
+
+def test_adapt_and_evaluate_run_from_a_checkpoint(tmp_path, capsys):
+    from testbed.runner import main
+
+    config = write_config(tmp_path, {"network": {"episode_steps": 10}, "env": {"num_envs": 4}}, episodes=2)
+    for agent in ("ppo", "maml", "rnn_attention"):
+        run = tmp_path / f"train-{agent}"
+        assert main(["train", "--agent", agent, "--config", str(config), "--run-dir", str(run)]) == 0
+        ck = str(run / "checkpoints" / "latest.pt")
+        assert main(["adapt", "--checkpoint", ck, "--episodes", "3", "--run-dir", str(tmp_path / f"adapt-{agent}")]) == 0
+        rows = read_metrics(tmp_path / f"adapt-{agent}" / "metrics.jsonl")
+        assert [r["episode"] for r in rows] == [0, 1, 2]
+        adapted = load_config(tmp_path / f"adapt-{agent}" / "config.yaml")
+        assert adapted.env.task_distribution == "test" and adapted.env.episodes_per_task == 3
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", ck, "--episodes", "2", "--run-dir", str(tmp_path / f"eval-{agent}")]) == 0
+        summary = json.loads((tmp_path / f"eval-{agent}" / "summary.json").read_text())
+        assert "throughput_mbps" in capsys.readouterr().out and summary["executed_violations"]["mean"] == 0
+
+
+def test_a_bad_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    res = cli("evaluate", "--checkpoint", tmp_path / "bad.pt")
+    assert res.returncode == 2 and "cannot read checkpoint" in res.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_quick_writes_every_output(tmp_path):
+    out = tmp_path / "repro"
+    res = cli("reproduce", "--quick", "--seeds", 2, "--workers", 2, "--out", out, timeout=600)
+    assert res.returncode == 0, res.stderr
+    for name in ("fig3.png", "adaptation.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("agent,episode,sinr_violations_mean,sinr_violations_std")
+    assert len(curves) == 1 + 4 * 8
+    table = (out / "table.md").read_text()
+    for row in ("PPO", "MAML", "RNN (RL²)", "RNN + attention", "random", "per-band oracle", "Fraction of the per-band oracle"):
+        assert row in table
+    adaptation = (out / "adaptation.csv").read_text().splitlines()
+    assert len(adaptation) == 1 + 5 * 4
+    assert {line.split(",")[0] for line in adaptation[1:]} == {"maml", "rnn", "rnn_attention", "ppo_finetune", "ppo_scratch"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == 2 and len(summary["fixed_task"]) == 2
+    assert all(summary["final"][a]["executed_violations"]["mean"] == 0 for a in summary["final"])
+    assert "QUICK" in (out / "results.md").read_text()
