@@ -217,12 +217,19 @@ class Bridge:
             return bridge
 
     def detach(self) -> None:
+        """One radio less; the last one closes every gate (best effort) and the sockets."""
         with self._open_lock:
             self.users -= 1
             if self.users > 0:
                 return
             self._open.pop(self.control_address, None)
-        self._close()
+        try:
+            if self.down_since is None and any(self.gate_open.values()):
+                self.request("mute")
+        except RadioError:
+            pass
+        finally:
+            self._close()
 
     def __init__(self, control_address: str, timeout_s: float):
         self.control_address = control_address
@@ -274,6 +281,7 @@ class Bridge:
         except zmq.ZMQError as err:
             raise RadioError(f"bridge {self.control_address}: cannot open its streams ({err}); is another "
                              "client using this flowgraph?") from err
+        self.clocking = list(status["tx_clocking"])     # TX nodes the RX streams wait for
         self.tx_count = self._common_tx_count(status)
         self.watchdog_trips = status["watchdog_trips"]
         self.heartbeat_s = float(status["heartbeat_timeout_s"])
@@ -370,8 +378,8 @@ class Bridge:
             self.epoch += 1
 
     def send(self, node: str, iq: np.ndarray, cyclic: bool) -> None:
-        """Start the node's burst. In lockstep the gate opens with the next advance (nothing
-        flows before it), so a step's sends cost one control request together."""
+        """Start the node's burst. In lockstep its gate opens with the next advance (nothing
+        flows before it), so all gate changes between two advances cost one request."""
         with self.lock:
             tx = self._tx_node(node)
             tx.stop()
@@ -388,11 +396,12 @@ class Bridge:
                 tx.push(padded, time.monotonic() + self.timeout_s)
 
     def mute(self, node: str) -> None:
-        """Stop sending the node's TX stream, then close its gate in the flowgraph if it answers.
+        """Stop sending the node's TX stream, then close its gate in the flowgraph.
 
-        Without input the flowgraph transmits nothing (emulate: the medium stops; uhd: the USRP
-        underflows), and its watchdog closes the gate on its own, so a dead or silent bridge
-        does not make the mute fail; it is not asked again while it is known to be down.
+        Without input the flowgraph transmits nothing (emulate: the medium carries zeros for
+        it; uhd: the USRP underflows), and its watchdog closes the gate on its own, so a dead
+        or silent bridge does not make the mute fail; it is not asked while known to be down.
+        In lockstep the gate closes with the next advance (or when the bridge is closed).
         """
         with self.lock:
             tx = self.tx.get(node)
@@ -401,7 +410,7 @@ class Bridge:
             tx.stop()
             tx.iq = None
             self.epoch += 1
-            if self.down_since is None and self.gate_open.get(node, True):
+            if not self.lockstep and self.down_since is None and self.gate_open.get(node, True):
                 try:
                     self.request("mute", node=node)
                 except RadioTimeout:
@@ -426,7 +435,8 @@ class Bridge:
             return stream.read(num_samples, deadline)
 
     def _advance(self, num_samples: int) -> None:
-        """Push num_samples on every TX node, read as many from every RX node (emulate).
+        """Push num_samples on every TX node that some RX node hears (the others' input would
+        go nowhere), read as many from every RX node (emulate).
 
         A heartbeat goes first unless a request was answered within a quarter of the watchdog
         time (then the watchdog cannot have fired) and nothing timed out since; gates of new
@@ -434,9 +444,9 @@ class Bridge:
         """
         if self.down_since or self.pending or time.monotonic() - self.last_ok > self.heartbeat_s / 4:
             self._check_tx(self.request("heartbeat"))
-        opening = [n for n, tx in self.tx.items() if tx.iq is not None and not self.gate_open.get(n)]
-        if opening:
-            self._check_tx(self.request("unmute", nodes=opening))
+        changed = {n: tx.iq is not None for n, tx in self.tx.items() if self.gate_open.get(n) != (tx.iq is not None)}
+        if changed:
+            self._check_tx(self.request("gates", enabled=changed))
         if self.broken:
             raise RadioError(f"bridge {self.control_address}: {self.broken}")
         deadline = time.monotonic() + self.timeout_s
@@ -446,8 +456,9 @@ class Bridge:
         settle = self.settle_samples if self.unsettled else 0
         total = settle + num_samples
         total += -total % self.align_samples       # the flowgraph releases whole multiples only
-        job = _PumpJob({tx.name: [np.zeros(n, ITEM) for n in _chunk_sizes(settle)]
-                        + [tx.next_samples(n) for n in _chunk_sizes(total - settle)] for tx in self.tx.values()},
+        job = _PumpJob({name: [np.zeros(n, ITEM) for n in _chunk_sizes(settle)]
+                        + [self.tx[name].next_samples(n) for n in _chunk_sizes(total - settle)]
+                        for name in self.clocking},
                        {name: total for name in self.rx})
         self.tx_count += total
         self.pending = job

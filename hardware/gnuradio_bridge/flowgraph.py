@@ -7,9 +7,9 @@ from the project. Two modes:
 - ``emulate``: a radio medium in GNU Radio. For every link from a TX node to an RX node:
   ZMQ in ► TX gate (mute, TX gain) ► ``fir_filter_ccc`` (taps × link gain) ► multiply by a
   ``sig_source_c`` (carrier offset, plus the difference of the nodes' centre frequencies);
-  every RX node adds its links, a ``noise_source_c`` and an interferer tone, applies its RX gain
-  and sends the stream out over ZMQ. The medium is clocked by its TX inputs: output appears
-  only as the client pushes input, sample for sample (no shift with single-tap channels).
+  every RX node adds its links, a ``fastnoise_source_c`` and an interferer tone, applies its RX gain
+  and sends the stream out over ZMQ. The medium is clocked by its linked TX inputs (``tx_clocking``): output
+  appears only as the client pushes input there, sample for sample (no shift).
 - ``uhd``: ZMQ in ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
 
 Streams are raw little-endian complex64. TX inputs are ``zeromq.pull_source`` blocks that
@@ -22,6 +22,7 @@ Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object pe
 ``{"cmd": ..., ...}``, and answers ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
 Commands: ``status``/``heartbeat``, ``configure`` (node, center_hz, sample_rate_hz,
 bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node or nodes),
+``gates`` (enabled: {node: bool}),
 ``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx, gain_db, taps, cfo_hz) and
 ``set_interferer`` (node, freq_hz, amplitude); the last three in ``emulate`` only. Every valid
 request is a heartbeat; with none for ``--heartbeat-timeout-s`` the flowgraph mutes all TX.
@@ -51,6 +52,8 @@ MAX_TAPS = 256                       # --num-taps upper bound
 RX_HWM_MESSAGES = 8                  # push_sink queue: backpressure instead of a deep stale queue
 SOURCE_BUFFER_ITEMS = 65536          # pull_source stalls about half the bursts with less
 SOURCE_LAG_ITEMS = 2048              # max output buffer of free-running sources (noise, tones, LOs)
+NOISE_POOL_SAMPLES = 1 << 18         # fastnoise_source_c draws i.i.d. from a pool this large (~10x
+                                     # cheaper per sample than noise_source_c; power within ~0.01 dB)
 ITEM_BYTES = 8                       # complex64
 LIMITS = {                           # accepted range of every numeric control field
     "center_hz": (1.0, 7.25e9),
@@ -63,6 +66,7 @@ LIMITS = {                           # accepted range of every numeric control f
     "cfo_hz": (-5e8, 5e8),
     "freq_hz": (-5e8, 5e8),
     "amplitude": (0.0, 10.0),
+    "delay": (0, MAX_TAPS - 1),
 }
 
 
@@ -117,6 +121,11 @@ def _taps(value, num_taps: int) -> list[complex]:
     return taps + [0j] * (num_taps - len(taps))
 
 
+def _impulse(delay: int, num_taps: int) -> list[complex]:
+    """Taps of a pure delay of ``delay`` samples."""
+    return [1.0 + 0j if i == delay else 0j for i in range(num_taps)]
+
+
 # --- the two flowgraphs ------------------------------------------------------------------
 class BridgeGraph(gr.top_block):
     """State shared by both modes: nodes, TX gates (mute and TX gain), node settings."""
@@ -134,6 +143,7 @@ class BridgeGraph(gr.top_block):
                              "bandwidth_hz": args.sample_rate_hz, "tx_gain_db": args.tx_gain_db,
                              "rx_gain_db": args.rx_gain_db} for n in names}
         self.tx_enabled = {n: False for n in self.tx_ports}
+        self.clocking = set() if self.mode == "emulate" else set(self.tx_ports)  # TX inputs the RX outputs wait for
         self.blocks = []
         self.gates = {}
         self.sources = {}
@@ -191,38 +201,40 @@ class EmulateGraph(BridgeGraph):
         rate = args.sample_rate_hz
         self.links = {}
         self.adders, self.rx_gains, self.noises, self.interferers = {}, {}, {}, {}
-        unit = [1.0 + 0j] + [0j] * (args.num_taps - 1)
+        delays = dict(args.rx_link_delay)
         pairs = set(args.link) or {(tx, rx) for tx in self.tx_ports for rx in self.rx_ports}
         for j, rx in enumerate(self.rx_ports):
             add = blocks.add_cc()
             port = 0
             senders = [tx for tx in self.tx_ports if (tx, rx) in pairs]
             if not senders:  # no link in: a zeroed copy of a TX input still clocks this RX node
-                self.connect(self.gates[next(iter(self.tx_ports))], blocks.multiply_const_cc(0.0), (add, 0))
+                first = next(iter(self.tx_ports))
+                self.connect(self.gates[first], blocks.multiply_const_cc(0.0), (add, 0))
+                self.clocking.add(first)
                 port = 1
+            self.clocking.update(senders)
             for tx in senders:
-                fir = gr_filter.fir_filter_ccc(1, unit)
+                fir = gr_filter.fir_filter_ccc(1, _impulse(delays.get(rx, 0), args.num_taps))
                 lo = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 1.0, 0))
                 mix = blocks.multiply_cc()
                 self.connect(self.gates[tx], fir, (mix, 0))
                 self.connect(lo, (mix, 1))
                 self.connect(mix, (add, port))
                 port += 1
-                self.links[(tx, rx)] = {"fir": fir, "lo": lo, "taps": unit,
+                self.links[(tx, rx)] = {"fir": fir, "lo": lo, "taps": _impulse(delays.get(rx, 0), args.num_taps),
                                         "gain_db": dict(args.rx_link_gain_db).get(rx, args.link_gain_db),
                                         "cfo_hz": dict(args.rx_link_cfo_hz).get(rx, 0.0)}
                 self._apply_link(tx, rx)
-            self.noises[rx] = self._free_running(
-                analog.noise_source_c(analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j))
+            self.noises[rx] = self._free_running(analog.fastnoise_source_c(
+                analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j, NOISE_POOL_SAMPLES))
             self.interferers[rx] = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 0.0, 0))
             self.rx_gains[rx] = blocks.multiply_const_cc(db_to_amplitude(args.rx_gain_db))
             self.connect(self.noises[rx], (add, port))
             self.connect(self.interferers[rx], (add, port + 1))
             self.connect(add, self.rx_gains[rx], self.sinks[rx])
             self.adders[rx] = add
-        for tx in self.tx_ports:      # a TX node nobody hears still takes its input
-            if not any((tx, rx) in pairs for rx in self.rx_ports):
-                self.connect(self.gates[tx], blocks.null_sink(ITEM_BYTES))
+        for tx in set(self.tx_ports) - self.clocking:    # nobody hears it: its input goes nowhere
+            self.connect(self.gates[tx], blocks.null_sink(ITEM_BYTES))
 
     @staticmethod
     def _free_running(block):
@@ -374,7 +386,8 @@ class ControlServer:
                 "heartbeat_timeout_s": self.heartbeat_timeout_s,
                 "tx_endpoints": {n: f"tcp://{g.args.client_address}:{p}" for n, p in g.tx_ports.items()},
                 "rx_ports": g.rx_ports, "source_lag_samples": SOURCE_LAG_ITEMS, "align_samples": g.align_samples,
-                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items()}}
+                "tx_clocking": sorted(g.clocking),
+                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items() if n in g.clocking}}
 
     def handle(self, raw: bytes) -> dict:
         if len(raw) > MAX_CONTROL_BYTES:
@@ -399,6 +412,14 @@ class ControlServer:
                 names = [_node(req, "node", g.tx_enabled)] if "node" in req else list(g.tx_enabled)
                 for name in names:
                     g.set_tx_enabled(name, False)
+            elif cmd == "gates":
+                enabled = req.get("enabled")
+                if not isinstance(enabled, dict) or not all(isinstance(v, bool) for v in enabled.values()):
+                    raise ControlError('gates needs "enabled": {node: true|false, ...}')
+                for name in enabled:
+                    _node({"node": name}, "node", g.tx_enabled)
+                for name, on in enabled.items():
+                    g.set_tx_enabled(name, on)
             elif cmd == "unmute":
                 if isinstance(req.get("nodes"), list):
                     names = [_node({"node": n}, "node", g.tx_enabled) for n in req["nodes"]]
@@ -422,7 +443,7 @@ class ControlServer:
                 g.set_interferer(_node(req, "node", g.rx_ports), _number(req, "freq_hz", required=True),
                                  _number(req, "amplitude", required=True))
             else:
-                raise ControlError(f"unknown cmd {cmd!r}; known: status, heartbeat, configure, mute, unmute, "
+                raise ControlError(f"unknown cmd {cmd!r}; known: status, heartbeat, configure, mute, unmute, gates, "
                                    "set_noise, set_link, set_interferer")
             self.last_beat = time.monotonic()
             return self.status()
@@ -483,6 +504,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="emulate: NAME=DB, initial gain of every link into RX node NAME (repeatable)")
     p.add_argument("--rx-link-cfo-hz", type=_node_value("cfo_hz"), action="append", default=[],
                    help="emulate: NAME=HZ, initial carrier offset of every link into RX node NAME (repeatable)")
+    p.add_argument("--rx-link-delay", type=_node_value("delay"), action="append", default=[],
+                   help="emulate: NAME=SAMPLES, initial delay of every link into RX node NAME (< --num-taps)")
     p.add_argument("--num-taps", type=int, default=8, help=f"emulate: FIR length of every link, 1..{MAX_TAPS}")
     p.add_argument("--seed", type=int, default=1, help="emulate: noise seed of the first RX node (others follow)")
     p.add_argument("--device-args", default="", help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
@@ -499,7 +522,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [f"{t}={r}" for t, r in args.link if t not in tx_names or r not in rx_names]
     if bad:
         p.error(f"--link {bad}: both ends must be nodes given with --tx and --rx")
-    for flag, pairs in (("--rx-link-gain-db", args.rx_link_gain_db), ("--rx-link-cfo-hz", args.rx_link_cfo_hz)):
+    late = [f"{n}={d:g}" for n, d in args.rx_link_delay if d >= args.num_taps or d != int(d)]
+    if late:
+        p.error(f"--rx-link-delay {late}: delays must be whole samples below --num-taps {args.num_taps}")
+    args.rx_link_delay = [(n, int(d)) for n, d in args.rx_link_delay]
+    for flag, pairs in (("--rx-link-gain-db", args.rx_link_gain_db), ("--rx-link-cfo-hz", args.rx_link_cfo_hz),
+                        ("--rx-link-delay", args.rx_link_delay)):
         unknown = sorted({n for n, _ in pairs} - rx_names)
         if unknown:
             p.error(f"{flag} names unknown RX nodes {unknown}")

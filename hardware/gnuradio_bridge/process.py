@@ -29,8 +29,8 @@ __all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH
 GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3")  # Debian's GNU Radio bindings
 FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
 _OPTIONS = ("sample_rate_hz", "center_hz", "tx_gain_db", "rx_gain_db", "max_tx_gain_db", "heartbeat_timeout_s",
-            "noise_voltage", "link_gain_db", "rx_link_gain_db", "rx_link_cfo_hz", "link", "num_taps", "seed",
-            "device_args")
+            "noise_voltage", "link_gain_db", "rx_link_gain_db", "rx_link_cfo_hz", "rx_link_delay", "link", "num_taps",
+            "seed", "device_args")
 
 
 class BridgeStartError(RadioError):
@@ -227,7 +227,8 @@ def emulator_for(config, **overrides) -> FlowgraphProcess:
     radio only (the loop senses with TX off, so BS radios hear only noise and interferers, and
     the medium stays small). Like the mock bench's scene, receiver noise is the network's N0 per
     band, and every link into a radio has the total gain (TX gain + link + RX gain)
-    ``link_gain_db`` and the carrier offset ``cfo_hz`` of the receiving radio's entry.
+    ``link_gain_db``, the carrier offset ``cfo_hz`` and the delay ``delay_samples`` (FIR taps
+    just long enough) of the receiving radio's entry.
     """
     from hardware.dsp import PilotPlan
     from sim.units import db_to_lin, dbm_to_w
@@ -241,6 +242,8 @@ def emulator_for(config, **overrides) -> FlowgraphProcess:
                    noise_voltage=(noise_band * plan.fft_size / plan.bins_per_band) ** 0.5,
                    rx_link_gain_db={e.name: e.link_gain_db - hw.tx_gain_db - hw.rx_gain_db for e in hw.radios},
                    rx_link_cfo_hz={e.name: e.cfo_hz for e in hw.radios if e.cfo_hz},
+                   rx_link_delay={e.name: e.delay_samples for e in hw.radios if e.delay_samples},
+                   num_taps=1 + max(e.delay_samples for e in hw.radios),
                    link=[f"{b.name}={u.name}" for b in bs for u in ue],
                    heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s), seed=config.env.seed + 1)
     options.update(overrides)

@@ -97,13 +97,46 @@ class TestZmqRadioContract(RadioContract):
         self.bench = bench
 
     def radiating(self, radio):
-        """The flowgraph's TX gate is open, or a probe hears the radio through GNU Radio."""
-        gate = self.bench.status.status()["tx_enabled"][radio.name]
-        heard = float(np.mean(np.abs(self.bench.probe.capture(4096)) ** 2)) > HEARD_POWER
-        return gate or heard
+        """A probe hears the radio through GNU Radio (emulate mode: the gate follows at the
+        next advance, see test_gates_follow_the_radios)."""
+        return float(np.mean(np.abs(self.bench.probe.capture(4096)) ** 2)) > HEARD_POWER
 
     def stall(self, radio):
         self.bench.fg.signal(signal.SIGSTOP)
+
+
+def test_gates_follow_the_radios(bench):
+    """The flowgraph's TX gate opens with the first advance after send and closes with the
+    first advance after mute, or when the last radio of the bridge closes."""
+    bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(bench.fg, "bs0"), timeout_s=0.5)
+    gates = lambda: bench.status.status()["tx_enabled"]      # noqa: E731
+    try:
+        bs0.configure(UNITY)
+        bs0.send(burst(np.full(256, 0.1)))
+        bench.probe.capture(1024)
+        assert gates()["bs0"] is True
+        bs0.mute()
+        bench.probe.capture(1024)
+        assert gates()["bs0"] is False
+        bs0.send(burst(np.full(256, 0.1)))
+        bench.probe.capture(1024)
+        assert gates()["bs0"] is True
+    finally:
+        bs0.close()
+    bench.probe.capture(1024)
+    assert not any(gates().values())
+    with FlowgraphProcess("emulate", tx=["a"], rx=["a"]) as fg:
+        a = ZmqRadio("a", WIDE_LIMITS, entry(fg, "a"), timeout_s=0.5)
+        a.configure(UNITY)
+        a.send(burst(np.full(256, 0.1)))
+        a.capture(1024)
+        status = StatusClient(fg)
+        try:
+            assert status.status()["tx_enabled"] == {"a": True}
+            a.close()                                   # the last radio: the gate closes at once
+            assert status.status()["tx_enabled"] == {"a": False}
+        finally:
+            status.close()
 
 
 def test_contract_burst_is_heard_through_gnuradio(bench):
