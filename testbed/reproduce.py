@@ -26,7 +26,7 @@ import numpy as np
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, truncate_metrics
 from testbed.config import Config, load_config, to_dict
 from testbed.metrics import PAPER_METRICS
-from testbed.runner import AGENTS, METRIC_KEYS, adapt, train
+from testbed.runner import AGENTS, METRIC_KEYS, adapt, policy_of_checkpoint, train
 
 ADAPT_POINTS = (0, 1, 2, 5, 10, 20)
 REFERENCES = ("random", "max_power", "greedy", "oracle")
@@ -101,7 +101,7 @@ def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: st
         if _complete(run_dir, episodes):
             continue
         agent = "ppo" if label.startswith("ppo") else label
-        policy = None if label == "ppo_scratch" else _trained_policy(Path(train_dirs[agent]), agent)
+        policy = None if label == "ppo_scratch" else _trained_policy(Path(train_dirs[agent]))
         adapt(cfg, agent, policy, episodes, run_dir, progress=False, label=label)
     return out
 
@@ -126,9 +126,8 @@ def _complete(run_dir: Path, episodes: int) -> bool:
     return path.exists() and len(read_metrics(path)) >= episodes
 
 
-def _trained_policy(run_dir: Path, agent: str) -> dict:
-    from testbed.runner import _policy_of
-    return _policy_of(load_checkpoint(run_dir / "checkpoints" / "latest.pt"))
+def _trained_policy(run_dir: Path) -> dict:
+    return policy_of_checkpoint(load_checkpoint(run_dir / "checkpoints" / "latest.pt"))
 
 
 # orchestration ------------------------------------------------------------------------------

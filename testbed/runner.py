@@ -10,7 +10,6 @@ continues from there on fresh tasks.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from testbed.checkpoint import (CheckpointError, MetricsLog, load_checkpoint, read_metrics, save_checkpoint,
                                 truncate_metrics)
-from testbed.config import Config, ConfigError, load_config, save_config, to_dict
+from testbed.config import Config, load_config, save_config, to_dict
 from testbed.env import SpectrumVectorEnv
 from testbed.metrics import PAPER_METRICS, EpisodeRecorder
 
@@ -268,7 +267,7 @@ def _cmd_adapt(args) -> int:
     config = _checkpoint_config(args, ck)
     config = load_config(config, {"env": {"task_distribution": args.tasks}})
     run_dir = _run_dir(args, config, f"adapt-{ck['agent']}")
-    policy = _policy_of(ck)
+    policy = policy_of_checkpoint(ck)
     adapt(config, ck["agent"], policy, args.episodes, run_dir)
     print(f"run folder: {run_dir}")
     return 0
@@ -279,7 +278,7 @@ def _cmd_evaluate(args) -> int:
     config = _checkpoint_config(args, ck)
     config = load_config(config, {"env": {"task_distribution": args.tasks}})
     run_dir = _run_dir(args, config, f"evaluate-{ck['agent']}")
-    summary = evaluate(config, ck["agent"], _policy_of(ck), args.episodes, run_dir)
+    summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, run_dir)
     print(f"\n{ck['agent']} on {args.tasks} tasks, {args.episodes} episodes x {config.env.num_envs} networks "
           f"(mean ± std over episodes)")
     for k, v in summary.items():
@@ -288,7 +287,7 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _policy_of(ck: dict) -> dict:
+def policy_of_checkpoint(ck: dict) -> dict:
     """The policy parameters in a checkpoint (learner 0 where parameters are stacked per learner)."""
     params = ck["state"]["params"]
     stacked = ck["agent"] == "ppo"
@@ -315,6 +314,12 @@ def _guarded(func):
         except (CheckpointError, RunError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except Exception as err:
+            if not isinstance(err, _radio_error()):
+                raise
+            print(f"\nerror: radio backend failed before the first episode: {err}\nCheck the radios and rerun.",
+                  file=sys.stderr)
+            return EXIT_BACKEND
     return run
 
 
@@ -348,19 +353,3 @@ def add_commands(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per core)")
     p.add_argument("--out", default=None, help="output folder (default: <run.out_dir>/reproduce[-quick])")
     p.set_defaults(func=_guarded(_cmd_reproduce))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The four commands on their own (the `testbed` command adds them to its own)."""
-    parser = argparse.ArgumentParser(prog="testbed")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ConfigError as err:
-        print(f"config error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -94,3 +94,14 @@ def test_reset_state_zeroes_only_the_given_lanes():
 def test_attention_needs_hidden_size_divisible_by_heads():
     with pytest.raises(ValueError, match="num_heads"):
         RecurrentPolicy(OBS_DIM, HEADS, LEVELS, 10, attention=True, num_attention_heads=4)
+
+
+def test_agents_import_neither_the_simulator_nor_the_hardware():
+    import subprocess
+    import sys
+
+    code = ("import sys, agents.ppo, agents.maml, agents.rl2, agents.config; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sim', 'hardware', 'testbed')); "
+            "assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

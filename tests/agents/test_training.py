@@ -37,7 +37,7 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}   # deterministic and quick 
 
 
 def cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "testbed.runner", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "testbed.cli", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=ONE_THREAD)
 
 
@@ -88,7 +88,7 @@ def test_a_killed_training_resumes_with_exactly_one_line_per_episode(tmp_path):
     config = write_config(tmp_path, {"network": {"episode_steps": 20}, "env": {"num_envs": 4}},
                           episodes=episodes, checkpoint_every=3)
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "testbed.runner", "train", "--agent", "ppo", "--config", str(config),
+    args = [sys.executable, "-m", "testbed.cli", "train", "--agent", "ppo", "--config", str(config),
             "--run-dir", str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     deadline = time.monotonic() + 120
@@ -110,6 +110,7 @@ def test_a_killed_training_resumes_with_exactly_one_line_per_episode(tmp_path):
 def test_a_radio_failure_saves_the_data_exits_3_and_a_rerun_continues(tmp_path, monkeypatch, capsys):
     from hardware.radio import RadioError
     from testbed import runner
+    from testbed.cli import main
 
     steps, episodes = 10, 6
     config = write_config(tmp_path, {"network": {"episode_steps": steps}, "env": {"num_envs": 2}},
@@ -125,18 +126,18 @@ def test_a_radio_failure_saves_the_data_exits_3_and_a_rerun_continues(tmp_path, 
 
     monkeypatch.setattr(SpectrumVectorEnv, "step", failing)
     args = ["train", "--agent", "rnn", "--config", str(config), "--run-dir", str(run)]
-    assert runner.main(args) == runner.EXIT_BACKEND
+    assert main(args) == runner.EXIT_BACKEND
     err = capsys.readouterr().err
     assert "radio backend failed during episode 4" in err and "stopped answering" in err and "rerun" in err
     assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2, 3]
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == 4
     monkeypatch.setattr(SpectrumVectorEnv, "step", step)
-    assert runner.main(args) == 0
+    assert main(args) == 0
     assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == list(range(episodes))
 
 
 def test_adapt_and_evaluate_run_from_a_checkpoint(tmp_path, capsys):
-    from testbed.runner import main
+    from testbed.cli import main
 
     config = write_config(tmp_path, {"network": {"episode_steps": 10}, "env": {"num_envs": 4}}, episodes=2)
     for agent in ("ppo", "maml", "rnn_attention"):
@@ -180,3 +181,18 @@ def test_reproduce_quick_writes_every_output(tmp_path):
     assert summary["seeds"] == 2 and len(summary["fixed_task"]) == 2
     assert all(summary["final"][a]["executed_violations"]["mean"] == 0 for a in summary["final"])
     assert "QUICK" in (out / "results.md").read_text()
+
+
+def test_a_radio_that_fails_at_the_start_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from hardware.radio import RadioError
+    from testbed import runner
+    from testbed.cli import main
+
+    def dead(self, **kwargs):
+        raise RadioError("no answer from ip:192.168.2.1")
+
+    monkeypatch.setattr(SpectrumVectorEnv, "reset", dead)
+    config = write_config(tmp_path, {"network": {"episode_steps": 5}, "env": {"num_envs": 2}}, episodes=2)
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(tmp_path / "run")]) \
+        == runner.EXIT_BACKEND
+    assert "no answer from ip:192.168.2.1" in capsys.readouterr().err
