@@ -296,7 +296,7 @@ class UhdGraph(BridgeGraph):
         try:
             self.usrp_sink = uhd.usrp_sink(args.device_args, stream_args) if self.tx_ports else None
             self.usrp_source = uhd.usrp_source(args.device_args, stream_args) if self.rx_ports else None
-        except RuntimeError as err:
+        except (RuntimeError, LookupError) as err:     # UHD: "LookupError: KeyError: No devices found"
             raise NoUsrpError(f"no USRP found for device args {args.device_args!r} ({err}); "
                               "check the cable/network and `uhd_find_devices`") from err
         for name in self.tx_ports:
