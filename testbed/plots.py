@@ -12,8 +12,10 @@ from testbed.metrics import PAPER_METRICS
 TITLES = {"sinr_violations": "(a) SINR violations / step", "throughput_mbps": "(b) Throughput (Mbit/s)",
           "latency_violations": "(c) Latency violations / step", "fairness": "(d) Jain's index"}
 STYLES = {"ppo": ("tab:purple", "-."), "maml": ("tab:orange", "--"), "rnn": ("gold", ":"),
-          "rnn_attention": ("tab:blue", "-")}
-LABELS = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN", "rnn_attention": "RNN + attention"}
+          "rnn_attention": ("tab:blue", "-"), "ppo_finetune": ("tab:purple", "-."), "ppo_scratch": ("tab:brown", "-")}
+REFERENCE_STYLES = (("black", "--"), ("0.5", ":"), ("tab:green", "--"), ("tab:red", ":"))
+LABELS = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN", "rnn_attention": "RNN + attention",
+          "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch"}
 
 
 def smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -28,7 +30,7 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
 
 def plot_curves(series: dict[str, dict[str, tuple]], path: Path, xlabel: str = "episode",
                 references: dict[str, dict[str, float]] | None = None, title: str | None = None,
-                window: int = 1) -> None:
+                window: int = 1, marker: str | None = None) -> None:
     """series: label -> metric -> (x [E], mean [E], band [E] or None). references: name -> metric -> value."""
     import matplotlib
     matplotlib.use("Agg")
@@ -40,12 +42,12 @@ def plot_curves(series: dict[str, dict[str, tuple]], path: Path, xlabel: str = "
             x, mean, band = metrics[key]
             color, ls = STYLES.get(label, (None, "-"))
             m = smooth(np.asarray(mean, float), window)
-            ax.plot(x, m, ls, color=color, label=LABELS.get(label, label), lw=1.5)
+            ax.plot(x, m, ls, color=color, label=LABELS.get(label, label), lw=1.8, marker=marker, ms=4)
             if band is not None:
                 b = smooth(np.asarray(band, float), window)
                 ax.fill_between(x, m - b, m + b, color=color, alpha=0.2, lw=0)
-        for i, (name, values) in enumerate((references or {}).items()):
-            ax.axhline(values[key], color="0.3", lw=0.8, ls=(0, (1, 1 + i)), label=name)
+        for (name, values), (color, ls) in zip((references or {}).items(), REFERENCE_STYLES):
+            ax.axhline(values[key], color=color, lw=1.0, ls=ls, label=name)
         ax.set_title(TITLES[key])
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)

@@ -284,9 +284,9 @@ def write_outputs(out: Path, plan: Plan, config: Config, summary: dict) -> None:
     series = {a: {k: (x[:len(curves[a][k]['mean'])], curves[a][k]["mean"], curves[a][k]["std"]) for k in PAPER_METRICS}
               for a in AGENTS}
     refs = {NAMES[n]: {k: summary["references"][n][k]["mean"] for k in PAPER_METRICS} for n in ("oracle", "random")}
-    plot_curves(series, out / "fig3.png", references=refs, window=max(1, length // 60),
+    plot_curves(series, out / "fig3.png", references=refs, window=max(1, length // 24),
                 title=f"Training on the task stream: mean over {plan.num_seeds} seeds ± 1 std "
-                      f"({config.env.num_envs} networks per episode)")
+                      f"({config.env.num_envs} networks per episode, moving average over {max(1, length // 24)} episodes)")
     rows = {**summary["final"], **summary["references"]}
     table = markdown_table(rows, summary["references"]["oracle"])
     (out / "table.md").write_text(table + "\n")
@@ -305,7 +305,7 @@ def write_outputs(out: Path, plan: Plan, config: Config, summary: dict) -> None:
     test_refs = {NAMES[n]: {k: summary["test_references"][n][k]["mean"] for k in PAPER_METRICS}
                  for n in ("oracle", "random")}
     plot_curves(series, out / "adaptation.png", xlabel="adaptation episodes on a held-out task",
-                references=test_refs, title="Online adaptation on held-out tasks: mean over seeds ± 1 std")
+                references=test_refs, title="Online adaptation on held-out tasks: mean over seeds ± 1 std", marker="o")
     (out / "adaptation.md").write_text(adaptation_table(summary) + "\n")
     (out / "results.md").write_text(results_markdown(summary, table))
 
