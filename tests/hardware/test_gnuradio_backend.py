@@ -205,3 +205,48 @@ def test_flowgraph_killed_mid_episode_ends_it_with_data_saved_and_radios_muted(t
     assert saved == [(1, False), (1, True)]                              # and a checkpoint on failure
     assert len(steps) == 14
     assert all(r.muted and not r.transmitting for r in envs[0].net.radios.values())
+
+
+def test_flowgraphs_for_refuses_a_mix_of_usrps_and_emulated_radios():
+    config = load_config("bench_usrp")
+    assert [fg.mode for fg in flowgraphs_for(config)] == ["uhd", "uhd"]
+    mixed = tuple(dataclasses.replace(e, device_args="") if e.name == "ue0" else e for e in config.hardware.radios)
+    config = dataclasses.replace(config, hardware=dataclasses.replace(config.hardware, radios=mixed))
+    with pytest.raises(ValueError, match="either every gnuradio radio has device_args"):
+        flowgraphs_for(config)
+
+
+def test_process_cli_runs_a_config_until_sigterm(tmp_path):
+    """python -m hardware.gnuradio_bridge.process CONFIG: the config's flowgraph runs (here on
+    free ports) until SIGTERM, then stops it and exits 0."""
+    import subprocess
+    import sys
+
+    import yaml
+    import zmq
+
+    data = yaml.safe_load(open("configs/bench_gnuradio.yaml"))
+    for radio in data["hardware"]["radios"]:
+        radio["tx_address"] = radio["rx_address"] = "tcp://127.0.0.1:0"
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen([sys.executable, "-m", "hardware.gnuradio_bridge.process", str(path)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("emulate flowgraph running: ")
+        ready = json.loads(line.split(": ", 1)[1])
+        req = zmq.Context.instance().socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(ready["control"])
+        req.send(b'{"cmd": "status"}')
+        assert req.poll(5000) and json.loads(req.recv())["ok"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        req.send(b'{"cmd": "status"}')
+        assert not req.poll(500)                                 # the flowgraph is gone too
+        req.close(0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
