@@ -14,10 +14,11 @@ nodes and is shared by the :class:`ZmqRadio` objects that stand for those nodes:
   and a lost or repeated sample raises ``RadioError``, whatever the message boundaries.
 
 Clocking. In ``emulate`` mode the medium advances only as TX samples arrive, so the bridge
-clocks it: a capture of n samples pushes the next n samples of every TX node (its cyclic or
-one-shot burst from the instant it was sent, zeros when muted) and reads n samples from every
-RX node. Captures on other nodes before the next TX change return the same window, as radios
-capturing in parallel would. In ``uhd`` mode the USRP clocks both streams: a cyclic burst is
+clocks it: a capture of n samples pushes the next n samples of every TX node some RX node
+hears (its cyclic or one-shot burst from the instant it was sent, zeros when muted) and reads
+n samples from every RX node. Captures on other nodes before the next TX change return the
+same window, as radios capturing in parallel would. TX gates follow the radios' send/mute in
+one request per capture. The radios of one bridge share the first one's ``timeout_s``. In ``uhd`` mode the USRP clocks both streams: a cyclic burst is
 fed by a thread (paced by the socket's queue), and a capture drops what queued up, then a
 further ``RT_FLUSH_SAMPLES``, before it keeps n samples.
 """

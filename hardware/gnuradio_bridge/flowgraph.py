@@ -34,6 +34,7 @@ Prints one ``READY {json}`` line on stdout once running; stops on SIGTERM.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import secrets
@@ -163,7 +164,7 @@ class BridgeGraph(gr.top_block):
         self.blocks += [p[0] if isinstance(p, tuple) else p for p in points]
         super().connect(*points)
 
-    @property
+    @functools.cached_property
     def align_samples(self) -> int:
         """VOLK blocks release output in multiples of their alignment and hold a remainder back
         until more input arrives; input pushed in multiples of this comes out whole."""
