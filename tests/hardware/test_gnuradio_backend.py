@@ -181,7 +181,7 @@ def test_an_agent_plays_a_full_episode_on_the_gnuradio_backend(bench, tmp_path):
 def test_flowgraph_killed_mid_episode_ends_it_with_data_saved_and_radios_muted(tmp_path):
     from testbed.runner import BackendFailure
 
-    fg, config = start_bench({"network": {"episode_steps": 10}, "hardware": {"timeout_s": 0.5}})
+    fg, config = start_bench({"network": {"episode_steps": 10}, "hardware": {"timeout_s": 1.0}})
     steps, saved, envs = [], [], []
 
     def kill_in_second_episode(env):

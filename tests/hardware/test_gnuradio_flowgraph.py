@@ -240,14 +240,14 @@ def test_oversized_message_is_dropped_by_zmq_and_the_flowgraph_runs_on(medium):
 
 
 def test_heartbeat_loss_mutes_all_tx():
-    with FlowgraphProcess("emulate", tx=["a"], rx=["a"], heartbeat_timeout_s=0.5) as fg:
+    with FlowgraphProcess("emulate", tx=["a"], rx=["a"], heartbeat_timeout_s=1.0) as fg:
         client = RawClient(fg)
         try:
             client.advance({"a": np.zeros(2048)}, ["a"])           # the streams are connected
             client.control("unmute", node="a")
             out = client.advance({"a": np.full(2048, 0.25)}, ["a"])
             np.testing.assert_allclose(out["a"], 0.25, atol=1e-6)
-            for _ in range(8):                     # malformed requests are answered but are no heartbeat
+            for _ in range(15):                    # malformed requests are answered but are no heartbeat
                 assert client.control_raw(b'{"cmd": "nonsense"}')["ok"] is False
                 time.sleep(0.1)
             out = client.advance({"a": np.full(2048, 0.25)}, ["a"])    # pushed after the watchdog tripped
