@@ -37,6 +37,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import secrets
 import signal
 import sys
@@ -510,6 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="emulate: NAME=SAMPLES, initial delay of every link into RX node NAME (< --num-taps)")
     p.add_argument("--num-taps", type=int, default=8, help=f"emulate: FIR length of every link, 1..{MAX_TAPS}")
     p.add_argument("--seed", type=int, default=1, help="emulate: noise seed of the first RX node (others follow)")
+    p.add_argument("--exit-with-parent", action="store_true",
+                   help="stop when the process that started this one exits (the process manager sets it)")
     p.add_argument("--device-args", default="", help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
     args = p.parse_args(argv)
     if not args.tx and not args.rx:
@@ -561,9 +564,13 @@ def main(argv: list[str] | None = None) -> int:
              "tx": {n: f"tcp://{args.client_address}:{p}" for n, p in args.tx},
              "rx": {n: f"tcp://{args.address}:{p}" for n, p in args.rx}}
     print("READY " + json.dumps(ready), flush=True)
+    parent = os.getppid()
     while not stop.wait(0.1):
         if not server.thread.is_alive():
             print("bridge: error: control thread died", file=sys.stderr, flush=True)
+            break
+        if args.exit_with_parent and os.getppid() != parent:
+            print("bridge: the process that started the flowgraph is gone: stopping", file=sys.stderr, flush=True)
             break
     with graph.lock:
         for name in graph.tx_enabled:

@@ -83,7 +83,7 @@ class FlowgraphProcess:
 
     def _command(self) -> list[str]:
         cmd = [self.python, str(FLOWGRAPH), self.mode, "--control-port", str(self.control_port),
-               "--address", self.address, "--client-address", self.client_address]
+               "--address", self.address, "--client-address", self.client_address, "--exit-with-parent"]
         cmd += [a for n, p in self.tx_ports.items() for a in ("--tx", f"{n}={p}")]
         cmd += [a for n, p in self.rx_ports.items() for a in ("--rx", f"{n}={p}")]
         for key, value in self.options.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -283,3 +284,31 @@ def test_bad_command_line_is_refused_before_anything_runs(args, error):
     done = subprocess.run([GNURADIO_PYTHON, str(FLOWGRAPH), *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and error in done.stderr
     assert "READY" not in done.stdout
+
+
+def test_flowgraph_stops_when_the_process_that_started_it_dies():
+    """A test run killed with -9 leaves no flowgraph behind (the process manager passes
+    --exit-with-parent)."""
+    code = ("import sys, time; from hardware.gnuradio_bridge.process import FlowgraphProcess; "
+            "fg = FlowgraphProcess('emulate', tx=['a'], rx=['a']).start(); print(fg.proc.pid, flush=True); "
+            "time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
