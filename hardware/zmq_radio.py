@@ -18,8 +18,8 @@ clocks it: a capture of n samples pushes the next n samples of every TX node som
 hears (its cyclic or one-shot burst from the instant it was sent, zeros when muted) and reads
 n samples from every RX node. Captures on other nodes before the next TX change return the
 same window, as radios capturing in parallel would. TX gates follow the radios' send/mute in
-one request per capture. The radios of one bridge share the first one's ``timeout_s``. In ``uhd`` mode the USRP clocks both streams: a cyclic burst is
-fed by a thread (paced by the socket's queue), and a capture drops what queued up, then a
+one request per capture. The radios of one bridge share the first one's ``timeout_s``.
+In ``uhd`` mode the USRP clocks both streams: a cyclic burst is fed by a thread (paced by the socket's queue), and a capture drops what queued up, then a
 further ``RT_FLUSH_SAMPLES``, before it keeps n samples.
 """
 from __future__ import annotations
@@ -420,7 +420,8 @@ class Bridge:
     def capture(self, node: str, num_samples: int) -> np.ndarray:
         with self.lock:
             if node not in self.rx:
-                raise RadioError(f"bridge node {node!r} has no RX stream; the flowgraph's RX nodes are {sorted(self.rx)}")
+                raise RadioError(f"bridge node {node!r} has no RX stream; the flowgraph's RX nodes are "
+                                 f"{sorted(self.rx)}")
             if self.lockstep:
                 epoch, window = self.window.get(node, (-1, None))
                 if epoch != self.epoch or window.size < num_samples:
@@ -527,7 +528,8 @@ class Bridge:
             if tx.feeder_error is not None:
                 raise RadioError(f"bridge TX node {n!r}: feeding the USRP failed ({tx.feeder_error})")
         in_flight = self.pending is not None
-        if self.lockstep and not (self.broken or in_flight) and any(c != self.tx_count for c in status["tx_items"].values()):
+        behind = any(c != self.tx_count for c in status["tx_items"].values())
+        if self.lockstep and not (self.broken or in_flight) and behind:
             self.broken = (f"the flowgraph took {status['tx_items']} TX samples, this side sent {self.tx_count}; "
                            "restart the flowgraph")
 

@@ -7,9 +7,9 @@ from the project. Two modes:
 - ``emulate``: a radio medium in GNU Radio. For every link from a TX node to an RX node:
   ZMQ in ► TX gate (mute, TX gain) ► ``fir_filter_ccc`` (taps × link gain) ► multiply by a
   ``sig_source_c`` (carrier offset, plus the difference of the nodes' centre frequencies);
-  every RX node adds its links, a ``fastnoise_source_c`` and an interferer tone, applies its RX gain
-  and sends the stream out over ZMQ. The medium is clocked by its linked TX inputs (``tx_clocking``): output
-  appears only as the client pushes input there, sample for sample (no shift).
+  every RX node adds its links, a ``fastnoise_source_c`` and an interferer tone, applies its
+  RX gain and sends the stream out over ZMQ. The medium is clocked by its linked TX inputs
+  (``tx_clocking``): output appears only as the client pushes input there, sample for sample.
 - ``uhd``: ZMQ in ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
 
 Streams are raw little-endian complex64. TX inputs are ``zeromq.pull_source`` blocks that
@@ -22,13 +22,13 @@ Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object pe
 ``{"cmd": ..., ...}``, and answers ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
 Commands: ``status``/``heartbeat``, ``configure`` (node, center_hz, sample_rate_hz,
 bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node or nodes),
-``gates`` (enabled: {node: bool}),
-``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx, gain_db, taps, cfo_hz) and
-``set_interferer`` (node, freq_hz, amplitude); the last three in ``emulate`` only. Every valid
-request is a heartbeat; with none for ``--heartbeat-timeout-s`` the flowgraph mutes all TX.
-TX starts muted. GNU Radio's VOLK blocks hold back a remainder of fewer than ``align_samples``
-samples until more input comes, so the client pushes multiples of it. Noise, tones and carrier offsets come from free-running sources, so a change
-of them reaches the output up to ``source_lag_samples`` samples late (the data path is exact).
+``gates`` (enabled: {node: bool}), ``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx,
+gain_db, taps, cfo_hz) and ``set_interferer`` (node, freq_hz, amplitude); the last three in
+``emulate`` only. Every valid request is a heartbeat; with none for ``--heartbeat-timeout-s``
+the flowgraph mutes all TX. TX starts muted. GNU Radio's VOLK blocks hold back a remainder of
+fewer than ``align_samples`` samples until more input comes, so the client pushes multiples of
+it. Noise, tones and carrier offsets come from free-running sources, so a change of them
+reaches the output up to ``source_lag_samples`` samples late (the data path is exact).
 Prints one ``READY {json}`` line on stdout once running; stops on SIGTERM.
 """
 from __future__ import annotations
@@ -498,8 +498,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tx-gain-db", type=float, default=None, help="default: 0 dB or the cap, whichever is lower")
     p.add_argument("--rx-gain-db", type=float, default=0.0)
     p.add_argument("--max-tx-gain-db", type=float, default=None, help="hard cap; larger TX gains are refused")
-    p.add_argument("--heartbeat-timeout-s", type=float, default=2.0, help="mute all TX after this long without a request")
-    p.add_argument("--noise-voltage", type=float, default=0.0, help="emulate: complex noise RMS per RX node (power = v²)")
+    p.add_argument("--heartbeat-timeout-s", type=float, default=2.0,
+                   help="mute all TX after this long without a request")
+    p.add_argument("--noise-voltage", type=float, default=0.0,
+                   help="emulate: complex noise RMS per RX node (power = v²)")
     p.add_argument("--link-gain-db", type=float, default=0.0, help="emulate: initial gain of every link in dB")
     p.add_argument("--link", type=_link, action="append", default=[],
                    help="emulate: TX=RX, a link from TX node to RX node (repeatable; default: every pair)")
@@ -513,7 +515,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="emulate: noise seed of the first RX node (others follow)")
     p.add_argument("--exit-with-parent", action="store_true",
                    help="stop when the process that started this one exits (the process manager sets it)")
-    p.add_argument("--device-args", default="", help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
+    p.add_argument("--device-args", default="",
+                   help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
     args = p.parse_args(argv)
     if not args.tx and not args.rx:
         p.error("give at least one --tx or --rx node")
