@@ -92,7 +92,8 @@ def test_a_killed_training_resumes_with_exactly_one_line_per_episode(tmp_path):
             "--run-dir", str(run)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
     deadline = time.monotonic() + 120
-    while len(read_metrics(run / "metrics.jsonl")) < 5 if (run / "metrics.jsonl").exists() else True:
+    log = run / "metrics.jsonl"
+    while not log.exists() or len(read_metrics(log)) < 5:
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
         time.sleep(0.02)
     proc.kill()
