@@ -26,7 +26,7 @@ import numpy as np
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, truncate_metrics
 from testbed.config import Config, load_config, to_dict
 from testbed.metrics import PAPER_METRICS
-from testbed.runner import AGENTS, METRIC_KEYS, adapt, policy_of_checkpoint, train
+from testbed.runner import AGENTS, METRIC_KEYS, adapt, opened_env, policy_of_checkpoint, train
 
 ADAPT_POINTS = (0, 1, 2, 5, 10, 20)
 REFERENCES = ("random", "max_power", "greedy", "oracle")
@@ -74,17 +74,14 @@ def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distri
     cfg = _seeded(config, seed, env={"task_distribution": distribution, "episodes_per_task": per_task})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = SpectrumVectorEnv(cfg)
     rows = []
-    try:
+    with opened_env(cfg) as env:
         for name in REFERENCES:
             lanes = run_policy(env, name, episodes, cfg.env.seed, tqdm(disable=True))
             for episode in range(episodes):
                 ep = [r for r in lanes if r["episode"] == episode]
                 rows.append({"agent": name, "seed": seed, "episode": episode,
                              **{k: float(np.mean([r[k] for r in ep])) for k in METRIC_KEYS}})
-    finally:
-        env.close()
     truncate_metrics(run_dir / "metrics.jsonl", 0)
     with MetricsLog(run_dir / "metrics.jsonl") as log:
         for row in rows:

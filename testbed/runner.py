@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from tqdm import tqdm
 from testbed.checkpoint import (CheckpointError, MetricsLog, load_checkpoint, read_metrics, save_checkpoint,
                                 truncate_metrics)
 from testbed.config import Config, load_config, save_config, to_dict
+from sim.safety import SafetyViolation
 from testbed.env import SpectrumVectorEnv
 from testbed.metrics import PAPER_METRICS, EpisodeRecorder
 
@@ -88,9 +90,27 @@ def _reset_seed(seed: int, start: int) -> int:
     return seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
 
 
-def _radio_error():
+def _radio_error() -> tuple[type[Exception], ...]:
+    """Errors of a backend that end the run cleanly: a failed radio, or a transmission the hard
+    limits refused (both raised after every radio was muted)."""
     from hardware.radio import RadioError
-    return RadioError
+    return RadioError, SafetyViolation
+
+
+@contextmanager
+def opened_env(config: Config):
+    """The env of a run, closed at the end; a failure while closing after an error is reported
+    but never replaces that error."""
+    env = SpectrumVectorEnv(config)
+    try:
+        yield env
+    except BaseException:
+        try:
+            env.close()
+        except Exception as err:  # the first error is the one the user must see
+            print(f"warning: closing the backend failed too: {err}", file=sys.stderr)
+        raise
+    env.close()
 
 
 # the episode loop ---------------------------------------------------------------------------
@@ -147,8 +167,7 @@ def train(config: Config, name: str, run_dir: Path | None = None, progress: bool
     ck_path = run_dir / "checkpoints" / "latest.pt"
     comparable = to_dict(config)
     comparable["agent"].pop("episodes")
-    env = SpectrumVectorEnv(config)
-    try:
+    with opened_env(config) as env:
         agent = make_agent(name, env, config, "train", seed)
         start = 0
         if ck_path.exists():
@@ -176,8 +195,6 @@ def train(config: Config, name: str, run_dir: Path | None = None, progress: bool
         with MetricsLog(run_dir / "metrics.jsonl") as log, \
                 tqdm(total=total, initial=start, desc=f"train {name}", unit="ep", disable=not progress) as bar:
             play(agent, env, start, total, log, {"agent": name, "seed": seed}, bar, checkpoint)
-    finally:
-        env.close()
     _plot_run(run_dir, name)
     return run_dir
 
@@ -192,8 +209,7 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     truncate_metrics(run_dir / "metrics.jsonl", 0)
-    env = SpectrumVectorEnv(config)
-    try:
+    with opened_env(config) as env:
         agent = make_agent(name, env, config, "adapt", config.env.seed)
         if policy_state is not None:
             agent.load_policy(policy_state)
@@ -207,8 +223,6 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
         with MetricsLog(run_dir / "metrics.jsonl") as log, \
                 tqdm(total=episodes, desc=f"adapt {label}", unit="ep", disable=not progress) as bar:
             play(agent, env, 0, episodes, log, {"agent": label, "seed": config.env.seed}, bar, checkpoint)
-    finally:
-        env.close()
     _plot_run(run_dir, name)
     return run_dir
 
@@ -221,16 +235,13 @@ def evaluate(config: Config, name: str, policy_state: dict, episodes: int, run_d
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     truncate_metrics(run_dir / "metrics.jsonl", 0)
-    env = SpectrumVectorEnv(config)
-    try:
+    with opened_env(config) as env:
         agent = make_agent(name, env, config, "eval", config.env.seed)
         agent.load_policy(policy_state)
         agent.start(env, seed=config.env.seed)
         with MetricsLog(run_dir / "metrics.jsonl") as log, \
                 tqdm(total=episodes, desc=f"evaluate {name}", unit="ep", disable=not progress) as bar:
             play(agent, env, 0, episodes, log, {"agent": name, "seed": config.env.seed}, bar)
-    finally:
-        env.close()
     rows = read_metrics(run_dir / "metrics.jsonl")
     summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
                for k in METRIC_KEYS}

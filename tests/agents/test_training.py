@@ -197,3 +197,33 @@ def test_a_radio_that_fails_at_the_start_is_a_clear_error(tmp_path, monkeypatch,
     assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(tmp_path / "run")]) \
         == runner.EXIT_BACKEND
     assert "no answer from ip:192.168.2.1" in capsys.readouterr().err
+
+
+def test_a_failing_close_after_a_radio_error_does_not_hide_it(tmp_path, monkeypatch, capsys):
+    """A dead radio that cannot confirm its mute while closing: still exit 3, the first error shown."""
+    from hardware.radio import RadioError
+    from sim.safety import SafetyViolation
+    from testbed import runner
+    from testbed.cli import main
+
+    steps = 5
+    config = write_config(tmp_path, {"network": {"episode_steps": steps}, "env": {"num_envs": 2}}, episodes=3)
+    step, calls = SpectrumVectorEnv.step, {"n": 0}
+
+    def failing(self, actions):
+        calls["n"] += 1
+        if calls["n"] == steps + 2:
+            raise SafetyViolation("tx_gain_db=5 exceeds the hard limit max_tx_gain_db=0")
+        return step(self, actions)
+
+    def close_fails(self, **kwargs):
+        raise RadioError("bs0: mute not confirmed, link is down")
+
+    monkeypatch.setattr(SpectrumVectorEnv, "step", failing)
+    monkeypatch.setattr(SpectrumVectorEnv, "close_extras", close_fails)
+    run = tmp_path / "run"
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(run)]) == runner.EXIT_BACKEND
+    err = capsys.readouterr().err
+    assert "during episode 1" in err and "exceeds the hard limit" in err
+    assert "closing the backend failed too" in err and "mute not confirmed" in err
+    assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == [0]
