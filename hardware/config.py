@@ -25,6 +25,8 @@ class RadioEntry:
     nodes: list = param([], "BS indices (role bs) or UE indices (role ue) this radio stands for; "
                             "empty on a ue radio = every UE not listed elsewhere")
     uri: str = param("", "pluto: libiio context URI, e.g. ip:192.168.2.1 or usb:1.2.5")
+    control_address: str = param("", "gnuradio: ZMQ endpoint of the bridge's control channel, "
+                                     "e.g. tcp://127.0.0.1:5600")
     tx_address: str = param("", "gnuradio: ZMQ endpoint the bridge reads TX IQ from, e.g. tcp://127.0.0.1:5555")
     rx_address: str = param("", "gnuradio: ZMQ endpoint the bridge publishes RX IQ on, e.g. tcp://127.0.0.1:5556")
     device_args: str = param("", "gnuradio: UHD device arguments; empty = GNU Radio channel-model emulator")
@@ -43,8 +45,6 @@ class RadioEntry:
             raise ValueError(f"radio {self.name!r}: a bs radio needs the BS indices it carries in nodes")
         if self.driver == "pluto" and not self.uri:
             raise ValueError(f"radio {self.name!r}: the pluto driver needs uri (e.g. ip:192.168.2.1)")
-        if self.driver == "gnuradio" and not (self.tx_address and self.rx_address):
-            raise ValueError(f"radio {self.name!r}: the gnuradio driver needs tx_address and rx_address")
 
 
 def _default_radios() -> tuple[RadioEntry, ...]:
@@ -70,6 +70,9 @@ class HardwareConfig:
     sample_rate_range_hz: list = param([1e6, 4e6], "hard limit: [low, high] sample rate in Hz", (1e5, 1e8))
     max_amplitude: float = param(0.7, "hard limit: peak |IQ| of any TX burst relative to full scale", (0.001, 1.0))
     dry_run: bool = param(False, "build and check every burst, capture, but never transmit")
+    start_bridge: bool = param(False, "backend gnuradio: start the radios' flowgraph(s) with the run on free "
+                                      "127.0.0.1 ports (the entries' addresses are then unused) and stop them "
+                                      "when it ends")
 
     fft_size: int = param(1024, "pilot period P in samples (a power of two); the estimator's DFT size", (64, 65536))
     capture_samples: int = param(16384, "samples per capture; a multiple of fft_size, at least 2 periods",
@@ -94,6 +97,11 @@ class HardwareConfig:
             raise ValueError(f"radios: radio names must be unique, got {names}")
         if not any(r.role == "bs" for r in self.radios) or not any(r.role == "ue" for r in self.radios):
             raise ValueError("radios: the radio map needs at least one bs radio and one ue radio")
+        for r in self.radios:
+            addresses = (r.control_address, r.tx_address, r.rx_address)
+            if r.driver == "gnuradio" and not self.start_bridge and not all(addresses):
+                raise ValueError(f"radio {r.name!r}: the gnuradio driver needs control_address, tx_address and "
+                                 "rx_address (or start_bridge: true)")
         if self.tx_gain_db > self.max_tx_gain_db:
             raise ValueError(f"tx_gain_db={self.tx_gain_db} exceeds the hard limit max_tx_gain_db={self.max_tx_gain_db}")
         if not any(abs(self.center_hz - f) < 0.5 for f in self.allowed_center_hz):

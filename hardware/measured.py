@@ -56,10 +56,11 @@ class MeasuredNetwork(SimNetwork):
 
     def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int, hw: HardwareConfig,
                  radios: dict[str, Radio], device="cpu", seed: int = 0, task_seed: int | None = None,
-                 scene: TaskScene | None = None):
+                 scene: TaskScene | None = None, flowgraphs: list | None = None):
         super().__init__(params, ranges, num_envs, device=device, seed=seed, task_seed=task_seed)
         self.hw = hw
         self.radios = radios
+        self.flowgraphs = list(flowgraphs or [])   # bridge processes this backend started; close() stops them
         self.scene = scene
         self.plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
         self.bs_radio = _bs_radio_map(hw, params.num_bs)
@@ -164,11 +165,18 @@ class MeasuredNetwork(SimNetwork):
 
     @contextmanager
     def _muting_on_error(self):
-        """On a radio error or safety violation: mute every radio (all are tried), then re-raise."""
+        """On a radio error or safety violation: mute every radio (all are tried), then re-raise;
+        a radio error says so if a flowgraph this backend started has ended."""
         try:
             yield
-        except (RadioError, SafetyViolation):
+        except SafetyViolation:
             self.mute_all()
+            raise
+        except RadioError as err:
+            self.mute_all()
+            ended = [fg.exit_report() for fg in self.flowgraphs if not fg.running]
+            if ended:
+                raise RadioError(f"{err}; {'; '.join(ended)}") from err
             raise
 
     def mute_all(self) -> None:
@@ -180,13 +188,18 @@ class MeasuredNetwork(SimNetwork):
                 pass
 
     def close(self) -> None:
-        """Mute and close every radio (all are tried; the first error is re-raised)."""
+        """Mute and close every radio (all are tried; the first error is re-raised), then stop the
+        flowgraphs this backend started, whatever happened."""
         first: Exception | None = None
-        for radio in self.radios.values():
-            try:
-                radio.close()
-            except RadioError as err:
-                first = first or err
+        try:
+            for radio in self.radios.values():
+                try:
+                    radio.close()
+                except RadioError as err:
+                    first = first or err
+        finally:
+            for fg in self.flowgraphs:
+                fg.stop()
         if first is not None:
             raise first
 
@@ -266,25 +279,34 @@ def open_radios(hw: HardwareConfig, backend: str, seed: int = 0) -> tuple[dict[s
 
 
 def make_backend(config, num_envs: int, device=None, seed: int | None = None) -> MeasuredNetwork:
-    """The measured backend of a testbed Config (backend mock | pluto | gnuradio)."""
+    """The measured backend of a testbed Config (backend mock | pluto | gnuradio). With
+    ``hardware.start_bridge`` (gnuradio) it starts the radios' flowgraphs first; ``close()``
+    stops them, and so does a failure here."""
     if config.backend not in ("mock", "pluto", "gnuradio"):
         raise BackendError(f"make_backend serves the measured backends, got backend {config.backend!r}")
-    hw, params = config.hardware, config.network
+    params = config.network
     seed = config.env.seed if seed is None else seed
-    _bs_radio_map(hw, params.num_bs)
-    _ue_radio_map(hw, params.num_ue)
-    radios, medium = open_radios(hw, config.backend, seed)
+    _bs_radio_map(config.hardware, params.num_bs)
+    _ue_radio_map(config.hardware, params.num_ue)
+    flowgraphs, radios = [], {}
     try:
+        if config.backend == "gnuradio" and config.hardware.start_bridge:
+            from hardware.gnuradio_bridge.process import start_flowgraphs
+            flowgraphs, config = start_flowgraphs(config)
+        hw = config.hardware
+        radios, medium = open_radios(hw, config.backend, seed)
         scene = None
         if medium is not None:
             plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
             scene = TaskScene(medium, hw, plan, params)
         return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device or config.env.device,
-                               seed=seed, task_seed=config.env.task_seed, scene=scene)
+                               seed=seed, task_seed=config.env.task_seed, scene=scene, flowgraphs=flowgraphs)
     except BaseException:
         for radio in radios.values():
             try:
                 radio.close()
             except RadioError:
                 pass
+        for fg in flowgraphs:
+            fg.stop()
         raise

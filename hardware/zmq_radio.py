@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import zmq
 
+from hardware.config import RadioEntry
 from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
 
 __all__ = ["ZmqRadio", "Bridge", "TAG_HEADER"]
@@ -576,15 +577,15 @@ class ZmqRadio(Radio):
     """One node of a GNU Radio bridge flowgraph (a USRP in ``uhd`` mode, an emulated radio in
     ``emulate`` mode); the node has the radio's name. ``entry`` is the radio's
     ``hardware.config.RadioEntry``: ``control_address`` is the flowgraph's control endpoint (its
-    host also serves the RX ports); ``tx_address`` / ``rx_address``, if set, must match the
-    node's endpoints that the flowgraph reports.
+    host also serves the RX ports); ``tx_address`` / ``rx_address``, if not empty, must match
+    the node's endpoints that the flowgraph reports.
 
     ``timeout_s``: timeout of every bridge operation, s (``hardware.timeout_s`` of the config).
     """
 
-    def __init__(self, name: str, limits: TxLimits, entry, dry_run: bool = False, timeout_s: float = 2.0):
+    def __init__(self, name: str, limits: TxLimits, entry: RadioEntry, dry_run: bool = False, timeout_s: float = 2.0):
         super().__init__(name, limits, dry_run)
-        control = getattr(entry, "control_address", "")
+        control = entry.control_address
         if not control:
             raise RadioError(f"{name}: the gnuradio driver needs the radio entry's control_address "
                              "(the bridge's control endpoint, e.g. tcp://127.0.0.1:5600)")
@@ -601,14 +602,14 @@ class ZmqRadio(Radio):
             self.bridge.detach()
             raise
 
-    def _check_node(self, entry) -> None:
+    def _check_node(self, entry: RadioEntry) -> None:
         b = self.bridge
         if self.name not in b.rx and self.name not in b.tx:
             raise RadioError(f"{self.name}: the bridge at {b.control_address} has no node {self.name!r}; "
                              f"its nodes are {sorted({*b.rx, *b.tx})}")
         ports = {"tx_address": b.tx_ports.get(self.name), "rx_address": b.rx_ports.get(self.name)}
         for field, port in ports.items():
-            address = getattr(entry, field, "")
+            address = getattr(entry, field)
             if address and urlsplit(address).port != port:
                 raise RadioError(f"{self.name}: {field} {address} does not match the bridge at "
                                  f"{b.control_address}, whose node {self.name!r} uses port {port}")

@@ -1,9 +1,10 @@
 """Start the bridge flowgraph as its own process (system Python with GNU Radio) and stop it.
 
     with FlowgraphProcess("emulate", tx=["bs0"], rx=["bs0", "ue0"], noise_voltage=1e-3) as fg:
-        entry = SimpleNamespace(name="ue0", **fg.endpoints("ue0"))   # control/tx/rx addresses
+        entry = RadioEntry(name="ue0", driver="gnuradio", role="ue", **fg.endpoints("ue0"))
         radio = ZmqRadio("ue0", limits, entry)
 
+``start_flowgraphs(config)`` starts the flowgraphs a config's radios need (``hardware.start_bridge``).
 Ports are picked free on 127.0.0.1 unless given. ``start()`` waits for the flowgraph's READY line
 and raises ``BridgeStartError`` with its last output lines if it exits first (no GNU Radio, "no
 USRP found", a port taken). ``stop()`` sends SIGTERM, then SIGKILL after a grace period.
@@ -18,13 +19,14 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from hardware.radio import RadioError
 
 __all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "emulator_for",
-           "flowgraphs_for"]
+           "flowgraphs_for", "start_flowgraphs"]
 
 GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3")  # Debian's GNU Radio bindings
 FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
@@ -125,12 +127,14 @@ class FlowgraphProcess:
                 self.output.append(line)
 
     def stop(self, grace_s: float = 3.0) -> int | None:
-        """SIGTERM, then SIGKILL after grace_s; returns the exit code. Idempotent."""
+        """SIGTERM (and SIGCONT, should it be stopped), then SIGKILL after grace_s; returns the
+        exit code. Idempotent."""
         proc = self.proc
         if proc is None:
             return None
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)
             try:
                 proc.wait(grace_s)
             except subprocess.TimeoutExpired:
@@ -142,6 +146,15 @@ class FlowgraphProcess:
         """Send a signal to the running flowgraph (tests: SIGKILL, SIGSTOP, SIGCONT)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
+
+    def exit_report(self) -> str:
+        """How the flowgraph ended, with its last output lines (for error messages)."""
+        code = None if self.proc is None else self.proc.poll()
+        if code is None:
+            return f"the {self.mode} flowgraph is running"
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        last = " | ".join(list(self.output)[-3:])
+        return f"the {self.mode} flowgraph {how}" + (f" ({last})" if last else "")
 
     @property
     def running(self) -> bool:
@@ -252,6 +265,27 @@ def emulator_for(config, **overrides) -> FlowgraphProcess:
     names = [e.name for e in hw.radios]
     return FlowgraphProcess("emulate", tx=names, rx=names, address=address,
                             client_address=client.pop() if len(client) == 1 else "127.0.0.1", ports=ports, **options)
+
+
+def start_flowgraphs(config) -> tuple[list[FlowgraphProcess], object]:
+    """Start the flowgraphs of a testbed Config's gnuradio radios on free 127.0.0.1 ports
+    (``hardware.start_bridge``): returns them, running, and the Config whose gnuradio radio
+    entries name their endpoints (and whose start_bridge is false: its flowgraphs run). If one
+    fails to start, those already started are stopped."""
+    hw = config.hardware
+    free = tuple(replace(e, control_address="", tx_address="", rx_address="") if e.driver == "gnuradio" else e
+                 for e in hw.radios)
+    flowgraphs = flowgraphs_for(replace(config, hardware=replace(hw, radios=free)))
+    try:
+        for fg in flowgraphs:
+            fg.start()
+    except BaseException:
+        for fg in flowgraphs:
+            fg.stop()
+        raise
+    endpoints = {node: fg.endpoints(node) for fg in flowgraphs for node in {*fg.tx, *fg.rx}}
+    radios = tuple(replace(e, **endpoints[e.name]) if e.driver == "gnuradio" else e for e in hw.radios)
+    return flowgraphs, replace(config, hardware=replace(hw, radios=radios, start_bridge=False))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,33 +11,21 @@ import signal
 import numpy as np
 import pytest
 import torch
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardware.config import RadioEntry
-from hardware.gnuradio_bridge.process import emulator_for, flowgraphs_for
+from hardware.gnuradio_bridge.process import flowgraphs_for, start_flowgraphs
 from hardware.measured import make_backend
 from sim.network import SimNetwork
 from sim.units import db_to_lin, dbm_to_w
 from testbed.config import load_config
 
 
-@dataclasses.dataclass(frozen=True)
-class BridgeEntry(RadioEntry):
-    """A radio entry that also names the bridge's control endpoint (``control_address``)."""
-
-    control_address: str = ""
-
-
 def start_bench(overrides: dict | None = None):
     """The bench_gnuradio preset on free ports: (started flowgraph, Config pointing at it)."""
-    config = load_config("bench_gnuradio", overrides)
-    anywhere = tuple(dataclasses.replace(e, tx_address="tcp://127.0.0.1:0", rx_address="tcp://127.0.0.1:0")
-                     for e in config.hardware.radios)
-    config = dataclasses.replace(config, hardware=dataclasses.replace(config.hardware, radios=anywhere))
-    fg = emulator_for(config).start()
-    radios = tuple(BridgeEntry(**{**dataclasses.asdict(e), **fg.endpoints(e.name)}) for e in config.hardware.radios)
-    return fg, dataclasses.replace(config, hardware=dataclasses.replace(config.hardware, radios=radios))
+    [fg], config = start_flowgraphs(load_config("bench_gnuradio", overrides))
+    return fg, config
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +46,71 @@ def test_bench_gnuradio_preset_describes_one_emulator():
     assert sorted(fg.options["link"]) == sorted(f"bs{b}={u}" for b in range(3) for u in ("ue0", "ue1"))
     assert fg.options["rx_link_gain_db"]["ue1"] == -35.0 - config.hardware.tx_gain_db - config.hardware.rx_gain_db
     assert fg.fixed_ports["tx:bs0"] == 5601 and fg.fixed_ports["rx:ue1"] == 5615
+    assert fg.fixed_ports["control"] == 5600
     # receiver noise is N0 per band, referred to the antenna (before the RX gain)
     hw, params = config.hardware, config.network
     per_sample = fg.options["noise_voltage"] ** 2 / db_to_lin(0.0)
     per_band = per_sample * 163 / hw.fft_size * db_to_lin(hw.rx_gain_db) * dbm_to_w(hw.full_scale_dbm)
     assert per_band == pytest.approx(params.noise_w, rel=1e-9)
+
+
+def test_make_backend_starts_the_bridge_and_close_stops_it():
+    """hardware.start_bridge (set in bench_gnuradio): the backend runs its own flowgraph on free
+    ports, measures through it, and close() stops it."""
+    config = load_config("bench_gnuradio", {"hardware": {"timeout_s": 1.0}})
+    assert config.hardware.start_bridge
+    net = make_backend(config, num_envs=1)
+    try:
+        [fg] = net.flowgraphs
+        assert fg.running and fg.control_port != 5600                 # free ports, not the YAML's
+        assert {r.bridge.control_address for r in net.radios.values()} == {fg.control_address}
+        assert not net.hw.start_bridge
+        net.reset(seed=0)
+        res = net.step(torch.full((1, 3, 5), 3))
+        assert res.measured.any() and torch.equal(res.measured, res.active)
+    finally:
+        net.close()
+    assert not fg.running
+
+
+def test_make_backend_stops_the_bridge_it_started_when_opening_fails(monkeypatch):
+    """A flowgraph that hangs right after READY: opening the radios times out, the error
+    propagates, and the flowgraph make_backend started is stopped."""
+    import hardware.gnuradio_bridge.process as process
+    from hardware.radio import RadioTimeout
+
+    started = []
+
+    def start_then_hang(config):
+        flowgraphs, config = start_flowgraphs(config)
+        started.extend(flowgraphs)
+        for fg in flowgraphs:
+            fg.signal(signal.SIGSTOP)
+        return flowgraphs, config
+    monkeypatch.setattr(process, "start_flowgraphs", start_then_hang)
+    with pytest.raises(RadioTimeout, match="is the flowgraph running"):
+        make_backend(load_config("bench_gnuradio", {"hardware": {"timeout_s": 0.5}}), num_envs=1)
+    assert len(started) == 1 and not started[0].running
+    assert started[0].proc.returncode == 0                              # SIGTERM, not SIGKILL
+
+
+def test_start_bridge_with_no_usrp_attached_fails_with_the_clear_error():
+    """bench_usrp with start_bridge: the uhd flowgraph's 'no USRP found', before any radio opens."""
+    from hardware.gnuradio_bridge.process import BridgeStartError
+
+    config = load_config("bench_usrp", {"hardware": {"start_bridge": True}})
+    with pytest.raises(BridgeStartError, match="no USRP found"):
+        make_backend(config, num_envs=1)
+
+
+def test_gnuradio_radios_need_their_addresses_unless_the_bridge_is_started():
+    from testbed.config import ConfigError
+
+    radios = [dict(e, control_address="") if e["name"] == "ue1" else e
+              for e in yaml.safe_load(open("configs/bench_gnuradio.yaml"))["hardware"]["radios"]]
+    with pytest.raises(ConfigError, match="'ue1': the gnuradio driver needs control_address"):
+        load_config("bench_gnuradio", {"hardware": {"radios": radios, "start_bridge": False}})
+    assert load_config("bench_gnuradio", {"hardware": {"radios": radios}}).hardware.start_bridge
 
 
 def test_measured_sinr_through_gnuradio_matches_the_simulator(bench):
@@ -222,12 +270,11 @@ def test_process_cli_runs_a_config_until_sigterm(tmp_path):
     import subprocess
     import sys
 
-    import yaml
     import zmq
 
     data = yaml.safe_load(open("configs/bench_gnuradio.yaml"))
     for radio in data["hardware"]["radios"]:
-        radio["tx_address"] = radio["rx_address"] = "tcp://127.0.0.1:0"
+        radio["control_address"] = radio["tx_address"] = radio["rx_address"] = "tcp://127.0.0.1:0"
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(data))
     proc = subprocess.Popen([sys.executable, "-m", "hardware.gnuradio_bridge.process", str(path)],

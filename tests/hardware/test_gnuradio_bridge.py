@@ -14,6 +14,7 @@ import pytest
 import torch
 import zmq
 
+from hardware.config import RadioEntry
 from hardware.dsp import PilotPlan, estimate, link_sinr
 from hardware.gnuradio_bridge.process import FlowgraphProcess, free_port
 from hardware.radio import _BURST_KEY, RadioError, RadioSettings, RadioTimeout, TxBurst, TxLimits
@@ -31,9 +32,14 @@ TIMEOUT_S = 1.0             # radio operations; generous for a loaded CI machine
 HEARD_POWER = 1e-4          # full scale; the contract's burst arrives at about 0.1, the noise at 1e-7
 
 
-def entry(fg: FlowgraphProcess, name: str) -> SimpleNamespace:
+def entry(fg: FlowgraphProcess, name: str) -> RadioEntry:
     """A radio entry with the flowgraph's endpoints for node ``name``."""
-    return SimpleNamespace(name=name, driver="gnuradio", **fg.endpoints(name))
+    return gnuradio_entry(name, **fg.endpoints(name))
+
+
+def gnuradio_entry(name: str, **addresses) -> RadioEntry:
+    """A gnuradio radio entry with these control/tx/rx addresses (the others empty)."""
+    return RadioEntry(name=name, driver="gnuradio", role="ue", **addresses)
 
 
 def burst(iq: np.ndarray, cyclic: bool = True) -> TxBurst:
@@ -371,15 +377,15 @@ def test_bridge_enforces_its_own_tx_gain_cap(own_bench):
 
 def test_entry_errors_name_the_field(bench):
     with pytest.raises(RadioError, match="control_address"):
-        ZmqRadio("ue0", WIDE_LIMITS, SimpleNamespace(name="ue0", tx_address="", rx_address="tcp://127.0.0.1:1"))
+        ZmqRadio("ue0", WIDE_LIMITS, gnuradio_entry("ue0", rx_address="tcp://127.0.0.1:1"))
     with pytest.raises(RadioError, match="no node 'nobody'"):
-        ZmqRadio("nobody", WIDE_LIMITS, SimpleNamespace(control_address=bench.fg.control_address))
+        ZmqRadio("nobody", WIDE_LIMITS, gnuradio_entry("nobody", control_address=bench.fg.control_address))
     wrong = {**bench.fg.endpoints("ue0"), "rx_address": "tcp://127.0.0.1:1"}
     with pytest.raises(RadioError, match="rx_address .* does not match"):
-        ZmqRadio("ue0", WIDE_LIMITS, SimpleNamespace(**wrong))
+        ZmqRadio("ue0", WIDE_LIMITS, gnuradio_entry("ue0", **wrong))
     port = free_port()
     with pytest.raises(RadioTimeout, match="is the flowgraph running"):
-        ZmqRadio("ue0", WIDE_LIMITS, SimpleNamespace(control_address=f"tcp://127.0.0.1:{port}"), timeout_s=0.3)
+        ZmqRadio("ue0", WIDE_LIMITS, gnuradio_entry("ue0", control_address=f"tcp://127.0.0.1:{port}"), timeout_s=0.3)
     assert bench.probe.capture(1024).shape == (1024,)              # the shared bridge is unharmed
 
 
