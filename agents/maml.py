@@ -23,7 +23,7 @@ from torch.func import functional_call, grad, vmap
 from agents.config import AgentConfig
 from agents.functional import batched_call, stack_params
 from agents.policies import MLPPolicy, entropy, log_prob, sample
-from agents.ppo import MODES, EpisodeLengthError, clipped_surrogate
+from agents.ppo import MODES, check_lockstep, clipped_surrogate
 from agents.rollout import RolloutStorage
 
 
@@ -97,10 +97,7 @@ class MAML:
             obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
             if on_step is not None:
                 on_step(reward, info)
-            ended = terminated | truncated
-            if ended.all() != (t == self.num_steps - 1) or ended.any() != ended.all():
-                raise EpisodeLengthError(f"the env ended episodes at step {t + 1} on lanes {np.flatnonzero(ended)}; "
-                                         f"the agent expects lock-step episodes of {self.num_steps} steps")
+            check_lockstep(terminated | truncated, t, self.num_steps)
             storage.add(self.obs, action, log_prob(logits, action), value, torch.as_tensor(reward, device=self.device))
             self.obs = torch.as_tensor(obs, device=self.device)
         with torch.no_grad():

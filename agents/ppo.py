@@ -23,6 +23,13 @@ class EpisodeLengthError(RuntimeError):
     """The env's episodes are not the lock-step length the agent was built for."""
 
 
+def check_lockstep(ended: np.ndarray, t: int, num_steps: int) -> None:
+    """Every lane must end its episode together, exactly at step ``num_steps``."""
+    if ended.all() != (t == num_steps - 1) or ended.any() != ended.all():
+        raise EpisodeLengthError(f"the env ended episodes at step {t + 1} on lanes {np.flatnonzero(ended)}; "
+                                 f"the agent expects lock-step episodes of {num_steps} steps")
+
+
 def clipped_surrogate(newlogp, oldlogp, adv, clip_coef: float, norm_adv: bool):
     """PPO policy loss per learner: tensors [G, M] -> (loss [G], approx_kl [G], clipfrac [G])."""
     if norm_adv:
@@ -92,10 +99,7 @@ class PPO:
             obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
             if on_step is not None:
                 on_step(reward, info)
-            ended = terminated | truncated
-            if ended.all() != (t == self.num_steps - 1) or ended.any() != ended.all():
-                raise EpisodeLengthError(f"the env ended episodes at step {t + 1} on lanes {np.flatnonzero(ended)}; "
-                                         f"the agent expects lock-step episodes of {self.num_steps} steps")
+            check_lockstep(terminated | truncated, t, self.num_steps)
             if self.mode != "eval":
                 self.storage.add(self.obs, action, log_prob(logits, action), value, torch.as_tensor(reward))
             self.obs = torch.as_tensor(obs, device=self.device)

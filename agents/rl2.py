@@ -10,12 +10,11 @@ flow across episode boundaries inside a trial and stop at the trial's end.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from agents.config import AgentConfig
 from agents.policies import RecurrentPolicy, entropy, log_prob, sample
-from agents.ppo import MODES, EpisodeLengthError, clipped_surrogate, value_loss
+from agents.ppo import MODES, check_lockstep, clipped_surrogate, value_loss
 from agents.rollout import RolloutStorage
 
 
@@ -68,9 +67,7 @@ class RL2:
             if on_step is not None:
                 on_step(reward, info)
             ended = terminated | truncated
-            if ended.all() != (t == self.num_steps - 1) or ended.any() != ended.all():
-                raise EpisodeLengthError(f"the env ended episodes at step {t + 1} on lanes {np.flatnonzero(ended)}; "
-                                         f"the agent expects lock-step episodes of {self.num_steps} steps")
+            check_lockstep(ended, t, self.num_steps)
             reward_t = torch.as_tensor(reward, device=self.device)
             if self.mode == "train":
                 self.storage.add(inp, action, log_prob(logits, action), value, reward_t)

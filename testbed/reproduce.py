@@ -68,7 +68,6 @@ def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distri
     from tqdm import tqdm
 
     from testbed.demo import run_policy
-    from testbed.env import SpectrumVectorEnv
 
     _one_thread()
     cfg = _seeded(config, seed, env={"task_distribution": distribution, "episodes_per_task": per_task})
