@@ -253,10 +253,12 @@ def evaluate(config: Config, name: str, policy_state: dict, episodes: int, run_d
 
 # command line ---------------------------------------------------------------------------------
 def _checkpoint_config(args, ck: dict) -> Config:
-    """The checkpoint's config, or ``--config`` (backend, radios, sizes) with the checkpoint's agent section."""
+    """The checkpoint's config, or ``--config`` (backend, radios, sizes) with the checkpoint's agent
+    section; tasks from ``--tasks``."""
+    tasks = {"env": {"task_distribution": args.tasks}}
     if args.config is None:
-        return load_config(ck["config"])
-    return load_config(args.config, {"agent": ck["config"]["agent"]})
+        return load_config(ck["config"], tasks)
+    return load_config(args.config, {"agent": ck["config"]["agent"], **tasks})
 
 
 def _run_dir(args, config: Config, default: str) -> Path:
@@ -276,7 +278,6 @@ def _cmd_train(args) -> int:
 def _cmd_adapt(args) -> int:
     ck = load_checkpoint(args.checkpoint)
     config = _checkpoint_config(args, ck)
-    config = load_config(config, {"env": {"task_distribution": args.tasks}})
     run_dir = _run_dir(args, config, f"adapt-{ck['agent']}")
     policy = policy_of_checkpoint(ck)
     adapt(config, ck["agent"], policy, args.episodes, run_dir)
@@ -287,7 +288,6 @@ def _cmd_adapt(args) -> int:
 def _cmd_evaluate(args) -> int:
     ck = load_checkpoint(args.checkpoint)
     config = _checkpoint_config(args, ck)
-    config = load_config(config, {"env": {"task_distribution": args.tasks}})
     run_dir = _run_dir(args, config, f"evaluate-{ck['agent']}")
     summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, run_dir)
     print(f"\n{ck['agent']} on {args.tasks} tasks, {args.episodes} episodes x {config.env.num_envs} networks "
