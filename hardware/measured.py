@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from sim.network import SimNetwork
 from sim.params import NetworkParams, TaskRanges
 from sim.safety import SafePowers
 from sim.units import db_to_lin, dbm_to_w
+
+if TYPE_CHECKING:
+    from hardware.gnuradio_bridge.process import FlowgraphProcess
 
 __all__ = ["MeasuredNetwork", "make_backend", "BackendError"]
 
@@ -56,7 +60,7 @@ class MeasuredNetwork(SimNetwork):
 
     def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int, hw: HardwareConfig,
                  radios: dict[str, Radio], device="cpu", seed: int = 0, task_seed: int | None = None,
-                 scene: TaskScene | None = None, flowgraphs: list | None = None):
+                 scene: TaskScene | None = None, flowgraphs: list[FlowgraphProcess] | None = None):
         super().__init__(params, ranges, num_envs, device=device, seed=seed, task_seed=task_seed)
         self.hw = hw
         self.radios = radios
