@@ -216,7 +216,7 @@ def gnuradio_section(args) -> dict:
 
     config = load_config("bench_gnuradio")
     hw, p = config.hardware, config.network
-    free = tuple(dataclasses.replace(e, tx_address="tcp://127.0.0.1:0", rx_address="tcp://127.0.0.1:0")
+    free = tuple(dataclasses.replace(e, control_address="", tx_address="", rx_address="")  # free ports
                  for e in hw.radios)
     config = dataclasses.replace(config, hardware=dataclasses.replace(hw, radios=free))
     mock_radios = tuple(dataclasses.replace(e, driver="mock") for e in hw.radios)
