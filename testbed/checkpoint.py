@@ -75,6 +75,7 @@ class MetricsLog:
     """Appends one JSON line per episode and flushes it to disk at once."""
 
     def __init__(self, path: Path):
+        self.path = Path(path)
         self.fh = open(path, "a")
 
     def write(self, row: dict) -> None:

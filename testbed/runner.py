@@ -36,7 +36,11 @@ class RunError(RuntimeError):
 
 
 class BackendFailure(RuntimeError):
-    """The radio backend failed mid-run; the run's data is saved and a rerun continues."""
+    """The radio backend failed mid-run; the run's data is saved in ``run_dir`` and a rerun continues."""
+
+    def __init__(self, message: str, run_dir: Path):
+        super().__init__(message)
+        self.run_dir = run_dir
 
 
 # building -----------------------------------------------------------------------------------
@@ -130,7 +134,8 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
         except _radio_error() as err:
             if on_episode is not None:
                 on_episode(episode, failed=True)
-            raise BackendFailure(f"radio backend failed during episode {episode}: {err}") from err
+            raise BackendFailure(f"radio backend failed during episode {episode}: {err}",
+                                 log.path.parent) from err
         rows = recorder.finish()
         row = {"episode": episode, **tag}
         row.update({k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS})
@@ -206,23 +211,34 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
     ``policy_state`` None starts from a fresh initialisation (PPO from scratch)."""
     config = agent_config(name, config, "adapt", episodes)
     run_dir = Path(run_dir)
+    ck_path = run_dir / "checkpoints" / "latest.pt"
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    truncate_metrics(run_dir / "metrics.jsonl", 0)
     with opened_env(config) as env:
         agent = make_agent(name, env, config, "adapt", config.env.seed)
-        if policy_state is not None:
+        start = 0
+        if ck_path.exists():  # a rerun after a failure continues where it stopped
+            ck = load_checkpoint(ck_path)
+            if ck["agent"] != name:
+                raise RunError(f"{run_dir} holds an adaptation of {ck['agent']!r}, not {name!r}")
+            agent.load_state_dict(ck["state"])
+            start = ck["episode"]
+            if progress:
+                print(f"resuming {run_dir} at episode {start}", file=sys.stderr)
+        elif policy_state is not None:
             agent.load_policy(policy_state)
-        agent.start(env, seed=config.env.seed)
-        label = label or name
+        truncate_metrics(run_dir / "metrics.jsonl", start)
+        if start < episodes:
+            agent.start(env, seed=_reset_seed(config.env.seed, start))
+            label = label or name
 
-        def checkpoint(done: int, failed: bool = False) -> None:
-            if failed or done == episodes:
-                save_checkpoint(run_dir / "checkpoints" / "latest.pt", name, to_dict(config), done, agent.state_dict())
+            def checkpoint(done: int, failed: bool = False) -> None:
+                if failed or done == episodes:
+                    save_checkpoint(ck_path, name, to_dict(config), done, agent.state_dict())
 
-        with MetricsLog(run_dir / "metrics.jsonl") as log, \
-                tqdm(total=episodes, desc=f"adapt {label}", unit="ep", disable=not progress) as bar:
-            play(agent, env, 0, episodes, log, {"agent": label, "seed": config.env.seed}, bar, checkpoint)
+            with MetricsLog(run_dir / "metrics.jsonl") as log, \
+                    tqdm(total=episodes, initial=start, desc=f"adapt {label}", unit="ep", disable=not progress) as bar:
+                play(agent, env, start, episodes, log, {"agent": label, "seed": config.env.seed}, bar, checkpoint)
     _plot_run(run_dir, name)
     return run_dir
 
@@ -319,8 +335,9 @@ def _guarded(func):
         try:
             return func(args)
         except BackendFailure as err:
-            print(f"\nerror: {err}\nThe metrics of the finished episodes and the last checkpoint are saved in the run "
-                  f"folder. Check the radios and rerun the same command to continue.", file=sys.stderr)
+            print(f"\nerror: {err}\nThe metrics of the finished episodes and the last checkpoint are saved in "
+                  f"{err.run_dir}. Check the radios and rerun the same command with --run-dir {err.run_dir} "
+                  f"to continue.", file=sys.stderr)
             return EXIT_BACKEND
         except (CheckpointError, RunError) as err:
             print(f"error: {err}", file=sys.stderr)

@@ -227,3 +227,35 @@ def test_a_failing_close_after_a_radio_error_does_not_hide_it(tmp_path, monkeypa
     assert "during episode 1" in err and "exceeds the hard limit" in err
     assert "closing the backend failed too" in err and "mute not confirmed" in err
     assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == [0]
+
+
+@pytest.mark.parametrize("agent", ["ppo", "rnn"])
+def test_adapt_after_a_radio_failure_resumes_with_the_same_run_dir(tmp_path, monkeypatch, capsys, agent):
+    from hardware.radio import RadioError
+    from testbed import runner
+    from testbed.cli import main
+
+    steps = 5
+    config = write_config(tmp_path, {"network": {"episode_steps": steps}, "env": {"num_envs": 2}}, episodes=1)
+    train_dir, adapt_dir = tmp_path / "train", tmp_path / "adapt"
+    assert main(["train", "--agent", agent, "--config", str(config), "--run-dir", str(train_dir)]) == 0
+    ck = str(train_dir / "checkpoints" / "latest.pt")
+    step, calls = SpectrumVectorEnv.step, {"n": 0}
+
+    def failing(self, actions):
+        calls["n"] += 1
+        if calls["n"] == 2 * steps + 1:
+            raise RadioError("ue0 stopped answering")
+        return step(self, actions)
+
+    monkeypatch.setattr(SpectrumVectorEnv, "step", failing)
+    args = ["adapt", "--checkpoint", ck, "--episodes", "4", "--run-dir", str(adapt_dir)]
+    capsys.readouterr()
+    assert main(args) == runner.EXIT_BACKEND
+    err = capsys.readouterr().err
+    assert f"--run-dir {adapt_dir}" in err and "during episode 2" in err
+    assert load_checkpoint(adapt_dir / "checkpoints" / "latest.pt")["episode"] == 2
+    monkeypatch.setattr(SpectrumVectorEnv, "step", step)
+    assert main(args) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert [r["episode"] for r in read_metrics(adapt_dir / "metrics.jsonl")] == [0, 1, 2, 3]
