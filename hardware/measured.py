@@ -45,6 +45,7 @@ from sim.units import db_to_lin, dbm_to_w
 
 if TYPE_CHECKING:
     from hardware.gnuradio_bridge.process import FlowgraphProcess
+    from hardware.medium import RfMedium
 
 __all__ = ["MeasuredNetwork", "make_backend", "BackendError"]
 

@@ -608,10 +608,10 @@ class ZmqRadio(Radio):
             raise RadioError(f"{self.name}: the bridge at {b.control_address} has no node {self.name!r}; "
                              f"its nodes are {sorted({*b.rx, *b.tx})}")
         ports = {"tx_address": b.tx_ports.get(self.name), "rx_address": b.rx_ports.get(self.name)}
-        for field, port in ports.items():
-            address = getattr(entry, field)
+        for key, port in ports.items():
+            address = getattr(entry, key)
             if address and urlsplit(address).port != port:
-                raise RadioError(f"{self.name}: {field} {address} does not match the bridge at "
+                raise RadioError(f"{self.name}: {key} {address} does not match the bridge at "
                                  f"{b.control_address}, whose node {self.name!r} uses port {port}")
 
     @property
