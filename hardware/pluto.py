@@ -9,7 +9,6 @@ libiio and pyadi-iio errors (refused connection, broken pipe, timeouts, "No devi
 from __future__ import annotations
 
 import errno
-import logging
 import math
 import time
 import traceback
@@ -28,7 +27,6 @@ TX_GAIN_STEP_DB = 0.25
 SAMPLE_RATE_RANGE_HZ = (521e3, 61.44e6)  # pyadi-iio refuses below 521 kS/s
 BANDWIDTH_RANGE_HZ = (200e3, 56e6)       # AD936x; a stock AD9363 Pluto refuses above 20 MHz
 CENTER_RANGE_HZ = (70e6, 6e9)            # AD936x; a stock AD9363 Pluto refuses outside 325 MHz-3.8 GHz
-log = logging.getLogger(__name__)
 _TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
 
 
@@ -193,8 +191,8 @@ class PlutoRadio(Radio):
     def _mute(self) -> None:
         """Destroy the TX buffer, then set the lowest TX gain.
 
-        On a dead link this logs a warning instead of raising (the ``Radio.mute`` contract); a
-        cyclic buffer then plays on until the Pluto's iiod notices the lost connection.
+        On a dead link this raises ``RadioError`` (the ``Radio.mute`` contract): a cyclic buffer
+        plays on until the Pluto's iiod notices the lost connection, so the user must know.
         """
         self._tx_buffer = None
         self._tx_gain_on_device_db = None
@@ -203,7 +201,8 @@ class PlutoRadio(Radio):
                 self._sdr.tx_destroy_buffer()
             self._set_tx_gain(TX_GAIN_RANGE_DB[0])
         except RadioError as e:
-            log.warning("%s: could not confirm the mute of the Pluto at %s: %s", self.name, self.uri, e)
+            raise RadioError(f"{self.name}: could not confirm the mute of the Pluto at {self.uri}; it may still "
+                             f"transmit until its iiod drops the connection: {e}") from e
 
     def _close(self) -> None:
         """Destroy the buffers, then the context (in that order: libiio needs the context alive)."""
