@@ -33,7 +33,7 @@ def check_lockstep(ended: np.ndarray, t: int, num_steps: int) -> None:
 def clipped_surrogate(newlogp, oldlogp, adv, clip_coef: float, norm_adv: bool):
     """PPO policy loss per learner: tensors [G, M] -> (loss [G], approx_kl [G], clipfrac [G])."""
     if norm_adv:
-        adv = (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True) + 1e-8)
+        adv = (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True, correction=0) + 1e-8)  # 1-sample safe
     logratio = newlogp - oldlogp
     ratio = logratio.exp()
     loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean(-1)
