@@ -31,7 +31,7 @@ class RadioEntry:
     rx_address: str = param("", "gnuradio: ZMQ endpoint the bridge publishes RX IQ on, e.g. tcp://127.0.0.1:5556")
     device_args: str = param("", "gnuradio: UHD device arguments; empty = GNU Radio channel-model emulator")
     link_gain_db: float = param(0.0, "ue radios: physical path gain from the BS radios to this radio "
-                                     "(cables, attenuators, radio gains) in dB, from `testbed radio check`",
+                                     "(cables, attenuators, radio gains) in dB, e.g. -30 through a 30 dB attenuator",
                                 (-200.0, 60.0))
     cfo_hz: float = param(0.0, "mock only: carrier frequency offset of the links into this radio in Hz",
                           (-1e6, 1e6))
