@@ -195,18 +195,24 @@ class MeasuredNetwork(SimNetwork):
     def close(self) -> None:
         """Mute and close every radio (all are tried; the first error is re-raised), then stop the
         flowgraphs this backend started, whatever happened."""
-        first: Exception | None = None
         try:
-            for radio in self.radios.values():
-                try:
-                    radio.close()
-                except RadioError as err:
-                    first = first or err
+            first = close_all(self.radios)
         finally:
             for fg in self.flowgraphs:
                 fg.stop()
         if first is not None:
             raise first
+
+
+def close_all(radios: dict[str, Radio]) -> RadioError | None:
+    """Mute and close every radio, trying all of them; returns the first error, if any."""
+    first = None
+    for radio in radios.values():
+        try:
+            radio.close()
+        except RadioError as err:
+            first = first or err
+    return first
 
 
 def _bs_radio_map(hw: HardwareConfig, num_bs: int) -> list[str]:
@@ -274,11 +280,7 @@ def open_radios(hw: HardwareConfig, backend: str, seed: int = 0) -> tuple[dict[s
             else:
                 radios[e.name] = _driver_class(e.driver)(e.name, limits, e, hw.dry_run, timeout_s=hw.timeout_s)
     except BaseException:
-        for radio in radios.values():
-            try:
-                radio.close()
-            except RadioError:
-                pass
+        close_all(radios)
         raise
     return radios, medium
 
@@ -307,11 +309,7 @@ def make_backend(config, num_envs: int, device=None, seed: int | None = None) ->
         return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device or config.env.device,
                                seed=seed, task_seed=config.env.task_seed, scene=scene, flowgraphs=flowgraphs)
     except BaseException:
-        for radio in radios.values():
-            try:
-                radio.close()
-            except RadioError:
-                pass
+        close_all(radios)
         for fg in flowgraphs:
             fg.stop()
         raise
