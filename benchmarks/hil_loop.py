@@ -30,6 +30,31 @@ def _levels(seed: int, shape) -> torch.Tensor:
     return torch.randint(0, 4, shape, generator=torch.Generator().manual_seed(seed))
 
 
+def _measured_loop(net, steps: int) -> dict:
+    """``steps`` steps of a measured backend (new episodes as they end) with random levels:
+    steps/s of the step alone, |measured − analytic| SINR in dB of the measured links, and how
+    many active links were measured."""
+    from sim.network import SimNetwork
+
+    p = net.params
+    shape = (1, p.num_bs, p.num_bands)
+    errors, measured, active, elapsed = [], 0, 0, 0.0
+    net.reset(seed=0)
+    for t in range(steps):
+        if t and t % p.episode_steps == 0:
+            net.reset()
+        start = time.perf_counter()
+        res = net.step(_levels(t, shape))
+        elapsed += time.perf_counter() - start
+        analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
+        mask = res.measured & res.active
+        errors.append((10 * torch.log10(res.sinr_lin[mask] / analytic[mask])).abs())
+        measured += int(mask.sum())
+        active += int(res.active.sum())
+    return {"steps_per_s": steps / elapsed, "errors_db": torch.cat(errors).numpy(),
+            "measured": measured, "active": active}
+
+
 def mock_section(args) -> dict:
     """Measured loop on the mock bench vs the simulator, same config, same actions."""
     from hardware.measured import make_backend
@@ -47,24 +72,11 @@ def mock_section(args) -> dict:
     sim_rate = args.steps / (time.perf_counter() - start)
 
     net = make_backend(config, num_envs=1)
-    errors, measured, active, elapsed = [], 0, 0, 0.0
     try:
-        net.reset(seed=0)
-        for t in range(args.steps):
-            if t and t % p.episode_steps == 0:
-                net.reset()
-            start = time.perf_counter()
-            res = net.step(_levels(t, shape))
-            elapsed += time.perf_counter() - start
-            analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
-            mask = res.measured & res.active
-            errors.append((10 * torch.log10(res.sinr_lin[mask] / analytic[mask])).abs())
-            measured += int(mask.sum())
-            active += int(res.active.sum())
+        loop = _measured_loop(net, args.steps)
     finally:
         net.close()
-    errors = torch.cat(errors).numpy()
-    rate = args.steps / elapsed
+    errors, measured, active, rate = loop["errors_db"], loop["measured"], loop["active"], loop["steps_per_s"]
     return {
         "config": "bench_mock", "steps": args.steps,
         "steps_per_s": round(rate, 1), "sim_steps_per_s": round(sim_rate, 1),
@@ -140,20 +152,12 @@ def pluto_section(args) -> dict:
                                       hardware=dataclasses.replace(config.hardware, radios=mock_radios))
     emulators, hw = serve_bench(config.hardware, config.network)
     config = dataclasses.replace(config, hardware=hw)
-    p = config.network
-    shape = (1, p.num_bs, p.num_bands)
     rates, rx_ms = {}, {}
     try:
         for name, cfg in (("pluto", config), ("mock", mock_config)):
             net = make_backend(cfg, num_envs=1)
             try:
-                net.reset(seed=0)
-                start = time.perf_counter()
-                for t in range(args.steps):
-                    if t and t % p.episode_steps == 0:
-                        net.reset()
-                    net.step(_levels(t, shape))
-                rates[name] = args.steps / (time.perf_counter() - start)
+                rates[name] = _measured_loop(net, args.steps)["steps_per_s"]
                 radio = net.radios["ue0"]
                 times = []
                 for _ in range(args.rx_repeats):
@@ -211,7 +215,6 @@ def gnuradio_section(args) -> dict:
     from hardware.gnuradio_bridge.process import FlowgraphProcess, emulator_for
     from hardware.measured import MeasuredNetwork, make_backend
     from hardware.radio import RadioSettings
-    from sim.network import SimNetwork
     from testbed.config import load_config
 
     config = load_config("bench_gnuradio")
@@ -221,7 +224,6 @@ def gnuradio_section(args) -> dict:
     config = dataclasses.replace(config, hardware=dataclasses.replace(hw, radios=free))
     mock_radios = tuple(dataclasses.replace(e, driver="mock") for e in hw.radios)
     mock_config = dataclasses.replace(config, backend="mock", hardware=dataclasses.replace(hw, radios=mock_radios))
-    shape = (1, p.num_bs, p.num_bands)
     rates, errors, roundtrip_ms = {}, [], {}
     with emulator_for(config) as fg:
         for name in ("gnuradio", "mock"):
@@ -231,20 +233,10 @@ def gnuradio_section(args) -> dict:
             else:
                 net = make_backend(mock_config, num_envs=1)
             try:
-                net.reset(seed=0)
-                elapsed = 0.0
-                for t in range(args.steps):
-                    if t and t % p.episode_steps == 0:
-                        net.reset()
-                    start = time.perf_counter()
-                    res = net.step(_levels(t, shape))
-                    elapsed += time.perf_counter() - start
-                    if name == "gnuradio":
-                        analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
-                        mask = res.measured & res.active
-                        errors.append((10 * torch.log10(res.sinr_lin[mask] / analytic[mask])).abs())
-                rates[name] = args.steps / elapsed
+                loop = _measured_loop(net, args.steps)
+                rates[name] = loop["steps_per_s"]
                 if name == "gnuradio":
+                    errors = loop["errors_db"]
                     roundtrip_ms["bench"] = _burst_roundtrip_ms(net.radios["bs0"], net.radios["ue0"], args.rx_repeats)
             finally:
                 net.close()
@@ -257,7 +249,6 @@ def gnuradio_section(args) -> dict:
             roundtrip_ms["one_link"] = _burst_roundtrip_ms(radio, radio, args.rx_repeats)
         finally:
             radio.close()
-    errors = torch.cat(errors).numpy()
     return {
         "config": "bench_gnuradio: 5 radios on one emulate flowgraph (6 links), 16384-sample captures",
         "steps": args.steps, "steps_per_s": round(rates["gnuradio"], 1), "target_steps_per_s": 50,
