@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-debs=(gnuradio libiio0 libiio-utils)
+debs=(gnuradio python3-zmq python3-numpy libiio0 libiio-utils)  # the flowgraph runs under /usr/bin/python3
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if ((${#missing[@]})); then
