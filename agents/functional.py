@@ -19,13 +19,13 @@ def stack_params(params: dict[str, torch.Tensor], num_learners: int) -> dict[str
             for name, p in params.items()}
 
 
-def batched_call(module: nn.Module, params: dict[str, torch.Tensor], *args: torch.Tensor, **kwargs):
-    """``module(*args, **kwargs)`` with per-learner params [G, ...] on per-learner inputs [G, ...].
+def batched_call(module: nn.Module, params: dict[str, torch.Tensor], *args: torch.Tensor):
+    """``module(*args)`` with per-learner params [G, ...] on per-learner inputs [G, ...].
 
     ``params`` may name a subset of the module's parameters; the rest keep their own values.
     """
     def call(p, *a):
-        return functional_call(module, p, a, kwargs, strict=False)
+        return functional_call(module, p, a, strict=False)
     num_learners = next(iter(params.values())).shape[0]
     if num_learners == 1:
         out = call({k: v[0] for k, v in params.items()}, *(a[0] for a in args))

@@ -22,9 +22,9 @@ from torch.func import functional_call, grad, vmap
 
 from agents.config import AgentConfig
 from agents.functional import batched_call, stack_params
-from agents.policies import MLPPolicy, entropy, log_prob, sample
-from agents.ppo import MODES, check_lockstep, clipped_surrogate
+from agents.policies import MLPPolicy, log_prob, sample
 from agents.rollout import RolloutStorage
+from agents.update import check_lockstep, check_mode, normalize_advantages, optimise, policy_loss, value_loss
 
 
 class TaskScheduleError(RuntimeError):
@@ -33,7 +33,7 @@ class TaskScheduleError(RuntimeError):
 
 def inner_loss(policy: MLPPolicy, actor: dict, obs, actions, adv) -> torch.Tensor:
     """Policy-gradient loss of one task: obs [M, D], actions [M, H], adv [M] (normalised here)."""
-    adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    adv = normalize_advantages(adv, correction=1)
     logits = functional_call(policy, actor, (obs,), {"with_value": False}, strict=False)
     return -(log_prob(logits, actions) * adv).mean()
 
@@ -54,8 +54,7 @@ class MAML:
 
     def __init__(self, policy: MLPPolicy, config: AgentConfig, num_envs: int, num_steps: int,
                  mode: str = "train", seed: int = 0, device="cpu"):
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; choose from {MODES}")
+        check_mode(mode)
         self.policy, self.config, self.cfg = policy, config, config.maml
         self.mode, self.num_envs, self.num_steps = mode, num_envs, num_steps
         self.device = torch.device(device)
@@ -73,7 +72,7 @@ class MAML:
         self.obs: torch.Tensor | None = None
 
     def start(self, env, seed: int | None = None) -> None:
-        obs, info = env.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         self.obs = torch.as_tensor(obs, device=self.device)
         self.adapted, self.phase = None, 0
 
@@ -145,8 +144,7 @@ class MAML:
     def query_loss(self, adapted: dict, q_obs, q_act, q_logp, q_adv) -> torch.Tensor:
         """L' of one task: clipped surrogate (and entropy bonus) of ``adapted`` on its query data [M, ...]."""
         logits = functional_call(self.policy, adapted, (q_obs,), {"with_value": False}, strict=False)
-        loss, _, _ = clipped_surrogate(log_prob(logits, q_act), q_logp, q_adv, self.cfg.clip_coef, True)
-        return loss - self.cfg.ent_coef * entropy(logits).mean()
+        return policy_loss(logits, q_act, q_logp, q_adv, self.cfg.clip_coef, self.cfg.ent_coef)[0]
 
     def outer_loss(self, support: tuple, query: tuple) -> torch.Tensor:
         """Eq. 14: mean over lanes of L'_i(θ'_i(θ)), differentiable in θ. Tensors [N, M, ...]."""
@@ -159,31 +157,30 @@ class MAML:
         return vmap(lane)(*support, *query).mean()
 
     def _meta_update(self) -> dict[str, float]:
+        """``outer_epochs`` Adam steps on θ over the whole meta-batch (Eq. 14), then as many on the critic."""
         s_obs, s_act, _, s_adv, s_ret = self._per_lane(self.support)
         q_obs, q_act, q_logp, q_adv, q_ret = self._per_lane(self.query)
-        losses = []
-        for _ in range(self.cfg.outer_epochs):
-            loss = self.outer_loss((s_obs, s_act, s_adv), (q_obs, q_act, q_logp, q_adv))
-            self.meta_optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.actor.values(), self.cfg.max_grad_norm)
-            self.meta_optimizer.step()
-            losses.append(loss.item())
-        obs = torch.cat([s_obs, q_obs], 1)
-        returns = torch.cat([s_ret, q_ret], 1)
-        for _ in range(self.cfg.outer_epochs):
-            v_loss = 0.5 * (self.policy.critic(obs).squeeze(-1) - returns).pow(2).mean()
-            self.critic_optimizer.zero_grad()
-            v_loss.backward()
-            self.critic_optimizer.step()
-        self.num_updates += 1
-        return {"losses/outer": float(np.mean(losses)), "losses/value": v_loss.item()}
+        whole_batch = [None] * self.cfg.outer_epochs
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        def outer(_):
+            loss = self.outer_loss((s_obs, s_act, s_adv), (q_obs, q_act, q_logp, q_adv))
+            return loss, loss.detach()
+
+        obs, returns = torch.cat([s_obs, q_obs], 1), torch.cat([s_ret, q_ret], 1)
+
+        def critic(_):
+            loss = value_loss(self.policy.critic(obs).squeeze(-1).flatten(), returns.flatten())
+            return loss, loss.detach()
+
+        outer_losses = optimise(self.meta_optimizer, outer, whole_batch, self.cfg.max_grad_norm)
+        critic_losses = optimise(self.critic_optimizer, critic, whole_batch)
+        self.num_updates += 1
+        return {"losses/outer": float(np.mean([loss.item() for loss in outer_losses])),
+                "losses/value": critic_losses[-1].item()}
 
     def state_dict(self) -> dict:
-        return {"params": self.policy_state(), "meta_optimizer": self.meta_optimizer.state_dict(),
+        return {"params": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                "meta_optimizer": self.meta_optimizer.state_dict(),
                 "critic_optimizer": self.critic_optimizer.state_dict(),
                 "generator": self.generator.get_state(), "num_updates": self.num_updates}
 

@@ -97,7 +97,7 @@ class RecurrentPolicy(nn.Module):
         if attention and hidden_size % num_attention_heads:
             raise ValueError(f"recurrent.hidden_size={hidden_size} must be a multiple of "
                              f"recurrent.num_heads={num_attention_heads}")
-        self.obs_dim, self.num_heads, self.num_levels = obs_dim, num_heads, num_levels
+        self.num_heads, self.num_levels = num_heads, num_levels
         self.hidden_size, self.mask_slice = hidden_size, mask_slice
         self.memory_len = window - 1 if attention else 0
         self.input_dim = obs_dim + num_heads * num_levels + 2

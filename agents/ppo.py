@@ -1,5 +1,6 @@
-"""PPO (clipped surrogate, GAE, clipped value loss, entropy bonus, advantage normalisation,
-gradient clipping) for the MLP policy, on a vector env of N lock-step lanes.
+"""PPO for the MLP policy, on a vector env of N lock-step lanes: GAE over each rollout, then
+epochs of shuffled minibatches of the clipped surrogate, clipped value loss and entropy bonus
+(``agents.update``), with a per-learner gradient clip.
 
 ``num_learners`` G splits the lanes into G groups with independent parameters and optimiser
 state (see ``agents.functional``): G = 1 is ordinary PPO over the task stream; G = N fine-tunes
@@ -8,48 +9,14 @@ one copy per lane, i.e. per task (online adaptation). ``mode`` 'train' and 'adap
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from agents.config import AgentConfig
 from agents.functional import batched_call, clip_grad_norm_per_learner, stack_params
-from agents.policies import MLPPolicy, entropy, log_prob, sample
+from agents.policies import MLPPolicy, log_prob, sample
 from agents.rollout import RolloutStorage
-
-MODES = ("train", "adapt", "eval")
-
-
-class EpisodeLengthError(RuntimeError):
-    """The env's episodes are not the lock-step length the agent was built for."""
-
-
-def check_lockstep(ended: np.ndarray, t: int, num_steps: int) -> None:
-    """Every lane must end its episode together, exactly at step ``num_steps``."""
-    if ended.all() != (t == num_steps - 1) or ended.any() != ended.all():
-        raise EpisodeLengthError(f"the env ended episodes at step {t + 1} on lanes {np.flatnonzero(ended)}; "
-                                 f"the agent expects lock-step episodes of {num_steps} steps")
-
-
-def clipped_surrogate(newlogp, oldlogp, adv, clip_coef: float, norm_adv: bool):
-    """PPO policy loss per learner: tensors [G, M] -> (loss [G], approx_kl [G], clipfrac [G])."""
-    if norm_adv:
-        adv = (adv - adv.mean(-1, keepdim=True)) / (adv.std(-1, keepdim=True, correction=0) + 1e-8)  # 1-sample safe
-    logratio = newlogp - oldlogp
-    ratio = logratio.exp()
-    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean(-1)
-    with torch.no_grad():
-        approx_kl = ((ratio - 1) - logratio).mean(-1)
-        clipfrac = ((ratio - 1).abs() > clip_coef).float().mean(-1)
-    return loss, approx_kl, clipfrac
-
-
-def value_loss(newvalue, oldvalue, returns, clip_coef: float | None):
-    """Squared-error value loss per learner [G, M] -> [G], clipped around the old values if ``clip_coef``."""
-    unclipped = (newvalue - returns) ** 2
-    if clip_coef is None:
-        return 0.5 * unclipped.mean(-1)
-    clipped = (oldvalue + (newvalue - oldvalue).clamp(-clip_coef, clip_coef) - returns) ** 2
-    return 0.5 * torch.max(unclipped, clipped).mean(-1)
+from agents.update import (Batch, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
+                           shuffled_minibatches)
 
 
 class PPO:
@@ -57,8 +24,7 @@ class PPO:
 
     def __init__(self, policy: MLPPolicy, config: AgentConfig, num_envs: int, num_steps: int,
                  mode: str = "train", num_learners: int = 1, seed: int = 0, device="cpu"):
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; choose from {MODES}")
+        check_mode(mode)
         if num_envs % num_learners:
             raise ValueError(f"num_envs={num_envs} must be a multiple of num_learners={num_learners}")
         self.policy, self.config, self.cfg = policy, config, config.ppo
@@ -74,13 +40,10 @@ class PPO:
         self.num_updates = 0
 
     # acting ---------------------------------------------------------------------------------
-    def _forward(self, obs: torch.Tensor, with_value: bool = True):
-        """obs [N, D] -> logits [N, H, L] (and value [N]) from each lane's learner."""
-        grouped = obs.view(self.num_learners, -1, obs.shape[-1])
-        out = batched_call(self.policy, self.params, grouped, with_value=with_value)
-        if with_value:
-            return out[0].flatten(0, 1), out[1].flatten(0, 1)
-        return out.flatten(0, 1)
+    def _forward(self, obs: torch.Tensor):
+        """obs [N, D] -> logits [N, H, L], value [N] from each lane's learner."""
+        logits, value = batched_call(self.policy, self.params, obs.view(self.num_learners, -1, obs.shape[-1]))
+        return logits.flatten(0, 1), value.flatten(0, 1)
 
     def start(self, env, seed: int | None = None) -> None:
         """Reset the env and remember its first observation."""
@@ -125,36 +88,20 @@ class PPO:
             x = x.view(x.shape[0], self.num_learners, -1, *x.shape[2:]).transpose(0, 1)
             return x.flatten(1, 2)
 
-        obs, actions, oldlogp, oldvalue = map(per_learner, (s.obs, s.actions, s.logprobs, s.values))
-        adv, returns = per_learner(adv), per_learner(returns)
-        num_samples = obs.shape[1]
-        mb_size = max(1, num_samples // cfg.num_minibatches)
-        stats = []
-        for _ in range(cfg.update_epochs):
-            perm = torch.randperm(num_samples, generator=self.generator, device=self.device)
-            for start in range(0, num_samples - mb_size + 1, mb_size):
-                mb = perm[start:start + mb_size]
-                logits, newvalue = batched_call(self.policy, self.params, obs[:, mb])
-                newlogp = log_prob(logits, actions[:, mb])
-                pg_loss, approx_kl, clipfrac = clipped_surrogate(newlogp, oldlogp[:, mb], adv[:, mb],
-                                                                 cfg.clip_coef, cfg.norm_adv)
-                v_loss = value_loss(newvalue, oldvalue[:, mb], returns[:, mb], cfg.clip_coef if cfg.clip_vloss else None)
-                ent = entropy(logits).mean(-1)
-                loss = (pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss).sum()
-                self.optimizer.zero_grad()
-                loss.backward()
-                clip_grad_norm_per_learner(list(self.params.values()), cfg.max_grad_norm)
-                self.optimizer.step()
-                stats.append(torch.stack([pg_loss.mean(), v_loss.mean(), ent.mean(), approx_kl.mean(), clipfrac.mean()]))
+        batch = Batch(s.obs, s.actions, s.logprobs, s.values, adv, returns).map(per_learner)
+
+        def minibatch_loss(mb: torch.Tensor):
+            b = batch.map(lambda x: x[:, mb])
+            logits, newvalue = batched_call(self.policy, self.params, b.obs)
+            return ppo_loss(logits, newvalue, b, cfg.clip_coef, cfg.ent_coef, cfg.vf_coef, cfg.norm_adv,
+                            cfg.clip_coef if cfg.clip_vloss else None)
+
+        minibatches = shuffled_minibatches(batch.obs.shape[1], cfg.num_minibatches, cfg.update_epochs, self.generator)
+        stats = optimise(self.optimizer, minibatch_loss, minibatches, cfg.max_grad_norm, clip_grad_norm_per_learner)
         self.num_updates += 1
-        mean = torch.stack(stats).mean(0).tolist()
-        return dict(zip(("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clipfrac"), mean))
+        return mean_stats(stats)
 
     # checkpoints ----------------------------------------------------------------------------
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        """The policy's parameters (learner 0) as a module state dict."""
-        return {k: v[0].detach().clone() for k, v in self.params.items()}
-
     def state_dict(self) -> dict:
         return {"params": {k: v.detach().clone() for k, v in self.params.items()},
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),

@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 
 from agents.config import AgentConfig
-from agents.policies import RecurrentPolicy, entropy, log_prob, sample
-from agents.ppo import MODES, check_lockstep, clipped_surrogate, value_loss
+from agents.policies import RecurrentPolicy, log_prob, sample
 from agents.rollout import RolloutStorage
+from agents.update import (Batch, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
+                           shuffled_minibatches)
 
 
 class RL2:
@@ -23,8 +24,7 @@ class RL2:
 
     def __init__(self, policy: RecurrentPolicy, config: AgentConfig, num_envs: int, num_steps: int,
                  mode: str = "train", seed: int = 0, device="cpu"):
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}; choose from {MODES}")
+        check_mode(mode)
         self.policy, self.config, self.cfg = policy, config, config.recurrent
         self.mode, self.num_envs, self.num_steps = mode, num_envs, num_steps
         self.device = torch.device(device)
@@ -89,35 +89,23 @@ class RL2:
         """PPO epochs over the stored episode; minibatches are groups of whole lanes."""
         cfg, s = self.cfg, self.storage
         adv, returns = s.advantages(next_value, self.config.gamma, self.config.gae_lambda)
-        mb_size = max(1, self.num_envs // cfg.num_minibatches)
-        stats = []
-        for _ in range(cfg.update_epochs):
-            perm = torch.randperm(self.num_envs, generator=self.generator, device=self.device)
-            for start in range(0, self.num_envs - mb_size + 1, mb_size):
-                mb = perm[start:start + mb_size]
-                logits, newvalue, _ = self.policy.sequence(s.obs[:, mb], tuple(x[mb] for x in state0))
-                flat = lambda x: x.reshape(1, -1)   # noqa: E731  [T, n] -> [1, T*n]
-                newlogp = log_prob(logits, s.actions[:, mb])
-                pg_loss, approx_kl, clipfrac = clipped_surrogate(flat(newlogp), flat(s.logprobs[:, mb]),
-                                                                 flat(adv[:, mb]), cfg.clip_coef, True)
-                v_loss = value_loss(flat(newvalue), flat(s.values[:, mb]), flat(returns[:, mb]), None)
-                ent = entropy(logits).mean()
-                loss = (pg_loss - cfg.ent_coef * ent + cfg.vf_coef * v_loss).sum()
-                self.optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
-                stats.append(torch.stack([pg_loss.mean(), v_loss.mean(), ent, approx_kl.mean(), clipfrac.mean()]))
-        self.num_updates += 1
-        mean = torch.stack(stats).mean(0).tolist()
-        return dict(zip(("losses/policy", "losses/value", "losses/entropy", "losses/approx_kl", "losses/clipfrac"), mean))
+        batch = Batch(s.obs, s.actions, s.logprobs, s.values, adv, returns)   # [T, N, ...]
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        def minibatch_loss(mb: torch.Tensor):
+            b = batch.map(lambda x: x[:, mb])
+            logits, newvalue, _ = self.policy.sequence(b.obs, tuple(x[mb] for x in state0))
+            flat = lambda x: x.flatten(0, 1)   # noqa: E731  [T, n, ...] -> [T*n, ...], one learner
+            return ppo_loss(flat(logits), flat(newvalue), b.map(flat), cfg.clip_coef, cfg.ent_coef, cfg.vf_coef)
+
+        minibatches = shuffled_minibatches(self.num_envs, cfg.num_minibatches, cfg.update_epochs, self.generator)
+        stats = optimise(self.optimizer, minibatch_loss, minibatches, cfg.max_grad_norm)
+        self.num_updates += 1
+        return mean_stats(stats)
 
     def state_dict(self) -> dict:
-        return {"params": self.policy_state(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "num_updates": self.num_updates}
+        return {"params": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "num_updates": self.num_updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["params"])

@@ -5,7 +5,8 @@ import torch
 from agents.config import AgentConfig, PPOConfig
 from agents.functional import clip_grad_norm_per_learner
 from agents.policies import MLPPolicy
-from agents.ppo import PPO, EpisodeLengthError
+from agents.ppo import PPO
+from agents.update import EpisodeLengthError
 from testbed.env import SpectrumVectorEnv
 
 OBS, HEADS, LEVELS, STEPS = 6, 2, 3, 8
