@@ -57,7 +57,7 @@ def _measured_loop(net, steps: int) -> dict:
 
 def mock_section(args) -> dict:
     """Measured loop on the mock bench vs the simulator, same config, same actions."""
-    from hardware.measured import make_backend
+    from testbed.backends import make_backend
     from sim.network import SimNetwork
     from testbed.config import load_config
 
@@ -91,14 +91,14 @@ def mock_section(args) -> dict:
 def dsp_section(args) -> dict:
     """Estimator speed and accuracy at the default HardwareConfig."""
     from hardware.config import HardwareConfig
-    from hardware.dsp import PilotPlan, estimate, link_sinr
-    from hardware.medium import RfMedium
+    from hardware.dsp import estimate, link_sinr
+    from hardware.emulated.medium import RfMedium
 
     hw = HardwareConfig()
     fs, n = hw.sample_rate_hz, hw.capture_samples
-    plan = PilotPlan(3, 5, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
+    plan = hw.pilot_plan(3, 5)
     noise_band = 1e-6
-    medium = RfMedium(fs, noise_w=noise_band * plan.fft_size / plan.bins_per_band, seed=1)
+    medium = RfMedium(fs, noise_fs=noise_band * plan.fft_size / plan.bins_per_band, seed=1)
     ports = [medium.attach(f"bs{b}") for b in range(3)]
     ue = medium.attach("ue")
     rng = np.random.default_rng(2)
@@ -137,13 +137,13 @@ def dsp_section(args) -> dict:
 # --- pluto (issue 5): the measured loop over emulated Plutos -----------------------------------
 def pluto_section(args) -> dict:
     """configs/bench_pluto.yaml on two Plutos emulated over libiio's network protocol (real pyadi-iio
-    and libiio client, hardware.iiod_emulator on 127.0.0.1), against the same radio map on mock
+    and libiio client, hardware.emulated.iiod on 127.0.0.1), against the same radio map on mock
     radios in the same run: steps/s of the measured loop, and the median time of one 4096-sample
     capture (the Pluto driver's rx() against the mock radio's)."""
     import dataclasses
 
-    from hardware.iiod_emulator import serve_bench
-    from hardware.measured import make_backend
+    from hardware.emulated.iiod import serve_bench
+    from testbed.backends import make_backend
     from testbed.config import load_config
 
     config = load_config("bench_pluto", {"hardware": {"settle_s": 0.0}})
@@ -184,16 +184,24 @@ def _open_bridge_radios(fg, names, hw) -> dict:
     """ZmqRadios on the named nodes of a running flowgraph, with the hardware section's limits."""
     from types import SimpleNamespace
 
-    from hardware.zmq_radio import ZmqRadio
+    from hardware.drivers.gnuradio import ZmqRadio
 
     return {n: ZmqRadio(n, hw.limits(), SimpleNamespace(**fg.endpoints(n)), timeout_s=hw.timeout_s) for n in names}
 
 
-def _burst_roundtrip_ms(tx, rx, repeats: int) -> float:
-    """Median time for 4096 samples of a cyclic burst to go through the flowgraph and come back."""
-    from hardware.radio import _BURST_KEY, TxBurst
+def _burst_roundtrip_ms(tx, rx, repeats: int, power_fs: float = 1e-3) -> float:
+    """Median time for 4096 samples of a cyclic pilot burst from ``tx`` to go through the
+    flowgraph and come back at ``rx``. The burst goes through the Transmitter, the only way to
+    radiate: one BS on ``tx`` at ``power_fs`` (full-scale units) in every band."""
+    from hardware.config import HardwareConfig
+    from hardware.transmitter import Transmitter
+    from sim.safety import apply_safety_filter
 
-    tx.send(TxBurst(np.full(4096, 0.1, dtype=np.complex64), cyclic=True, _key=_BURST_KEY))
+    plan = HardwareConfig().pilot_plan(num_bs=1, num_bands=4)
+    shape = (1, plan.num_bs, plan.num_bands)
+    safe = apply_safety_filter(torch.ones(shape, dtype=torch.long), torch.zeros(shape), torch.tensor([0.0, 1.0]),
+                               i_max_w=1.0)
+    Transmitter({tx.name: tx}, [tx.name], plan).transmit(safe, 0, np.full(shape[1:], power_fs))
     rx.capture(4096)
     times = []
     for _ in range(repeats):
@@ -212,9 +220,11 @@ def gnuradio_section(args) -> dict:
     back) on the bench's medium and on a one-link flowgraph."""
     import dataclasses
 
-    from hardware.gnuradio_bridge.process import FlowgraphProcess, emulator_for
-    from hardware.measured import MeasuredNetwork, make_backend
+    from hardware.emulated.bridge import emulator_flowgraph
+    from hardware.gnuradio_bridge.process import FlowgraphProcess
+    from hardware.measured import MeasuredNetwork
     from hardware.radio import RadioSettings
+    from testbed.backends import make_backend
     from testbed.config import load_config
 
     config = load_config("bench_gnuradio")
@@ -225,11 +235,12 @@ def gnuradio_section(args) -> dict:
     mock_radios = tuple(dataclasses.replace(e, driver="mock") for e in hw.radios)
     mock_config = dataclasses.replace(config, backend="mock", hardware=dataclasses.replace(hw, radios=mock_radios))
     rates, errors, roundtrip_ms = {}, [], {}
-    with emulator_for(config) as fg:
+    plan = hw.pilot_plan(p.num_bs, p.num_bands)
+    with emulator_flowgraph(hw, p, plan, seed=config.env.seed + 1) as fg:
         for name in ("gnuradio", "mock"):
             if name == "gnuradio":
                 radios = _open_bridge_radios(fg, [e.name for e in hw.radios], hw)
-                net = MeasuredNetwork(p, config.task_ranges, 1, hw, radios, seed=0)
+                net = MeasuredNetwork(p, config.task_ranges, 1, hw, radios, seed=0, plan=plan)
             else:
                 net = make_backend(mock_config, num_envs=1)
             try:

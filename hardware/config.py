@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hardware.dsp import PilotPlan
 from hardware.radio import RadioSettings, TxLimits
 from sim.params import param
+from sim.safety import SafetyViolation
 
 DRIVERS = ("mock", "pluto", "gnuradio")
 
@@ -102,15 +104,12 @@ class HardwareConfig:
             if r.driver == "gnuradio" and not self.start_bridge and not all(addresses):
                 raise ValueError(f"radio {r.name!r}: the gnuradio driver needs control_address, tx_address and "
                                  "rx_address (or start_bridge: true)")
-        if self.tx_gain_db > self.max_tx_gain_db:
-            raise ValueError(f"tx_gain_db={self.tx_gain_db} exceeds the hard limit max_tx_gain_db={self.max_tx_gain_db}")
-        if not any(abs(self.center_hz - f) < 0.5 for f in self.allowed_center_hz):
-            raise ValueError(f"center_hz={self.center_hz:.0f} is not in allowed_center_hz {list(self.allowed_center_hz)}")
         if len(self.sample_rate_range_hz) != 2 or self.sample_rate_range_hz[0] > self.sample_rate_range_hz[1]:
             raise ValueError(f"sample_rate_range_hz must be [low, high], got {list(self.sample_rate_range_hz)}")
-        lo, hi = self.sample_rate_range_hz
-        if not lo <= self.sample_rate_hz <= hi:
-            raise ValueError(f"sample_rate_hz={self.sample_rate_hz:.0f} outside sample_rate_range_hz [{lo:.0f}, {hi:.0f}]")
+        try:
+            self.limits().check_settings(self.settings())   # the drivers' own check, at load time
+        except SafetyViolation as err:
+            raise ValueError(str(err)) from None
         if self.fft_size & (self.fft_size - 1):
             raise ValueError(f"fft_size={self.fft_size} must be a power of two")
         if self.capture_samples % self.fft_size or self.capture_samples < 2 * self.fft_size:
@@ -130,3 +129,7 @@ class HardwareConfig:
     def radios_with_role(self, role: str) -> tuple[RadioEntry, ...]:
         """The radio entries of one role ('bs' or 'ue'), in config order."""
         return tuple(r for r in self.radios if r.role == role)
+
+    def pilot_plan(self, num_bs: int, num_bands: int) -> PilotPlan:
+        """The pilot layout of a network of num_bs BSs and num_bands bands on this bench."""
+        return PilotPlan(num_bs, num_bands, self.fft_size, self.tones_per_bs, self.band_fraction)

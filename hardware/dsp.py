@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
+from sim.channel import sinr_of_received
+
 __all__ = ["PilotPlan", "BandEstimate", "estimate", "band_power", "external_power", "link_sinr"]
 
 _CFO_MIN_COHERENCE = 0.05   # correct the CFO only if this share of the capture power is periodic
@@ -192,6 +194,12 @@ def external_power(plan: PilotPlan, iq: np.ndarray, noise_floor: np.ndarray) -> 
 
 
 def link_sinr(power: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    """SINR of each BS's link at the receiver: S_b / (Σ_{b'≠b} S_b' + residual). [..., B, K]."""
-    total = power.sum(axis=-2, keepdims=True)
-    return power / np.maximum(total - power + residual[..., None, :], np.finfo(np.float64).tiny)
+    """SINR of each BS's link at the receiver, S_b / (Σ_{b'≠b} S_b' + residual), through the
+    simulator's Eq. 6 (``sim.channel.sinr_of_received``); never divides by 0. [..., B, K].
+
+    power [..., B, K] received power of every BS; residual [..., K] noise + external interference.
+    """
+    power = np.asarray(power, dtype=np.float64)
+    num_bs = power.shape[-2]
+    rx = np.broadcast_to(power[..., :, None, :], (*power.shape[:-2], num_bs, num_bs, power.shape[-1]))
+    return sinr_of_received(rx, residual[..., None, :], np.finfo(np.float64).tiny)

@@ -34,20 +34,19 @@ import numpy as np
 import torch
 
 from hardware.config import HardwareConfig
-from hardware.dsp import PilotPlan, band_power, estimate, link_sinr
+from hardware.dsp import PilotPlan, band_power, estimate, external_power, link_sinr
 from hardware.radio import Radio, RadioError, SafetyViolation
-from hardware.scene import TaskScene
 from hardware.transmitter import Transmitter
 from sim.network import SimNetwork
 from sim.params import NetworkParams, TaskRanges
 from sim.safety import SafePowers
-from sim.units import db_to_lin, dbm_to_w
+from sim.units import amplitude_to_db, db_to_lin, dbm_to_w
 
 if TYPE_CHECKING:
+    from hardware.emulated.scene import TaskScene
     from hardware.gnuradio_bridge.process import FlowgraphProcess
-    from hardware.medium import RfMedium
 
-__all__ = ["MeasuredNetwork", "make_backend", "BackendError"]
+__all__ = ["MeasuredNetwork", "BackendError", "close_all", "check_radio_map"]
 
 _HEADROOM = 0.95   # bursts are scaled to at most this share of max_amplitude
 
@@ -61,13 +60,14 @@ class MeasuredNetwork(SimNetwork):
 
     def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int, hw: HardwareConfig,
                  radios: dict[str, Radio], device="cpu", seed: int = 0, task_seed: int | None = None,
-                 scene: TaskScene | None = None, flowgraphs: list[FlowgraphProcess] | None = None):
+                 scene: TaskScene | None = None, flowgraphs: list[FlowgraphProcess] | None = None,
+                 plan: PilotPlan | None = None):
         super().__init__(params, ranges, num_envs, device=device, seed=seed, task_seed=task_seed)
         self.hw = hw
         self.radios = radios
         self.flowgraphs = list(flowgraphs or [])   # bridge processes this backend started; close() stops them
         self.scene = scene
-        self.plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
+        self.plan = plan or hw.pilot_plan(params.num_bs, params.num_bands)   # the backend's, shared with its scene
         self.bs_radio = _bs_radio_map(hw, params.num_bs)
         self.ue_radio = _ue_radio_map(hw, params.num_ue)
         gain_db = {e.name: e.link_gain_db for e in hw.radios}
@@ -96,8 +96,8 @@ class MeasuredNetwork(SimNetwork):
             for n in range(self.num_envs):
                 self._apply_scene(n)
                 for name in dict.fromkeys(self.bs_radio):
-                    power = band_power(self.plan, self.radios[name].capture(self.hw.capture_samples))
-                    excess_w = np.maximum(power - self.noise_floor[name], 0.0) * self.full_scale_w
+                    iq = self.radios[name].capture(self.hw.capture_samples)
+                    excess_w = external_power(self.plan, iq, self.noise_floor[name]) * self.full_scale_w
                     mine = [b for b, r in enumerate(self.bs_radio) if r == name]
                     out[n, mine] = excess_w / self.radio_gain_lin[name]
         return torch.as_tensor(out, dtype=torch.float32, device=self.device)
@@ -147,7 +147,7 @@ class MeasuredNetwork(SimNetwork):
             limit = _HEADROOM * min(self.radios[r].limits.max_amplitude for r in self.bs_radio)
             if peak > limit:
                 boost *= (limit / peak) ** 2
-                backoffs.append(20 * np.log10(peak / limit))
+                backoffs.append(amplitude_to_db(peak / limit))
             link_gain *= boost
             self.transmitter.transmit(safe, n, link_gain)
             if self.hw.settle_s:
@@ -249,67 +249,7 @@ def _ue_radio_map(hw: HardwareConfig, num_ue: int) -> list[str | None]:
     return out
 
 
-def _driver_class(driver: str):
-    """The Radio subclass of a driver, imported only when used."""
-    if driver == "pluto":
-        from hardware.pluto import PlutoRadio
-        return PlutoRadio
-    if driver == "gnuradio":
-        from hardware.zmq_radio import ZmqRadio
-        return ZmqRadio
-    raise BackendError(f"unknown driver {driver!r}")
-
-
-def open_radios(hw: HardwareConfig, backend: str, seed: int = 0) -> tuple[dict[str, Radio], "RfMedium | None"]:
-    """Open every radio of the map (closing those already open if one fails)."""
-    from hardware.medium import RfMedium
-    from hardware.mock import MockRadio
-
-    drivers = {e.driver for e in hw.radios}
-    if backend == "mock" and drivers != {"mock"}:
-        raise BackendError(f"backend mock needs every radio's driver to be mock, got {sorted(drivers)}")
-    if backend != "mock" and "mock" in drivers:
-        raise BackendError(f"backend {backend} drives real radios; hardware.radios lists mock ones")
-    medium = RfMedium(hw.sample_rate_hz, seed=seed) if backend == "mock" else None
-    limits = hw.limits()
-    radios: dict[str, Radio] = {}
-    try:
-        for e in hw.radios:
-            if medium is not None:
-                radios[e.name] = MockRadio(e.name, limits, e, hw.dry_run, medium=medium)
-            else:
-                radios[e.name] = _driver_class(e.driver)(e.name, limits, e, hw.dry_run, timeout_s=hw.timeout_s)
-    except BaseException:
-        close_all(radios)
-        raise
-    return radios, medium
-
-
-def make_backend(config, num_envs: int, device=None, seed: int | None = None) -> MeasuredNetwork:
-    """The measured backend of a testbed Config (backend mock | pluto | gnuradio). With
-    ``hardware.start_bridge`` (gnuradio) it starts the radios' flowgraphs first; ``close()``
-    stops them, and so does a failure here."""
-    if config.backend not in ("mock", "pluto", "gnuradio"):
-        raise BackendError(f"make_backend serves the measured backends, got backend {config.backend!r}")
-    params = config.network
-    seed = config.env.seed if seed is None else seed
-    _bs_radio_map(config.hardware, params.num_bs)
-    _ue_radio_map(config.hardware, params.num_ue)
-    flowgraphs, radios = [], {}
-    try:
-        if config.backend == "gnuradio" and config.hardware.start_bridge:
-            from hardware.gnuradio_bridge.process import start_flowgraphs
-            flowgraphs, config = start_flowgraphs(config)
-        hw = config.hardware
-        radios, medium = open_radios(hw, config.backend, seed)
-        scene = None
-        if medium is not None:
-            plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
-            scene = TaskScene(medium, hw, plan, params)
-        return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device or config.env.device,
-                               seed=seed, task_seed=config.env.task_seed, scene=scene, flowgraphs=flowgraphs)
-    except BaseException:
-        close_all(radios)
-        for fg in flowgraphs:
-            fg.stop()
-        raise
+def check_radio_map(hw: HardwareConfig, params: NetworkParams) -> None:
+    """Raise ``BackendError`` unless every BS has exactly one radio and every UE radio a UE."""
+    _bs_radio_map(hw, params.num_bs)
+    _ue_radio_map(hw, params.num_ue)

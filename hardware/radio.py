@@ -52,10 +52,10 @@ class TxLimits:
                 f"tx_gain_db={s.tx_gain_db} exceeds the hard limit max_tx_gain_db={self.max_tx_gain_db}")
         if not any(abs(s.center_hz - f) < 0.5 for f in self.allowed_center_hz):
             raise SafetyViolation(
-                f"center_hz={s.center_hz:.0f} is not in the allow-list {list(self.allowed_center_hz)}")
+                f"center_hz={s.center_hz:.0f} is not in allowed_center_hz {list(self.allowed_center_hz)}")
         lo, hi = self.sample_rate_range_hz
         if not lo <= s.sample_rate_hz <= hi:
-            raise SafetyViolation(f"sample_rate_hz={s.sample_rate_hz:.0f} outside [{lo:.0f}, {hi:.0f}]")
+            raise SafetyViolation(f"sample_rate_hz={s.sample_rate_hz:.0f} outside sample_rate_range_hz [{lo:.0f}, {hi:.0f}]")
 
     def check_iq(self, iq: np.ndarray) -> None:
         peak = float(np.max(np.abs(iq))) if iq.size else 0.0

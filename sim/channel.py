@@ -46,6 +46,18 @@ def link_gains(gain_lin: torch.Tensor, served_ue: torch.Tensor) -> torch.Tensor:
     return g * (served_ue >= 0).unsqueeze(1)
 
 
+def sinr_of_received(rx_w, external_w, noise_w):
+    """Eq. 6 from received powers: SINR(b,k) = S(b,b,k) / (Σ_{b'≠b} S(b',b,k) + X + N0), linear.
+
+    rx_w [..., B', B, K]: power from BS b' at the receiver of link (b,k); external_w and noise_w
+    broadcast against [..., B, K]. The one SINR formula of the project: the simulator, the
+    reference policies and the pilot estimator (``hardware.dsp``) all call it. Works on torch
+    tensors and numpy arrays.
+    """
+    signal = rx_w.diagonal(0, -3, -2).swapaxes(-1, -2)      # [..., B, K]
+    return signal / (rx_w.sum(-3) - signal + external_w + noise_w)
+
+
 def sinr(power_w: torch.Tensor, gain_lin: torch.Tensor, served_ue: torch.Tensor,
          external_w: torch.Tensor, noise_w: float) -> torch.Tensor:
     """Eq. 6, linear SINR of every link (b,k); 0 where the link is off or serves nobody.
@@ -53,11 +65,8 @@ def sinr(power_w: torch.Tensor, gain_lin: torch.Tensor, served_ue: torch.Tensor,
     power_w [N, B, K] executed p̂; gain_lin [N, B, U]; served_ue [N, B, K];
     external_w [N, B, K] incumbent power at the served UE, X_ue(u(b,k), k) = X_bs(b, k).
     """
-    g = link_gains(gain_lin, served_ue)                  # [N, B', B, K]
-    rx = power_w.unsqueeze(2) * g                        # [N, B', B, K] received at u(b,k) from b'
-    total = rx.sum(1)                                    # [N, B, K]
-    signal = torch.diagonal(rx, dim1=1, dim2=2).permute(0, 2, 1)  # [N, B, K]
-    return signal / (total - signal + external_w + noise_w)
+    rx = power_w.unsqueeze(2) * link_gains(gain_lin, served_ue)   # [N, B', B, K] received at u(b,k) from b'
+    return sinr_of_received(rx, external_w, noise_w)
 
 
 def interference_map(power_w: torch.Tensor, bs_gain_lin: torch.Tensor,

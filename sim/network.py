@@ -19,9 +19,9 @@ import torch
 
 from sim import channel, reward as rw
 from sim.params import NetworkParams, TaskRanges
-from sim.safety import SafePowers, apply_safety_filter
+from sim.safety import SafePowers, apply_safety_filter, safety_mask
 from sim.tasks import Tasks, sample_tasks
-from sim.units import db_to_lin
+from sim.units import db_to_lin, lin_to_db
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,10 @@ class SimNetwork:
         s = self.state
         return s.incumbent_on * self.tasks.incumbent_power_w.view(-1, 1, 1)
 
+    def mask(self) -> torch.Tensor:
+        """The safety mask the next step's filter applies, 1[I_prev <= I_max]. [N, B, K] bool."""
+        return safety_mask(self.state.map_w, self.params.i_max_w)
+
     def link_sinr(self, safe: SafePowers, served_ue: torch.Tensor, gain_db: torch.Tensor,
                   external_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear SINR [N, B, K] of every link and which were measured [N, B, K] bool (Eq. 6)."""
@@ -202,7 +206,7 @@ class SimNetwork:
             reward=rw.reward(throughput, fairness, cost, penalty, p),
             sinr_violations=sinr_viol, latency_violations=latency_viol,
             blocked_unsafe=safe.blocked.sum((1, 2)),
-            executed_violations=((safe.power_w > 0) & (s.map_w > p.i_max_w)).sum((1, 2)),
+            executed_violations=((safe.power_w > 0) & ~safety_mask(s.map_w, p.i_max_w)).sum((1, 2)),
         )
         self._advance(safe, queue, delay, rate, noise)
         return result
@@ -234,8 +238,8 @@ class SimNetwork:
         """Flat normalised observation [N, obs_dim] float32 (layout: ``obs_layout``)."""
         p, s, n = self.params, self.state, self.num_envs
         gain = (self.tasks.gain_mean_db + s.fading_db + 100.0) / 20.0
-        interference = (10.0 * torch.log10(s.map_w * 1e3 + 1e-30) - p.i_max_dbm) / 10.0
-        mask = (s.map_w <= p.i_max_w).float()
+        interference = (lin_to_db(s.map_w * 1e3 + 1e-30) - p.i_max_dbm) / 10.0
+        mask = self.mask().float()
         delay = s.delay_s / p.max_delay_s
         rate = s.rate_bps / p.bandwidth_hz / 10.0
         level = s.prev_level.float() / (p.num_levels - 1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from sim.params import NetworkParams, TaskRanges
-from sim.units import dbm_to_w
+from sim.units import dbm_to_w, w_to_dbm
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Tasks:
             "fading_std_db": self.fading_std_db,
             "incumbent_occupancy": self.incumbent_occupancy,
             "incumbent_on_steps": self.incumbent_on_steps,
-            "incumbent_power_dbm": 10 * torch.log10(self.incumbent_power_w * 1e3),
+            "incumbent_power_dbm": w_to_dbm(self.incumbent_power_w),
             "mean_traffic_bps": self.traffic_bps.mean(-1),
         }
 

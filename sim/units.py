@@ -1,25 +1,45 @@
-"""Unit conversions. Every dB/dBm/W conversion in the project goes through these."""
+"""Unit conversions. Every dB/dBm/W conversion in the project goes through these; each works
+on Python floats, numpy arrays and torch tensors alike (and returns the same kind)."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 THERMAL_NOISE_DBM_PER_HZ = -174.0
 
 
+def _log10(x):
+    if isinstance(x, torch.Tensor):
+        return torch.log10(x)
+    if isinstance(x, np.ndarray):
+        return np.log10(x)
+    return math.log10(x)
+
+
 def db_to_lin(x_db):
-    """Power ratio in dB to linear (works on floats and tensors)."""
+    """Power ratio in dB to linear."""
     if isinstance(x_db, torch.Tensor):
         return torch.pow(10.0, x_db / 10.0)
     return 10.0 ** (x_db / 10.0)
 
 
 def lin_to_db(x):
-    """Linear power ratio to dB (works on floats and tensors)."""
-    if isinstance(x, torch.Tensor):
-        return 10.0 * torch.log10(x)
-    return 10.0 * math.log10(x)
+    """Linear power ratio to dB."""
+    return 10.0 * _log10(x)
+
+
+def db_to_amplitude(x_db):
+    """Power ratio in dB to the amplitude (voltage) ratio, 10^(x/20)."""
+    if isinstance(x_db, torch.Tensor):
+        return torch.pow(10.0, x_db / 20.0)
+    return 10.0 ** (x_db / 20.0)
+
+
+def amplitude_to_db(x):
+    """Amplitude (voltage) ratio to the power ratio in dB, 20 log10(x)."""
+    return 20.0 * _log10(x)
 
 
 def dbm_to_w(p_dbm):

@@ -12,6 +12,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sim.network import SimNetwork, StepResult
+from sim.units import lin_to_db, w_to_dbm
 from testbed.config import Config, load_config
 
 OBS_BOUND = 10.0
@@ -23,12 +24,8 @@ def make_network(config: Config, num_envs: int, device: str | None = None) -> Si
     if config.backend == "sim":
         return SimNetwork(config.network, config.task_ranges, num_envs, device=device,
                           seed=config.env.seed, task_seed=config.env.task_seed)
-    from hardware.measured import make_backend
+    from testbed.backends import make_backend
     return make_backend(config, num_envs=num_envs, device=device)
-
-
-def _db(x: torch.Tensor) -> torch.Tensor:
-    return 10.0 * torch.log10(x)
 
 
 def step_info(res: StepResult, noise_w: float) -> dict[str, Any]:
@@ -36,7 +33,7 @@ def step_info(res: StepResult, noise_w: float) -> dict[str, Any]:
     active = res.active
     return {
         "gain_db": res.gain_db.cpu().numpy(),
-        "interference_dbm": _db(res.map_w * 1e3).cpu().numpy(),
+        "interference_dbm": w_to_dbm(res.map_w).cpu().numpy(),
         "mask": res.safe.mask.cpu().numpy(),
         "requested_level": res.requested_level.cpu().numpy(),
         "executed_level": res.safe.level.cpu().numpy(),
@@ -46,7 +43,7 @@ def step_info(res: StepResult, noise_w: float) -> dict[str, Any]:
         "noise_w": np.full(active.shape[0], noise_w),
         # a masked array: NaN (and masked) where the link is off, so .mean() averages active links
         "sinr_db": np.ma.masked_invalid(
-            torch.where(active, _db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan"))).cpu().numpy()),
+            torch.where(active, lin_to_db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan"))).cpu().numpy()),
         "measured": res.measured.cpu().numpy(),
         "throughput_bps": res.throughput_bps.cpu().numpy(),
         "fairness": res.fairness.cpu().numpy(),
@@ -129,7 +126,7 @@ class SpectrumVectorEnv(VectorEnv):
 
     def _mask(self) -> np.ndarray:
         """Bands each BS may use at the next step, [N, B, K] bool."""
-        return (self.net.state.map_w <= self.params.i_max_w).cpu().numpy()
+        return self.net.mask().cpu().numpy()
 
     def _task(self) -> dict[str, np.ndarray]:
         return {k: v.cpu().numpy() for k, v in self.net.tasks.describe().items()}

@@ -25,8 +25,7 @@ def _view(env):
     net, p = env.net, env.params
     served = channel.round_robin(net.state.t, net.tasks.ue_by_rank, net.tasks.num_assoc, p.num_bands)
     gain = channel.link_gains(db_to_lin(net.tasks.gain_mean_db + net.state.fading_db), served)
-    mask = net.state.map_w <= p.i_max_w
-    return net.level_power_w, gain, net.state.external_w, mask, served >= 0
+    return net.level_power_w, gain, net.state.external_w, net.mask(), served >= 0
 
 
 def _band_throughput(power_w, gain, external_w, noise_w, has_ue):
@@ -34,10 +33,7 @@ def _band_throughput(power_w, gain, external_w, noise_w, has_ue):
 
     power_w [..., B, K] (leading dims broadcast against gain [N, B', B, K]) -> [..., K] in units of W.
     """
-    rx = power_w.unsqueeze(-2) * gain                  # [..., B', B, K]
-    total = rx.sum(-3)
-    signal = torch.diagonal(rx, dim1=-3, dim2=-2).movedim(-1, -2)  # [..., B, K]
-    sinr = signal / (total - signal + external_w + noise_w)
+    sinr = channel.sinr_of_received(power_w.unsqueeze(-2) * gain, external_w, noise_w)   # [..., B, K]
     return (torch.log2(1.0 + sinr) * has_ue).sum(-2)
 
 

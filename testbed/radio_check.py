@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import torch
 
-from hardware.measured import BackendError, MeasuredNetwork, make_backend
+from hardware.measured import BackendError, MeasuredNetwork
+from testbed.backends import make_backend
 from hardware.radio import RadioError, SafetyViolation
+from sim.units import lin_to_db, w_to_dbm
 from testbed.config import load_config
 
 
@@ -25,7 +27,7 @@ def add_command(subparsers) -> None:
 
 def _dbm(x_w) -> np.ndarray:
     """W to dBm for arrays (0 W reads -300 dBm)."""
-    return 10.0 * np.log10(np.maximum(np.asarray(x_w, dtype=float), 1e-33) * 1e3)
+    return w_to_dbm(np.maximum(np.asarray(x_w, dtype=float), 1e-33))
 
 
 def _table(title: str, rows: list[str], cells: list[list[str]]) -> str:
@@ -47,14 +49,14 @@ def report(net: MeasuredNetwork, seed: int) -> str:
                   names, [[f"{v:.1f}" for v in row] for row in floor_dbm])]
     net.reset(seed=seed)
     external = net.state.external_w[0].cpu().numpy()                  # [B, K]
-    masked = external > p.i_max_w
+    masked = ~net.mask()[0].cpu().numpy()                             # with TX off the map is X
     cells = [[("-" if x <= 0 else f"{_dbm(x):.1f}") + ("*" if m else " ") for x, m in zip(row, mrow)]
              for row, mrow in zip(external, masked)]
     out.append(_table(f"occupancy with TX off: external interference above the floor (dBm; * = above I_max "
                       f"{p.i_max_dbm:.0f} dBm, masked)", [f"BS {b} ({net.bs_radio[b]})" for b in range(p.num_bs)], cells))
-    level = (net.state.map_w <= p.i_max_w).long() * (p.num_levels - 1)
+    level = net.mask().long() * (p.num_levels - 1)
     res = net.step(level)
-    sinr_db = torch.where(res.active, 10 * torch.log10(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan")))
+    sinr_db = torch.where(res.active, lin_to_db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan")))
     tags = np.where(res.measured[0].cpu().numpy(), "m", "s")
     cells = [[f"{v:.1f}{t}" if np.isfinite(v) else "- " for v, t in zip(row, trow)]
              for row, trow in zip(sinr_db[0].cpu().numpy(), tags)]

@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def pluto_emulator():
     """An emulated Pluto on a free 127.0.0.1 port, on its own RF medium (2 MS/s, noise 1e-10)."""
-    from hardware.iiod_emulator import IIODEmulator
+    from hardware.emulated.iiod import IIODEmulator
 
     with IIODEmulator() as emu:
         yield emu

@@ -16,12 +16,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from hardware.pluto_model import RX_FULL_SCALE, TX_FULL_SCALE
 from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
 
-__all__ = ["PlutoRadio", "TX_GAIN_RANGE_DB", "TX_GAIN_STEP_DB", "SAMPLE_RATE_RANGE_HZ",
+__all__ = ["PlutoRadio", "TX_FULL_SCALE", "RX_FULL_SCALE", "TX_GAIN_RANGE_DB", "TX_GAIN_STEP_DB", "SAMPLE_RATE_RANGE_HZ",
            "BANDWIDTH_RANGE_HZ", "CENTER_RANGE_HZ"]
 
+TX_FULL_SCALE = 32767.0                 # int16 DAC sample value of amplitude 1.0 (le:S16/16)
+RX_FULL_SCALE = 2048.0                  # 12-bit ADC sample value of amplitude 1.0 (le:S12/16)
 TX_GAIN_RANGE_DB = (-89.75, 0.0)        # TX gain = minus the attenuation, dB
 TX_GAIN_STEP_DB = 0.25
 SAMPLE_RATE_RANGE_HZ = (521e3, 61.44e6)  # pyadi-iio refuses below 521 kS/s

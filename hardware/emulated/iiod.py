@@ -12,7 +12,7 @@ RX buffers are what the port receives, scaled by the RX gain and quantised to th
 (full scale 2^11). Several emulators attached to one medium hear each other. With the debug
 attribute ``loopback`` at 1 (the AD936x digital loopback) RX buffers are the TX samples.
 
-    python -m hardware.iiod_emulator --port 30431      # serves until Ctrl-C
+    python -m hardware.emulated.iiod --port 30431      # serves until Ctrl-C
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hardware.config import HardwareConfig
-from hardware.dsp import PilotPlan
-from hardware.medium import RfMedium
-from hardware.pluto_model import LIBIIO_VERSION, RX_FULL_SCALE, TX_FULL_SCALE, AttrError, PlutoModel
-from hardware.scene import TaskScene
+from hardware.drivers.pluto import RX_FULL_SCALE, TX_FULL_SCALE
+from hardware.emulated.medium import RfMedium
+from hardware.emulated.pluto_model import LIBIIO_VERSION, AttrError, PlutoModel
+from hardware.emulated.scene import TaskScene
 from sim.params import NetworkParams
+from sim.units import db_to_amplitude
 
-__all__ = ["IIODEmulator", "serve", "serve_bench"]
+__all__ = ["IIODEmulator", "serve", "serve_bench", "serve_until_signal"]
 
 DEFAULT_SAMPLE_RATE_HZ = 2e6     # sample rate of a private medium (the bench default)
 
@@ -314,7 +315,7 @@ class IIODEmulator:
                 rx, scale = self._looped_back(num_samples), RX_FULL_SCALE
             else:
                 rx = self.rf_port.receive(num_samples, self._rf_state())      # [num_samples] complex
-                scale = RX_FULL_SCALE * 10 ** (self.model.rx_gain_db / 20)
+                scale = RX_FULL_SCALE * db_to_amplitude(self.model.rx_gain_db)
         buf.samples_done += num_samples
         iq = np.empty((num_samples, 2), np.float64)
         iq[:, 0], iq[:, 1] = rx.real, rx.imag
@@ -360,7 +361,7 @@ class IIODEmulator:
         Called again when the TX gain or LO changes under a cyclic buffer (its phase restarts).
         """
         iq, cyclic = self._tx
-        gain = 10 ** (self.model.tx_gain_db / 20)
+        gain = db_to_amplitude(self.model.tx_gain_db)
         self.rf_port.transmit((iq * gain).astype(np.complex64), cyclic, self._rf_state())
 
     def _rf_state(self) -> dict:
@@ -368,83 +369,69 @@ class IIODEmulator:
 
 
 def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime: bool = False,
-          sample_rate_hz: float = DEFAULT_SAMPLE_RATE_HZ, noise_w: float = 1e-10, link_gain_db: float = 0.0,
+          sample_rate_hz: float = DEFAULT_SAMPLE_RATE_HZ, noise_fs: float = 1e-10, link_gain_db: float = 0.0,
           interferers: tuple[tuple[float, float, float], ...] = (), seed: int = 0) -> list[IIODEmulator]:
     """Start num_radios emulated Plutos (pluto0, pluto1, ...) sharing one new medium.
 
     Every link between them (a radio hearing itself included) has ``link_gain_db``; each
-    interferer (f_lo_hz, f_hi_hz, power_w) is heard by every radio at 0 dB.
+    interferer (f_lo_hz, f_hi_hz, power_fs) is heard by every radio at 0 dB.
     """
-    medium = RfMedium(sample_rate_hz=sample_rate_hz, noise_w=noise_w, seed=seed)
+    medium = RfMedium(sample_rate_hz=sample_rate_hz, noise_fs=noise_fs, seed=seed)
     names = [f"pluto{i}" for i in range(num_radios)]
     emulators = [IIODEmulator(medium, name=n, host=host, port=port + i if port else 0, realtime=realtime)
                  for i, n in enumerate(names)]
     for tx in names:
         for rx in names:
             medium.set_link(tx, rx, gain_db=link_gain_db)
-    for i, (f_lo_hz, f_hi_hz, power_w) in enumerate(interferers):
-        medium.set_interferer(f"interferer{i}", f_lo_hz, f_hi_hz, power_w, {n: 0.0 for n in names})
+    for i, (f_lo_hz, f_hi_hz, power_fs) in enumerate(interferers):
+        medium.set_interferer(f"interferer{i}", f_lo_hz, f_hi_hz, power_fs, {n: 0.0 for n in names})
     return [emu.start() for emu in emulators]
 
 
 def serve_bench(hw: HardwareConfig, params: NetworkParams, host: str = "127.0.0.1", realtime: bool = False,
                 seed: int = 0) -> tuple[list[IIODEmulator], HardwareConfig]:
     """Emulate the radios of a bench config: one Pluto per radio entry, all on one medium set as
-    the mock bench's (``hardware.scene.TaskScene``): N0 in every band at the radios' samples under
+    the mock bench's (``hardware.emulated.scene.TaskScene``): N0 in every band at the radios' samples under
     ``full_scale_dbm``, and each UE radio hearing the BS radios with its ``link_gain_db``.
 
     Returns the started emulators and ``hw`` with every radio's uri pointing at its emulator.
     """
     medium = RfMedium(hw.sample_rate_hz, seed=seed)
     emulators = {e.name: IIODEmulator(medium, name=e.name, host=host, realtime=realtime) for e in hw.radios}
-    plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
-    TaskScene(medium, hw, plan, params)
+    TaskScene(medium, hw, hw.pilot_plan(params.num_bs, params.num_bands), params)
     radios = tuple(dataclasses.replace(e, uri=emulators[e.name].uri) for e in hw.radios)
     return [emu.start() for emu in emulators.values()], dataclasses.replace(hw, radios=radios)
 
 
 def _interferer(text: str) -> tuple[float, float, float]:
-    f_lo_hz, f_hi_hz, power_w = (float(v) for v in text.split(","))
-    return f_lo_hz, f_hi_hz, power_w
-
-
-def _serve_config(source: str, write_to: str | None, host: str, realtime: bool, seed: int) -> list[IIODEmulator]:
-    """serve_bench for a config file; optionally write the config pointed at the emulators."""
-    from testbed.config import load_config, save_config
-
-    config = load_config(source)
-    emulators, hw = serve_bench(config.hardware, config.network, host, realtime, seed)
-    if write_to:
-        save_config(dataclasses.replace(config, hardware=hw), write_to)
-    return emulators
+    f_lo_hz, f_hi_hz, power_fs = (float(v) for v in text.split(","))
+    return f_lo_hz, f_hi_hz, power_fs
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve emulated Plutos sharing one RF medium until SIGINT/SIGTERM; prints one URI a line."""
-    ap = argparse.ArgumentParser(prog="python -m hardware.iiod_emulator", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m hardware.emulated.iiod", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ap.add_argument("--port", type=int, default=0, help="TCP port of the first radio, the next ones follow (0 = free ports)")
     ap.add_argument("--num-radios", type=int, default=1, help="emulated Plutos sharing one medium")
     ap.add_argument("--realtime", action="store_true", help="pace RX buffers to the sample rate")
     ap.add_argument("--sample-rate-hz", type=float, default=DEFAULT_SAMPLE_RATE_HZ,
                     help="sample rate of the medium (set the radios to the same rate)")
-    ap.add_argument("--noise-w", type=float, default=1e-10, help="receiver noise power per sample, full scale = 1")
+    ap.add_argument("--noise-fs", type=float, default=1e-10, help="receiver noise power per sample, full scale = 1")
     ap.add_argument("--link-gain-db", type=float, default=0.0, help="power gain of every link in dB")
-    ap.add_argument("--interferer", type=_interferer, action="append", default=[], metavar="F_LO_HZ,F_HI_HZ,POWER_W",
+    ap.add_argument("--interferer", type=_interferer, action="append", default=[], metavar="F_LO_HZ,F_HI_HZ,POWER_FS",
                     help="external band-limited noise (RF Hz, full scale = 1) heard by every radio; repeatable")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
-    ap.add_argument("--bench", metavar="CONFIG", help="emulate every radio of this config's radio map instead "
-                                                      "(noise, links and rates from the config; ignores the medium options)")
-    ap.add_argument("--write-config", metavar="PATH", help="with --bench: write the config with the emulators' URIs here")
     args = ap.parse_args(argv)
+    serve_until_signal(serve(args.num_radios, args.port, args.host, args.realtime, args.sample_rate_hz,
+                             args.noise_fs, args.link_gain_db, tuple(args.interferer), args.seed))
+
+
+def serve_until_signal(emulators: list[IIODEmulator]) -> None:
+    """Print every emulator's URI, one a line, serve until SIGINT/SIGTERM, then stop them."""
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    if args.bench:
-        emulators = _serve_config(args.bench, args.write_config, args.host, args.realtime, args.seed)
-    else:
-        emulators = serve(args.num_radios, args.port, args.host, args.realtime, args.sample_rate_hz, args.noise_w,
-                          args.link_gain_db, tuple(args.interferer), args.seed)
     for emu in emulators:
         print(emu.uri, flush=True)
     done.wait()

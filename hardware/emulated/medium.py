@@ -1,6 +1,6 @@
 """A shared simulated RF medium: every port hears every transmitting port through its link.
 
-    medium = RfMedium(sample_rate_hz=2e6, noise_w=1e-10, seed=0)
+    medium = RfMedium(sample_rate_hz=2e6, noise_fs=1e-10, seed=0)
     a, b = medium.attach("bs0"), medium.attach("ue0")
     medium.set_link("bs0", "ue0", gain_db=-3.0, cfo_hz=100.0, delay_samples=5)
     a.transmit(iq, cyclic=True)          # complex64 [L], repeats until muted
@@ -11,7 +11,7 @@ Time is one sample clock shared by all ports; each ``receive(n)`` covers the nex
 A cyclic burst repeats from the instant it was sent; a one-shot burst plays once. A link applies
 a power gain, a carrier frequency offset (continuous phase) and an integer delay; it defaults to
 0 dB, 0 Hz, 0 samples, including a port hearing itself (a loopback cable). Powers are mean
-|IQ|² (full scale = 1). Frequencies are RF in Hz: a port's LO comes from the optional ``state``
+|IQ|² in full-scale units (names end in ``_fs``; full scale = 1). Frequencies are RF in Hz: a port's LO comes from the optional ``state``
 dict (``tx_lo_hz``, ``rx_lo_hz``) its driver passes; the TX-RX LO difference shifts the signal,
 and a port without LO state sits at 0 Hz (baseband). External interferers are band-limited
 Gaussian noise heard by chosen ports. Thread-safe (emulators serve clients from threads).
@@ -22,6 +22,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from sim.units import db_to_amplitude, db_to_lin
 
 __all__ = ["RfMedium", "MediumPort", "Link", "Interferer"]
 
@@ -37,11 +39,11 @@ class Link:
 
 @dataclass(frozen=True)
 class Interferer:
-    """Band-limited Gaussian noise on [f_lo_hz, f_hi_hz] (RF), power_w at 0 dB gain."""
+    """Band-limited Gaussian noise on [f_lo_hz, f_hi_hz] (RF), power_fs at 0 dB gain."""
 
     f_lo_hz: float
     f_hi_hz: float
-    power_w: float
+    power_fs: float
     gain_db: dict               # receiving port name -> power gain in dB; ports not listed hear nothing
 
 
@@ -83,13 +85,13 @@ class MediumPort:
 class RfMedium:
     """Ports, the links between them, receiver noise and external interferers."""
 
-    def __init__(self, sample_rate_hz: float, noise_w: float = 1e-10, seed: int = 0):
+    def __init__(self, sample_rate_hz: float, noise_fs: float = 1e-10, seed: int = 0):
         if sample_rate_hz <= 0:
             raise ValueError(f"sample_rate_hz must be > 0, got {sample_rate_hz}")
         self.sample_rate_hz = float(sample_rate_hz)
         self.ports: dict[str, MediumPort] = {}
         self._links: dict[tuple[str, str], Link] = {}
-        self._noise_w: dict[str | None, float] = {None: float(noise_w)}
+        self._noise_fs: dict[str | None, float] = {None: float(noise_fs)}
         self._interferers: dict[str, Interferer] = {}
         self._rng = np.random.default_rng(seed)
         self._clock = 0
@@ -123,20 +125,20 @@ class RfMedium:
     def link(self, tx: str, rx: str) -> Link:
         return self._links.get((tx, rx), Link())
 
-    def set_noise(self, noise_w: float, rx: str | None = None) -> None:
+    def set_noise(self, noise_fs: float, rx: str | None = None) -> None:
         """Receiver noise power per sample (over the whole sample rate) at ``rx``, or the default."""
-        if noise_w < 0:
-            raise ValueError(f"noise_w must be >= 0, got {noise_w}")
+        if noise_fs < 0:
+            raise ValueError(f"noise_fs must be >= 0, got {noise_fs}")
         with self._lock:
-            self._noise_w[rx] = float(noise_w)
+            self._noise_fs[rx] = float(noise_fs)
 
-    def set_interferer(self, name: str, f_lo_hz: float, f_hi_hz: float, power_w: float,
+    def set_interferer(self, name: str, f_lo_hz: float, f_hi_hz: float, power_fs: float,
                        gain_db: dict[str, float]) -> None:
         """Add or replace an external interferer heard by the ports in ``gain_db``."""
-        if not f_lo_hz < f_hi_hz or power_w < 0:
-            raise ValueError(f"interferer {name!r}: need f_lo_hz < f_hi_hz and power_w >= 0")
+        if not f_lo_hz < f_hi_hz or power_fs < 0:
+            raise ValueError(f"interferer {name!r}: need f_lo_hz < f_hi_hz and power_fs >= 0")
         with self._lock:
-            self._interferers[name] = Interferer(float(f_lo_hz), float(f_hi_hz), float(power_w), dict(gain_db))
+            self._interferers[name] = Interferer(float(f_lo_hz), float(f_hi_hz), float(power_fs), dict(gain_db))
 
     def remove_interferer(self, name: str) -> None:
         with self._lock:
@@ -153,8 +155,8 @@ class RfMedium:
         with self._lock:
             t0 = self._clock
             self._clock += n
-            noise_w = self._noise_w.get(port.name, self._noise_w[None])
-            out = np.sqrt(noise_w / 2) * (self._rng.standard_normal(n) + 1j * self._rng.standard_normal(n))
+            noise_fs = self._noise_fs.get(port.name, self._noise_fs[None])
+            out = np.sqrt(noise_fs / 2) * (self._rng.standard_normal(n) + 1j * self._rng.standard_normal(n))
             t = np.arange(t0, t0 + n)
             for src in self.ports.values():
                 if src._iq is not None:
@@ -172,7 +174,7 @@ class RfMedium:
         else:
             inside = (k >= 0) & (k < length)
             x = np.where(inside, src._iq[np.clip(k, 0, length - 1)], 0)
-        x = x * np.sqrt(10.0 ** (link.gain_db / 10.0))
+        x = x * db_to_amplitude(link.gain_db)
         shift_hz = link.cfo_hz + src._tx_lo_hz - rx_lo_hz
         if shift_hz:
             x = x * np.exp(2j * np.pi * shift_hz / self.sample_rate_hz * t)
@@ -183,13 +185,13 @@ class RfMedium:
         spectrum = None
         freqs = np.fft.fftfreq(n, d=1.0 / self.sample_rate_hz) + rx_lo_hz
         for itf in self._interferers.values():
-            if rx not in itf.gain_db or itf.power_w == 0:
+            if rx not in itf.gain_db or itf.power_fs == 0:
                 continue
             bins = (freqs >= itf.f_lo_hz) & (freqs < itf.f_hi_hz)
             num_bins = int(bins.sum())
             if num_bins == 0:
                 continue
-            power = itf.power_w * 10.0 ** (itf.gain_db[rx] / 10.0)
+            power = itf.power_fs * db_to_lin(itf.gain_db[rx])
             scale = np.sqrt(power * n / num_bins / 2)
             if spectrum is None:
                 spectrum = np.zeros(n, dtype=np.complex128)

@@ -1,4 +1,4 @@
-"""A radio in pure Python on a shared :class:`hardware.medium.RfMedium`, with injectable faults.
+"""A radio in pure Python on a shared :class:`hardware.emulated.medium.RfMedium`, with injectable faults.
 
 TX IQ goes on the medium scaled by the TX gain; captures are what the medium delivers, scaled
 by the RX gain. ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from hardware.config import RadioEntry
-from hardware.medium import RfMedium
+from hardware.emulated.medium import RfMedium
 from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
+from sim.units import db_to_amplitude
 
 __all__ = ["MockRadio", "FAULTS"]
 
@@ -65,12 +66,12 @@ class MockRadio(Radio):
 
     def _send(self, iq: np.ndarray, cyclic: bool) -> None:
         self._operation("send")
-        gain = np.float32(10.0 ** (self.settings.tx_gain_db / 20.0))
+        gain = np.float32(db_to_amplitude(self.settings.tx_gain_db))
         self.port.transmit(iq * gain, cyclic, self._state())
 
     def _capture(self, num_samples: int) -> np.ndarray:
         self._operation("capture")
-        gain = np.float32(10.0 ** (self.settings.rx_gain_db / 20.0))
+        gain = np.float32(db_to_amplitude(self.settings.rx_gain_db))
         return self.port.receive(num_samples, self._state()) * gain
 
     def _mute(self) -> None:

@@ -1,6 +1,6 @@
 """The ADALM-Pluto as libiio sees it: devices, channels, attributes, value ranges, context XML.
 
-Used by the IIOD emulator (``hardware.iiod_emulator``). Ranges are those of a stock Pluto
+Used by the IIOD emulator (``hardware.emulated.iiod``). Ranges are those of a stock Pluto
 (AD9363): LO 325 MHz–3.8 GHz, RF bandwidth 200 kHz–20 MHz, sample rate 2.083–61.44 MS/s
 (down to 520.833 kS/s with the decimate-by-4 FIR enabled), TX attenuation 0–89.75 dB in
 0.25 dB steps, RX gain -3..71 dB (-1..73 dB below 1.3 GHz) in 1 dB steps. Writes outside a range
@@ -13,12 +13,10 @@ import errno
 from dataclasses import dataclass, field
 from xml.sax.saxutils import quoteattr
 
-__all__ = ["AttrError", "PlutoModel", "LIBIIO_VERSION", "TX_FULL_SCALE", "RX_FULL_SCALE"]
+__all__ = ["AttrError", "PlutoModel", "LIBIIO_VERSION"]
 
 LIBIIO_VERSION = ("0", "24", "c4498c2")   # major, minor, git tag the emulated iiod reports
 
-TX_FULL_SCALE = 32767.0      # int16 DAC sample value of amplitude 1.0 (le:S16/16)
-RX_FULL_SCALE = 2048.0       # 12-bit ADC sample value of amplitude 1.0 (le:S12/16)
 LO_RANGE_HZ = (325_000_000, 3_800_000_000)
 BW_RANGE_HZ = (200_000, 20_000_000)
 RATE_MAX_HZ = 61_440_000

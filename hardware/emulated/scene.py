@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from hardware.config import HardwareConfig
+from hardware.config import HardwareConfig, RadioEntry
 from hardware.dsp import PilotPlan
-from hardware.medium import RfMedium
+from hardware.emulated.medium import RfMedium
 from sim.params import NetworkParams
 from sim.units import db_to_lin, dbm_to_w
 
-__all__ = ["TaskScene"]
+__all__ = ["TaskScene", "antenna_noise_fs", "antenna_link_gain_db"]
+
+
+def antenna_noise_fs(hw: HardwareConfig, params: NetworkParams, plan: PilotPlan) -> float:
+    """Receiver noise power per sample at the antenna, full-scale units, such that every band
+    holds N0 after the RX gain: N0 / full_scale_w / G_rx, spread over the band's share of bins."""
+    noise_band_fs = params.noise_w / dbm_to_w(hw.full_scale_dbm) / db_to_lin(hw.rx_gain_db)
+    return noise_band_fs * plan.fft_size / plan.bins_per_band
+
+
+def antenna_link_gain_db(hw: HardwareConfig, entry: RadioEntry) -> float:
+    """Gain of the medium's link into a radio, antenna to antenna, in dB: the entry's total
+    ``link_gain_db`` (TX gain + path + RX gain) less the radios' TX and RX gains."""
+    return entry.link_gain_db - hw.tx_gain_db - hw.rx_gain_db
 
 
 class TaskScene:
@@ -30,11 +43,10 @@ class TaskScene:
         self.band_edges_hz = plan.band_edges_hz(hw.sample_rate_hz) + hw.center_hz     # [K, 2] RF
         self.bs_radio = {b: e.name for e in hw.radios_with_role("bs") for b in e.nodes}
         self.sense_gain_db = {e.name: e.link_gain_db for e in hw.radios_with_role("bs")}
-        noise_band = params.noise_w / self.full_scale_w / self.rx_gain_lin            # per band, at the antenna
-        medium.set_noise(noise_band * plan.fft_size / plan.bins_per_band)
+        medium.set_noise(antenna_noise_fs(hw, params, plan))
         for ue in hw.radios_with_role("ue"):
             for bs in hw.radios_with_role("bs"):
-                medium.set_link(bs.name, ue.name, gain_db=ue.link_gain_db - hw.tx_gain_db - hw.rx_gain_db,
+                medium.set_link(bs.name, ue.name, gain_db=antenna_link_gain_db(hw, ue),
                                 cfo_hz=ue.cfo_hz, delay_samples=ue.delay_samples)
 
     def apply(self, incumbent_w: np.ndarray, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:

@@ -4,8 +4,9 @@
         entry = RadioEntry(name="ue0", driver="gnuradio", role="ue", **fg.endpoints("ue0"))
         radio = ZmqRadio("ue0", limits, entry)
 
-``start_flowgraphs(config)`` starts the flowgraphs a config's radios need (``hardware.start_bridge``).
-Ports are picked free on 127.0.0.1 unless given. ``start()`` waits for the flowgraph's READY line
+``uhd_flowgraph(hw, entry)`` builds the flowgraph of one USRP entry; the emulator's is
+``hardware.emulated.bridge.emulator_flowgraph``; ``testbed.bridge`` picks and starts those a
+config needs. Ports are picked free on 127.0.0.1 unless given. ``start()`` waits for the flowgraph's READY line
 and raises ``BridgeStartError`` with its last output lines if it exits first (no GNU Radio, "no
 USRP found", a port taken). ``stop()`` sends SIGTERM, then SIGKILL after a grace period.
 """
@@ -19,14 +20,15 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 from urllib.parse import urlsplit
 
+from hardware.config import HardwareConfig, RadioEntry
 from hardware.radio import RadioError
 
-__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "emulator_for",
-           "flowgraphs_for", "start_flowgraphs"]
+__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "entry_ports",
+           "host_of", "uhd_flowgraph"]
 
 GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3")  # Debian's GNU Radio bindings
 FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
@@ -186,32 +188,14 @@ def _port(address: str) -> int:
     return (urlsplit(address).port or 0) if address else 0
 
 
-def _host(address: str) -> str:
+def host_of(address: str) -> str:
+    """The host of a ZMQ endpoint, 127.0.0.1 if it is empty."""
     return (urlsplit(address).hostname or "127.0.0.1") if address else "127.0.0.1"
 
 
-def flowgraphs_for(config, **overrides) -> list[FlowgraphProcess]:
-    """The flowgraphs (not started) that the gnuradio radios of a testbed Config talk to.
-
-    Radios without ``device_args`` share one ``emulate`` flowgraph; each radio with
-    ``device_args`` gets a ``uhd`` flowgraph of its own. Ports come from the entries'
-    ``control_address``, ``tx_address`` and ``rx_address`` (none or 0: a free port).
-    """
-    radios = [e for e in config.hardware.radios if e.driver == "gnuradio"]
-    if not radios:
-        raise ValueError("hardware.radios: no radio uses the gnuradio driver")
-    emulated = [e for e in radios if not e.device_args]
-    if emulated and len(emulated) != len(radios):
-        raise ValueError("hardware.radios: either every gnuradio radio has device_args (USRPs) or none "
-                         "(one emulator); got a mix")
-    if emulated:
-        return [emulator_for(config, **overrides)]
-    return [_uhd_for(config, e, **overrides) for e in radios]
-
-
-def _entry_ports(entries) -> tuple[str, dict[str, int]]:
+def entry_ports(entries: Sequence[RadioEntry]) -> tuple[str, dict[str, int]]:
     """The flowgraph's host and the ports the entries name (every radio is a TX+RX node)."""
-    controls = {getattr(e, "control_address", "") for e in entries}
+    controls = {e.control_address for e in entries}
     if len(controls) > 1:
         raise ValueError(f"radios {[e.name for e in entries]} share one flowgraph but name different "
                          f"control_address values {sorted(controls)}")
@@ -219,99 +203,15 @@ def _entry_ports(entries) -> tuple[str, dict[str, int]]:
     ports = {"control": _port(control)}
     ports.update({f"tx:{e.name}": _port(e.tx_address) for e in entries})
     ports.update({f"rx:{e.name}": _port(e.rx_address) for e in entries})
-    return _host(control), {k: v for k, v in ports.items() if v}
+    return host_of(control), {k: v for k, v in ports.items() if v}
 
 
-def _uhd_for(config, entry, **overrides) -> FlowgraphProcess:
-    hw = config.hardware
-    address, ports = _entry_ports([entry])
+def uhd_flowgraph(hw: HardwareConfig, entry: RadioEntry, **overrides) -> FlowgraphProcess:
+    """The uhd-mode flowgraph (not started) of one USRP radio entry (``device_args`` set)."""
+    address, ports = entry_ports([entry])
     options = dict(device_args=entry.device_args, sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz,
                    tx_gain_db=min(hw.tx_gain_db, hw.max_tx_gain_db), rx_gain_db=hw.rx_gain_db,
                    max_tx_gain_db=hw.max_tx_gain_db, heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s))
     options.update(overrides)
     return FlowgraphProcess("uhd", tx=[entry.name], rx=[entry.name], address=address,
-                            client_address=_host(entry.tx_address), ports=ports, **options)
-
-
-def emulator_for(config, **overrides) -> FlowgraphProcess:
-    """An emulate-mode flowgraph (not started) standing in for the bench of a testbed Config.
-
-    Every radio is a TX+RX node (as a USRP would be); links go from every BS radio to every UE
-    radio only (the loop senses with TX off, so BS radios hear only noise and interferers, and
-    the medium stays small). Like the mock bench's scene, receiver noise is the network's N0 per
-    band, and every link into a radio has the total gain (TX gain + link + RX gain)
-    ``link_gain_db``, the carrier offset ``cfo_hz`` and the delay ``delay_samples`` (FIR taps
-    just long enough) of the receiving radio's entry.
-    """
-    from hardware.dsp import PilotPlan
-    from sim.units import db_to_lin, dbm_to_w
-
-    hw, params = config.hardware, config.network
-    bs, ue = hw.radios_with_role("bs"), hw.radios_with_role("ue")
-    plan = PilotPlan(params.num_bs, params.num_bands, hw.fft_size, hw.tones_per_bs, hw.band_fraction)
-    noise_band = params.noise_w / dbm_to_w(hw.full_scale_dbm) / db_to_lin(hw.rx_gain_db)
-    options = dict(sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz, tx_gain_db=hw.tx_gain_db,
-                   rx_gain_db=hw.rx_gain_db, max_tx_gain_db=hw.max_tx_gain_db,
-                   noise_voltage=(noise_band * plan.fft_size / plan.bins_per_band) ** 0.5,
-                   rx_link_gain_db={e.name: e.link_gain_db - hw.tx_gain_db - hw.rx_gain_db for e in hw.radios},
-                   rx_link_cfo_hz={e.name: e.cfo_hz for e in hw.radios if e.cfo_hz},
-                   rx_link_delay={e.name: e.delay_samples for e in hw.radios if e.delay_samples},
-                   num_taps=1 + max(e.delay_samples for e in hw.radios),
-                   link=[f"{b.name}={u.name}" for b in bs for u in ue],
-                   heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s), seed=config.env.seed + 1)
-    options.update(overrides)
-    address, ports = _entry_ports(hw.radios)
-    client = {_host(e.tx_address) for e in hw.radios}
-    names = [e.name for e in hw.radios]
-    return FlowgraphProcess("emulate", tx=names, rx=names, address=address,
-                            client_address=client.pop() if len(client) == 1 else "127.0.0.1", ports=ports, **options)
-
-
-def start_flowgraphs(config) -> tuple[list[FlowgraphProcess], object]:
-    """Start the flowgraphs of a testbed Config's gnuradio radios on free 127.0.0.1 ports
-    (``hardware.start_bridge``): returns them, running, and the Config whose gnuradio radio
-    entries name their endpoints (and whose start_bridge is false: its flowgraphs run). If one
-    fails to start, those already started are stopped."""
-    hw = config.hardware
-    free = tuple(replace(e, control_address="", tx_address="", rx_address="") if e.driver == "gnuradio" else e
-                 for e in hw.radios)
-    flowgraphs = flowgraphs_for(replace(config, hardware=replace(hw, radios=free)))
-    try:
-        for fg in flowgraphs:
-            fg.start()
-    except BaseException:
-        for fg in flowgraphs:
-            fg.stop()
-        raise
-    endpoints = {node: fg.endpoints(node) for fg in flowgraphs for node in {*fg.tx, *fg.rx}}
-    radios = tuple(replace(e, **endpoints[e.name]) if e.driver == "gnuradio" else e for e in hw.radios)
-    return flowgraphs, replace(config, hardware=replace(hw, radios=radios, start_bridge=False))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hardware.gnuradio_bridge.process CONFIG``: run the config's flowgraphs until Ctrl-C."""
-    import argparse
-
-    from testbed.config import load_config
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("config", help="YAML path or preset with backend gnuradio")
-    args = parser.parse_args(argv)
-    flowgraphs = flowgraphs_for(load_config(args.config))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        for fg in flowgraphs:
-            fg.start()
-            print(f"{fg.mode} flowgraph running: {json.dumps(fg.ready)}", flush=True)
-        while not stop.wait(0.5) and all(fg.running for fg in flowgraphs):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        codes = [fg.stop() for fg in flowgraphs]
-    return 0 if stop.is_set() or all(c == 0 for c in codes) else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+                            client_address=host_of(entry.tx_address), ports=ports, **options)

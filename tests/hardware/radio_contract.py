@@ -24,7 +24,7 @@ from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, Safet
 from hardware.transmitter import Transmitter
 from sim.safety import apply_safety_filter
 
-LEVEL_POWER_W = torch.tensor([0.0, 1e-3, 1e-2, 1e-1])
+LEVEL_POWER_FS = torch.tensor([0.0, 1e-3, 1e-2, 1e-1])
 
 
 def safe_powers(level: int = 3, masked_band: int | None = None):
@@ -33,7 +33,7 @@ def safe_powers(level: int = 3, masked_band: int | None = None):
     interference = torch.zeros(1, 1, 2)
     if masked_band is not None:
         interference[0, 0, masked_band] = 1.0
-    return apply_safety_filter(torch.full((1, 1, 2), level), interference, LEVEL_POWER_W, i_max_w=1e-9)
+    return apply_safety_filter(torch.full((1, 1, 2), level), interference, LEVEL_POWER_FS, i_max_w=1e-9)
 
 
 class RadioContract:
@@ -126,7 +126,7 @@ class RadioContract:
     def test_transmitter_refuses_raw_powers(self, radio):
         radio.configure(self.SETTINGS)
         with pytest.raises(SafetyViolation):
-            self.transmitter(radio).transmit(LEVEL_POWER_W[[3, 3]].view(1, 1, 2), 0, np.ones((1, 2)))
+            self.transmitter(radio).transmit(LEVEL_POWER_FS[[3, 3]].view(1, 1, 2), 0, np.ones((1, 2)))
         assert not self.radiating(radio)
 
     def test_masked_band_is_silent(self, radio):

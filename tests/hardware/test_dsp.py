@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hardware.dsp import PilotPlan, band_power, estimate, external_power, link_sinr
-from hardware.medium import RfMedium
+from hardware.emulated.medium import RfMedium
 
 FS_HZ = 2e6
 CAPTURE = 16384          # the default capture length (HardwareConfig.capture_samples)
@@ -19,7 +19,7 @@ def plan():
 
 def bench(plan, seed=0, cfo_hz=0.0):
     """Three BS ports and one UE port; noise set to NOISE_BAND per band; random delays."""
-    medium = RfMedium(FS_HZ, noise_w=NOISE_BAND * plan.fft_size / plan.bins_per_band, seed=seed)
+    medium = RfMedium(FS_HZ, noise_fs=NOISE_BAND * plan.fft_size / plan.bins_per_band, seed=seed)
     rng = np.random.default_rng(seed)
     bs = [medium.attach(f"bs{b}") for b in range(plan.num_bs)]
     ue = medium.attach("ue")
@@ -112,7 +112,7 @@ def test_cfo_is_estimated_and_removed(plan):
 def test_external_interferer_lands_in_the_residual(plan):
     medium, bs, ue = bench(plan)
     lo, hi = plan.band_edges_hz(FS_HZ)[2]
-    medium.set_interferer("incumbent", lo, hi, power_w=50 * NOISE_BAND, gain_db={"ue": 0.0})
+    medium.set_interferer("incumbent", lo, hi, power_fs=50 * NOISE_BAND, gain_db={"ue": 0.0})
     send(plan, bs, np.full((3, 5), 1e-3))
     est = estimate(plan, ue.receive(CAPTURE), FS_HZ)
     assert est.residual[2] == pytest.approx(51 * NOISE_BAND, rel=0.1)
@@ -125,7 +125,7 @@ def test_occupancy_from_tx_off_capture(plan):
     floor = band_power(plan, ue.receive(CAPTURE))
     np.testing.assert_allclose(floor, NOISE_BAND, rtol=0.1)
     lo, hi = plan.band_edges_hz(FS_HZ)[4]
-    medium.set_interferer("incumbent", lo, hi, power_w=100 * NOISE_BAND, gain_db={"ue": 0.0})
+    medium.set_interferer("incumbent", lo, hi, power_fs=100 * NOISE_BAND, gain_db={"ue": 0.0})
     excess = external_power(plan, ue.receive(CAPTURE), floor)
     assert excess[4] == pytest.approx(100 * NOISE_BAND, rel=0.1)
     assert excess[:4].max() < 0.5 * NOISE_BAND

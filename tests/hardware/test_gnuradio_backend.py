@@ -15,8 +15,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hardware.gnuradio_bridge.process import flowgraphs_for, start_flowgraphs
-from hardware.measured import make_backend
+from testbed.bridge import flowgraphs_for, start_flowgraphs
+from testbed.backends import make_backend
 from sim.network import SimNetwork
 from sim.units import db_to_lin, dbm_to_w
 from testbed.config import load_config
@@ -76,18 +76,18 @@ def test_make_backend_starts_the_bridge_and_close_stops_it():
 def test_make_backend_stops_the_bridge_it_started_when_opening_fails(monkeypatch):
     """A flowgraph that hangs right after READY: opening the radios times out, the error
     propagates, and the flowgraph make_backend started is stopped."""
-    import hardware.gnuradio_bridge.process as process
+    import testbed.bridge as bridge
     from hardware.radio import RadioTimeout
 
     started = []
 
-    def start_then_hang(config):
-        flowgraphs, config = start_flowgraphs(config)
+    def start_then_hang(config, plan=None):
+        flowgraphs, config = start_flowgraphs(config, plan)
         started.extend(flowgraphs)
         for fg in flowgraphs:
             fg.signal(signal.SIGSTOP)
         return flowgraphs, config
-    monkeypatch.setattr(process, "start_flowgraphs", start_then_hang)
+    monkeypatch.setattr(bridge, "start_flowgraphs", start_then_hang)
     with pytest.raises(RadioTimeout, match="is the flowgraph running"):
         make_backend(load_config("bench_gnuradio", {"hardware": {"timeout_s": 0.5}}), num_envs=1)
     assert len(started) == 1 and not started[0].running
@@ -198,9 +198,10 @@ def test_no_pilot_where_sensed_interference_exceeds_i_max(safety_net, band, inte
 def _ppo_episodes(config, episodes: int, run_dir, saved: list, on_env=None):
     """An adapting PPO agent (testbed.runner's make_agent and play, as `testbed adapt` runs
     them) for ``episodes`` episodes; ``saved`` collects the checkpoint calls. Returns the env."""
+    from testbed.agent_factory import make_agent
     from testbed.checkpoint import MetricsLog
     from testbed.env import SpectrumVectorEnv
-    from testbed.runner import make_agent, play
+    from testbed.runner import play
 
     env = SpectrumVectorEnv(config)
     try:
@@ -265,7 +266,7 @@ def test_flowgraphs_for_refuses_a_mix_of_usrps_and_emulated_radios():
 
 
 def test_process_cli_runs_a_config_until_sigterm(tmp_path):
-    """python -m hardware.gnuradio_bridge.process CONFIG: the config's flowgraph runs (here on
+    """python -m testbed.bridge CONFIG: the config's flowgraph runs (here on
     free ports) until SIGTERM, then stops it and exits 0."""
     import subprocess
     import sys
@@ -277,7 +278,7 @@ def test_process_cli_runs_a_config_until_sigterm(tmp_path):
         radio["control_address"] = radio["tx_address"] = radio["rx_address"] = "tcp://127.0.0.1:0"
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(data))
-    proc = subprocess.Popen([sys.executable, "-m", "hardware.gnuradio_bridge.process", str(path)],
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.bridge", str(path)],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

@@ -19,7 +19,7 @@ from hardware.dsp import PilotPlan, estimate, link_sinr
 from hardware.gnuradio_bridge.process import FlowgraphProcess, free_port
 from hardware.radio import _BURST_KEY, RadioError, RadioSettings, RadioTimeout, TxBurst, TxLimits
 from hardware.transmitter import Transmitter
-from hardware.zmq_radio import ZmqRadio
+from hardware.drivers.gnuradio import ZmqRadio
 from sim.safety import apply_safety_filter
 from tests.hardware.radio_contract import RadioContract, safe_powers
 

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from hardware.iiod_emulator import IIODEmulator, serve
-from hardware.pluto_model import RX_FULL_SCALE, TX_FULL_SCALE
+from hardware.emulated.iiod import IIODEmulator, serve
+from hardware.drivers.pluto import RX_FULL_SCALE, TX_FULL_SCALE
 
 
 class Raw:
@@ -268,7 +268,7 @@ def test_stop_closes_everything(pluto_emulator):
 
 # --- two radios on one medium, standalone server ---------------------------------------
 def test_base_station_is_heard_by_the_ue_with_the_link_gain():
-    bs, ue = serve(2, noise_w=0.0, link_gain_db=-20.0)
+    bs, ue = serve(2, noise_fs=0.0, link_gain_db=-20.0)
     try:
         medium = bs.medium
         assert ue.medium is medium and medium.link("pluto0", "pluto1").gain_db == -20.0
@@ -297,7 +297,7 @@ def test_base_station_is_heard_by_the_ue_with_the_link_gain():
 
 
 def test_standalone_server_serves_two_radios_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "hardware.iiod_emulator", "--num-radios", "2",
+    proc = subprocess.Popen([sys.executable, "-m", "hardware.emulated.iiod", "--num-radios", "2",
                              "--interferer", "2.4401e9,2.4402e9,1e-6"],
                             stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     try:

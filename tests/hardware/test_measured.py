@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.config import HardwareConfig, RadioEntry
-from hardware.measured import BackendError, _bs_radio_map, _ue_radio_map, make_backend
-from hardware.medium import MediumPort
+from hardware.measured import BackendError, _bs_radio_map, _ue_radio_map
+from testbed.backends import make_backend
+from hardware.emulated.medium import MediumPort
 from hardware.radio import RadioError, RadioTimeout
 from sim.network import SimNetwork
 from testbed.config import ConfigError, load_config

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hardware.medium import RfMedium
-from hardware.mock import MockRadio
+from hardware.emulated.medium import RfMedium
+from hardware.emulated.mock import MockRadio
 from hardware.radio import RadioError, RadioTimeout
 from tests.hardware.radio_contract import RadioContract, safe_powers
 
@@ -16,7 +16,7 @@ FS_HZ = 2e6
 class TestMockContract(RadioContract):
     @pytest.fixture
     def medium(self):
-        return RfMedium(FS_HZ, noise_w=1e-8, seed=0)
+        return RfMedium(FS_HZ, noise_fs=1e-8, seed=0)
 
     @pytest.fixture
     def radio(self, medium):
@@ -43,7 +43,7 @@ def tone(freq_cycles: float, n: int, amp: float = 1.0) -> np.ndarray:
 
 @pytest.fixture
 def pair():
-    medium = RfMedium(FS_HZ, noise_w=0.0, seed=1)
+    medium = RfMedium(FS_HZ, noise_fs=0.0, seed=1)
     return medium, medium.attach("tx"), medium.attach("rx")
 
 
@@ -85,10 +85,10 @@ def test_one_shot_burst_plays_once(pair):
 
 
 def test_noise_power_and_interferer_band():
-    medium = RfMedium(FS_HZ, noise_w=1e-4, seed=2)
+    medium = RfMedium(FS_HZ, noise_fs=1e-4, seed=2)
     rx = medium.attach("rx")
     other = medium.attach("other")
-    medium.set_interferer("inc", 100e3, 300e3, power_w=1e-2, gain_db={"rx": -3.0})
+    medium.set_interferer("inc", 100e3, 300e3, power_fs=1e-2, gain_db={"rx": -3.0})
     y = rx.receive(1 << 16)
     spec = np.abs(np.fft.fftshift(np.fft.fft(y))) ** 2 / y.size ** 2
     freqs = np.fft.fftshift(np.fft.fftfreq(y.size, 1 / FS_HZ))
@@ -102,7 +102,7 @@ def test_noise_power_and_interferer_band():
 
 
 def test_several_radios_share_the_medium():
-    medium = RfMedium(FS_HZ, noise_w=0.0)
+    medium = RfMedium(FS_HZ, noise_fs=0.0)
     limits = TestMockContract.LIMITS
     a, b, c = (MockRadio(n, limits, medium=medium) for n in ("a", "b", "c"))
     for r in (a, b, c):

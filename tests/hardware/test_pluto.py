@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from hardware.config import RadioEntry
-from hardware.iiod_emulator import IIODEmulator, serve
-from hardware.medium import RfMedium
-from hardware.pluto import PlutoRadio
+from hardware.emulated.iiod import IIODEmulator, serve
+from hardware.emulated.medium import RfMedium
+from hardware.drivers.pluto import PlutoRadio
 from hardware.radio import _BURST_KEY, RadioError, RadioSettings, RadioTimeout, TxBurst, TxLimits
 from tests.hardware.radio_contract import RadioContract
 
@@ -50,7 +50,7 @@ WIDE_LIMITS = TxLimits(max_tx_gain_db=0.0, allowed_center_hz=(CENTER_HZ, 915e6, 
 
 @pytest.fixture
 def medium():
-    return RfMedium(FS_HZ, noise_w=1e-6, seed=3)
+    return RfMedium(FS_HZ, noise_fs=1e-6, seed=3)
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def radio(emu):
 class TestPlutoContract(RadioContract):
     @pytest.fixture
     def emulator(self):
-        with IIODEmulator(RfMedium(FS_HZ, noise_w=1e-8, seed=0), name="pluto0") as server:
+        with IIODEmulator(RfMedium(FS_HZ, noise_fs=1e-8, seed=0), name="pluto0") as server:
             yield server
 
     @pytest.fixture
@@ -225,7 +225,7 @@ def test_loopback_snr_matches_the_emulator(radio, medium, snr_cfg_db):
 def test_base_station_pluto_heard_by_ue_pluto_with_interferer():
     """Two emulated Plutos on one medium: the UE hears the BS through the link and the
     external interferer in its band, each at the configured power (within 0.5 dB)."""
-    bs_emu, ue_emu = serve(2, sample_rate_hz=FS_HZ, noise_w=1e-9, link_gain_db=-20.0)
+    bs_emu, ue_emu = serve(2, sample_rate_hz=FS_HZ, noise_fs=1e-9, link_gain_db=-20.0)
     medium = bs_emu.medium
     medium.set_interferer("itf", CENTER_HZ + 300e3, CENTER_HZ + 500e3, 1e-5, {"pluto1": 0.0})
     bs = open_radio(bs_emu, WIDE_LIMITS, "pluto0")
@@ -324,7 +324,7 @@ def test_stalled_emulator_raises_radio_timeout_then_recovers(radio, emu):
 
 
 def test_emulator_killed_mid_run_raises_radio_error():
-    proc = subprocess.Popen([sys.executable, "-m", "hardware.iiod_emulator"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "hardware.emulated.iiod"], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         uri = proc.stdout.readline().strip()
         radio = PlutoRadio("pluto0", WIDE_LIMITS, entry(uri), timeout_s=2.0)

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.dsp import PilotPlan
-from hardware.iiod_emulator import serve_bench
-from hardware.measured import make_backend
+from hardware.emulated.iiod import serve_bench
+from testbed.backends import make_backend
 from testbed.config import load_config, save_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -223,7 +223,7 @@ def test_emulator_killed_mid_adapt_ends_with_saved_data_and_exit_3(checkpoint, t
     path = tmp_path / "bench.yaml"
     source = tmp_path / "source.yaml"
     source.write_text(yaml.safe_dump(bench_config()))
-    proc = subprocess.Popen([sys.executable, "-m", "hardware.iiod_emulator", "--bench", str(source),
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.emulate", str(source),
                              "--write-config", str(path)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         uris = [proc.stdout.readline().strip() for _ in range(2)]

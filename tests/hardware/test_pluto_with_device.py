@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hardware.config import RadioEntry
-from hardware.pluto import PlutoRadio
+from hardware.drivers.pluto import PlutoRadio
 from hardware.radio import RadioSettings
 from tests.hardware.radio_contract import RadioContract
 from tests.hardware.test_pluto import burst, snr_db, tone

@@ -5,8 +5,8 @@ import argparse
 
 import pytest
 
-from hardware.medium import MediumPort
-from hardware.mock import MockRadio
+from hardware.emulated.medium import MediumPort
+from hardware.emulated.mock import MockRadio
 from hardware.radio import RadioTimeout
 from testbed.radio_check import add_command
 

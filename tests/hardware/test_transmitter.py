@@ -9,20 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.dsp import PilotPlan, estimate
-from hardware.medium import RfMedium
-from hardware.mock import MockRadio
+from hardware.emulated.medium import RfMedium
+from hardware.emulated.mock import MockRadio
 from hardware.radio import RadioSettings, SafetyViolation, TxLimits
 from hardware.transmitter import Transmitter
 from sim.safety import apply_safety_filter
 
 SETTINGS = RadioSettings(2.44e9, 2e6, 2e6, tx_gain_db=0.0, rx_gain_db=0.0)
 LIMITS = TxLimits(max_tx_gain_db=0.0, allowed_center_hz=(2.44e9,), sample_rate_range_hz=(1e6, 4e6), max_amplitude=0.7)
-LEVEL_POWER_W = torch.tensor([0.0, 1e-3, 1e-2, 1e-1])
+LEVEL_POWER_FS = torch.tensor([0.0, 1e-3, 1e-2, 1e-1])
 PLAN = PilotPlan(num_bs=3, num_bands=4, fft_size=512, tones_per_bs=2)
 
 
 def make_radios(names, dry_run=False, limits=LIMITS):
-    medium = RfMedium(2e6, noise_w=0.0)
+    medium = RfMedium(2e6, noise_fs=0.0)
     radios = {n: MockRadio(n, limits, dry_run=dry_run, medium=medium) for n in names}
     ue = medium.attach("ue")
     for r in radios.values():
@@ -32,7 +32,7 @@ def make_radios(names, dry_run=False, limits=LIMITS):
 
 def filtered(level, interference):
     return apply_safety_filter(torch.as_tensor(level).view(1, 3, 4), torch.as_tensor(interference).view(1, 3, 4),
-                               LEVEL_POWER_W, i_max_w=1e-9)
+                               LEVEL_POWER_FS, i_max_w=1e-9)
 
 
 def test_pilots_carry_executed_power_times_link_gain():

@@ -19,7 +19,7 @@ import zmq
 
 from hardware.gnuradio_bridge.process import FlowgraphProcess
 from hardware.radio import RadioError, RadioSettings, RadioTimeout, TxLimits
-from hardware.zmq_radio import ZmqRadio
+from hardware.drivers.gnuradio import ZmqRadio
 from tests.hardware.radio_contract import RadioContract, safe_powers
 
 pytestmark = pytest.mark.usrp_device

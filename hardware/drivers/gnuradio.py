@@ -1,0 +1,78 @@
+"""A radio behind the GNU Radio ZMQ bridge: one node of a bridge flowgraph (a USRP in ``uhd``
+mode, an emulated radio in ``emulate`` mode). The sockets, clocking and protocol live in
+``hardware.gnuradio_bridge.client.Bridge``, shared by the nodes of one flowgraph."""
+from __future__ import annotations
+
+import math
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from hardware.config import RadioEntry
+from hardware.gnuradio_bridge.client import Bridge, endpoint_host
+from hardware.radio import Radio, RadioError, RadioSettings, TxLimits
+
+__all__ = ["ZmqRadio"]
+
+
+class ZmqRadio(Radio):
+    """One node of a GNU Radio bridge flowgraph (a USRP in ``uhd`` mode, an emulated radio in
+    ``emulate`` mode); the node has the radio's name. ``entry`` is the radio's
+    ``hardware.config.RadioEntry``: ``control_address`` is the flowgraph's control endpoint (its
+    host also serves the RX ports); ``tx_address`` / ``rx_address``, if not empty, must match
+    the node's endpoints that the flowgraph reports.
+
+    ``timeout_s``: timeout of every bridge operation, s (``hardware.timeout_s`` of the config).
+    """
+
+    def __init__(self, name: str, limits: TxLimits, entry: RadioEntry, dry_run: bool = False, timeout_s: float = 2.0):
+        super().__init__(name, limits, dry_run)
+        control = entry.control_address
+        if not control:
+            raise RadioError(f"{name}: the gnuradio driver needs the radio entry's control_address "
+                             "(the bridge's control endpoint, e.g. tcp://127.0.0.1:5600)")
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"{name}: timeout_s must be > 0, got {timeout_s}")
+        try:
+            endpoint_host(control)
+        except ValueError as err:
+            raise RadioError(f"{name}: control_address: {err}") from None
+        self.bridge = Bridge.attach(control, timeout_s)
+        try:
+            self._check_node(entry)
+        except BaseException:
+            self.bridge.detach()
+            raise
+
+    def _check_node(self, entry: RadioEntry) -> None:
+        b = self.bridge
+        if self.name not in b.rx and self.name not in b.tx:
+            raise RadioError(f"{self.name}: the bridge at {b.control_address} has no node {self.name!r}; "
+                             f"its nodes are {sorted({*b.rx, *b.tx})}")
+        ports = {"tx_address": b.tx_ports.get(self.name), "rx_address": b.rx_ports.get(self.name)}
+        for key, port in ports.items():
+            address = getattr(entry, key)
+            if address and urlsplit(address).port != port:
+                raise RadioError(f"{self.name}: {key} {address} does not match the bridge at "
+                                 f"{b.control_address}, whose node {self.name!r} uses port {port}")
+
+    @property
+    def transmitting(self) -> bool:
+        """Whether this side is sending a burst to the flowgraph right now."""
+        return not self._closed and self.bridge.transmitting(self.name)
+
+    # --- driver hooks -----------------------------------------------------------------
+    def _configure(self, settings: RadioSettings) -> None:
+        self.bridge.configure(self.name, settings)
+
+    def _send(self, iq: np.ndarray, cyclic: bool) -> None:
+        self.bridge.send(self.name, iq, cyclic)
+
+    def _capture(self, num_samples: int) -> np.ndarray:
+        return self.bridge.capture(self.name, num_samples)
+
+    def _mute(self) -> None:
+        self.bridge.mute(self.name)
+
+    def _close(self) -> None:
+        self.bridge.detach()
