@@ -1,2 +1,5 @@
-"""The radio-facing side: radio interface, drivers (mock, Pluto, GNU Radio bridge), per-band
-SINR from IQ, and the measured network backend."""
+"""The radio-facing side. At the top: the radio protocol and hard limits (``radio.py``), the
+``hardware:`` config section (``config.py``), the per-band pilot DSP (``dsp.py``), the only path
+to radiate (``transmitter.py``) and the measured network backend (``measured.py``). Real
+drivers in ``drivers/``, the GNU Radio bridge in ``gnuradio_bridge/``, emulated radios in
+``emulated/``. Imports only ``sim``; building a backend from a config is ``testbed.backends``."""

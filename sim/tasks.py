@@ -42,15 +42,6 @@ class Tasks:
             index = slice(index, index + 1)
         return Tasks(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def merge(self, other: "Tasks", where: torch.Tensor) -> "Tasks":
-        """Take ``other``'s tasks where ``where`` [N] is True, ours elsewhere."""
-        out = {}
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            w = where.view(-1, *([1] * (a.dim() - 1)))
-            out[f.name] = torch.where(w, b, a)
-        return Tasks(**out)
-
     def describe(self) -> dict:
         """Scalar task parameters per env, for ``info["task"]`` (tensors [N])."""
         return {
