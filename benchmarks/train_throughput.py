@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
+from testbed.agent_factory import agent_config, make_agent
 from testbed.config import load_config
 from testbed.env import SpectrumVectorEnv
-from testbed.runner import agent_config, make_agent
 
 TARGET_PPO_SAMPLES_PER_S = 30_000
 

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from testbed.config import Config, save_config
 from testbed.env import SpectrumVectorEnv
-from testbed.metrics import PAPER_METRICS, EpisodeRecorder, summarise
+from testbed.metrics import METRIC_KEYS, PAPER_METRICS, TITLES, EpisodeRecorder, summarise
 from testbed.policies import make_policy
 
 
@@ -47,12 +47,11 @@ def run_policy(env: SpectrumVectorEnv, name: str, episodes: int, seed: int, bar:
 
 def format_table(summary: dict[str, dict]) -> str:
     """A markdown table: one row per policy, mean ± std of each metric, throughput vs the oracle."""
-    cols = list(PAPER_METRICS) + ["blocked_unsafe", "executed_violations", "return"]
     oracle = summary.get("oracle", {}).get("throughput_mbps", {}).get("mean")
-    head = "| policy | " + " | ".join(cols) + (" | throughput / oracle |" if oracle else " |")
-    lines = [head, "|" + "---|" * (len(cols) + 1 + bool(oracle))]
+    head = "| policy | " + " | ".join(METRIC_KEYS) + (" | throughput / oracle |" if oracle else " |")
+    lines = [head, "|" + "---|" * (len(METRIC_KEYS) + 1 + bool(oracle))]
     for name, stats in summary.items():
-        cells = [f"{stats[c]['mean']:.3g} ± {stats[c]['std']:.2g}" for c in cols]
+        cells = [f"{stats[c]['mean']:.3g} ± {stats[c]['std']:.2g}" for c in METRIC_KEYS]
         if oracle:
             cells.append(f"{stats['throughput_mbps']['mean'] / oracle:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -65,13 +64,11 @@ def plot(summary: dict[str, dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(summary)
-    titles = {"sinr_violations": "SINR violations / step", "throughput_mbps": "Throughput (Mbit/s)",
-              "latency_violations": "Latency violations / step", "fairness": "Jain's index"}
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     for ax, key in zip(axes, PAPER_METRICS):
         ax.bar(names, [summary[n][key]["mean"] for n in names], yerr=[summary[n][key]["std"] for n in names],
                color="tab:blue", capsize=3)
-        ax.set_title(titles[key])
+        ax.set_title(TITLES[key])
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

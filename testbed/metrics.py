@@ -1,5 +1,6 @@
 """Per-episode metrics from the env's step ``info``: the paper's four (SINR violations,
-throughput, latency violations, Jain's index) plus return and safety counts."""
+throughput, latency violations, Jain's index) plus return and safety counts; their keys, and
+the names tables and plots show for metrics and agents."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,6 +15,17 @@ METRICS = {
     "executed_violations": ("executed_violations", "sum"),
 }
 PAPER_METRICS = ("sinr_violations", "throughput_mbps", "latency_violations", "fairness")
+METRIC_KEYS = PAPER_METRICS + ("blocked_unsafe", "executed_violations", "return")   # every episode metric
+TABLE_KEYS = PAPER_METRICS + ("blocked_unsafe", "return")   # the columns of the reproduction's tables
+
+TITLES = {"sinr_violations": "SINR violations / step", "throughput_mbps": "Throughput (Mbit/s)",
+          "latency_violations": "Latency violations / step", "fairness": "Jain's index"}   # plot panels
+HEADERS = {"sinr_violations": "SINR viol./step", "throughput_mbps": "throughput (Mbit/s)",
+           "latency_violations": "latency viol./step", "fairness": "Jain", "blocked_unsafe": "blocked unsafe / ep",
+           "return": "return / ep"}   # table columns
+DISPLAY_NAMES = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN (RL²)", "rnn_attention": "RNN + attention",
+                 "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch", "random": "random",
+                 "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle"}   # agents and policies
 
 
 class EpisodeRecorder:
@@ -48,7 +60,12 @@ class EpisodeRecorder:
         return out
 
 
-def summarise(rows: list[dict], keys=PAPER_METRICS + ("blocked_unsafe", "executed_violations", "return")) -> dict:
+def lane_means(rows: list[dict]) -> dict:
+    """Mean over rows (the env lanes of one episode) of each metric."""
+    return {k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS}
+
+
+def summarise(rows: list[dict]) -> dict:
     """Mean and std over episodes of each metric."""
     return {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
-            for k in keys}
+            for k in METRIC_KEYS}

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from testbed.metrics import PAPER_METRICS
+from testbed.metrics import DISPLAY_NAMES, PAPER_METRICS, TITLES
 
-TITLES = {"sinr_violations": "(a) SINR violations / step", "throughput_mbps": "(b) Throughput (Mbit/s)",
-          "latency_violations": "(c) Latency violations / step", "fairness": "(d) Jain's index"}
 STYLES = {"ppo": ("tab:purple", "-."), "maml": ("tab:orange", "--"), "rnn": ("gold", ":"),
           "rnn_attention": ("tab:blue", "-"), "ppo_finetune": ("tab:purple", "-."), "ppo_scratch": ("tab:brown", "-")}
 REFERENCE_STYLES = (("black", "--"), ("0.5", ":"), ("tab:green", "--"), ("tab:red", ":"))
-LABELS = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN", "rnn_attention": "RNN + attention",
-          "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch"}
 
 
 def smooth(y: np.ndarray, window: int) -> np.ndarray:
@@ -37,18 +33,18 @@ def plot_curves(series: dict[str, dict[str, tuple]], path: Path, xlabel: str = "
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
-    for ax, key in zip(axes, PAPER_METRICS):
+    for ax, letter, key in zip(axes, "abcd", PAPER_METRICS):
         for label, metrics in series.items():
             x, mean, band = metrics[key]
             color, ls = STYLES.get(label, (None, "-"))
             m = smooth(np.asarray(mean, float), window)
-            ax.plot(x, m, ls, color=color, label=LABELS.get(label, label), lw=1.8, marker=marker, ms=4)
+            ax.plot(x, m, ls, color=color, label=DISPLAY_NAMES.get(label, label), lw=1.8, marker=marker, ms=4)
             if band is not None:
                 b = smooth(np.asarray(band, float), window)
                 ax.fill_between(x, m - b, m + b, color=color, alpha=0.2, lw=0)
         for (name, values), (color, ls) in zip((references or {}).items(), REFERENCE_STYLES):
             ax.axhline(values[key], color=color, lw=1.0, ls=ls, label=name)
-        ax.set_title(TITLES[key])
+        ax.set_title(f"({letter}) {TITLES[key]}")
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8, loc="best")

@@ -7,14 +7,14 @@ multi-task policy and PPO from scratch, beside the reference policies on the sam
 baseline-strength check, PPO on one fixed task with a throughput-only reward against the
 per-band oracle. Jobs run in parallel processes; a rerun resumes unfinished trainings.
 
-Outputs in the results folder: ``fig3.png`` (four panels against episode, mean over seeds
-with a ±1 std band), ``curves.csv``, ``table.md`` (end-of-training metrics, mean ± std over
+The run folders go under ``runs/`` in the results folder; ``collect`` aggregates them into
+the summary ``testbed.report`` writes out: ``fig3.png`` (four panels against episode, mean over
+seeds with a ±1 std band), ``curves.csv``, ``table.md`` (end-of-training metrics, mean ± std over
 seeds, and as fractions of the oracle), ``adaptation.csv/.md/.png``, ``summary.json`` and
 ``results.md``.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import time
@@ -22,14 +22,19 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from testbed import policies
+from testbed.agent_factory import AGENTS, policy_of_checkpoint
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, truncate_metrics
 from testbed.config import Config, load_config, to_dict
-from testbed.metrics import PAPER_METRICS
-from testbed.runner import AGENTS, METRIC_KEYS, adapt, opened_env, policy_of_checkpoint, train
+from testbed.demo import run_policy
+from testbed.metrics import METRIC_KEYS, lane_means
+from testbed.report import write_outputs
+from testbed.runner import adapt, opened_env, train
 
 ADAPT_POINTS = (0, 1, 2, 5, 10, 20)
-REFERENCES = ("random", "max_power", "greedy", "oracle")
 ADAPTERS = ("maml", "rnn", "rnn_attention", "ppo_finetune", "ppo_scratch")
 THROUGHPUT_ONLY = {"w_fairness": 0.0, "w_cost": 0.0, "w_penalty": 0.0}
 QUICK = {"network": {"episode_steps": 20}, "env": {"num_envs": 4},
@@ -65,22 +70,17 @@ def _job_train(config: dict, agent: str, seed: int, run_dir: str) -> str:
 
 def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distribution: str, per_task: int) -> str:
     """The reference policies, every one on the same tasks and draws; metrics.jsonl rows per policy and episode."""
-    from tqdm import tqdm
-
-    from testbed.demo import run_policy
-
     _one_thread()
     cfg = _seeded(config, seed, env={"task_distribution": distribution, "episodes_per_task": per_task})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     with opened_env(cfg) as env:
-        for name in REFERENCES:
+        for name in policies.NAMES:
             lanes = run_policy(env, name, episodes, cfg.env.seed, tqdm(disable=True))
             for episode in range(episodes):
                 ep = [r for r in lanes if r["episode"] == episode]
-                rows.append({"agent": name, "seed": seed, "episode": episode,
-                             **{k: float(np.mean([r[k] for r in ep])) for k in METRIC_KEYS}})
+                rows.append({"agent": name, "seed": seed, "episode": episode, **lane_means(ep)})
     truncate_metrics(run_dir / "metrics.jsonl", 0)
     with MetricsLog(run_dir / "metrics.jsonl") as log:
         for row in rows:
@@ -113,7 +113,6 @@ def _job_fixed(config: dict, seed: int, episodes: int, run_dir: str) -> str:
 
 
 def _one_thread() -> None:
-    import torch
     torch.set_num_threads(1)
 
 
@@ -130,8 +129,6 @@ def _trained_policy(run_dir: Path) -> dict:
 def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | None = None,
               workers: int | None = None) -> Path:
     """Run the whole experiment; returns the results folder."""
-    from tqdm import tqdm
-
     config = load_config(source, QUICK if quick else None)
     plan = Plan(config, quick, num_seeds)
     out = Path(out_dir or Path(config.run.out_dir) / ("reproduce-quick" if quick else "reproduce"))
@@ -173,8 +170,7 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
             bar.n = lines + others
             bar.refresh()
     wall_s = time.perf_counter() - clock
-    summary = collect(out, plan, config, wall_s, workers)
-    write_outputs(out, plan, config, summary)
+    write_outputs(out, collect(out, plan, config, wall_s, workers))
     return out
 
 
@@ -204,7 +200,7 @@ def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int) 
         curves[agent] = {k: {"mean": v.mean(0).tolist(), "std": v.std(0).tolist()} for k, v in arr.items()}
         final[agent] = {k: _mean_std(v[:, -plan.tail:].mean(1)) for k, v in arr.items()}
     references = {}
-    for name in REFERENCES:
+    for name in policies.NAMES:
         per_seed = {k: [np.mean([r[k] for r in read_metrics(runs / f"reference-seed{s}" / "metrics.jsonl")
                                  if r["agent"] == name]) for s in seeds] for k in METRIC_KEYS}
         references[name] = {k: _mean_std(v) for k, v in per_seed.items()}
@@ -214,7 +210,7 @@ def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int) 
         adaptation[label] = {str(p): {k: _mean_std([rows[p][k] for rows in per_seed]) for k in METRIC_KEYS}
                              for p in plan.adapt_points}
     test_refs = {}
-    for name in REFERENCES:
+    for name in policies.NAMES:
         per_seed = {k: [np.mean([r[k] for r in read_metrics(runs / f"reference-test-seed{s}" / "metrics.jsonl")
                                  if r["agent"] == name]) for s in seeds] for k in METRIC_KEYS}
         test_refs[name] = {k: _mean_std(v) for k, v in per_seed.items()}
@@ -230,148 +226,3 @@ def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int) 
             "num_envs": config.env.num_envs, "curves": curves, "final": final, "references": references,
             "adaptation": adaptation, "test_references": test_refs, "adapt_points": list(plan.adapt_points),
             "fixed_task": fixed}
-
-
-# outputs ------------------------------------------------------------------------------------
-NAMES = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN (RL²)", "rnn_attention": "RNN + attention",
-         "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch", "random": "random",
-         "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle"}
-COLUMNS = PAPER_METRICS + ("blocked_unsafe", "return")
-HEADERS = {"sinr_violations": "SINR viol./step", "throughput_mbps": "throughput (Mbit/s)",
-           "latency_violations": "latency viol./step", "fairness": "Jain", "blocked_unsafe": "blocked unsafe / ep",
-           "return": "return / ep"}
-
-
-def _fmt(stat: dict) -> str:
-    return f"{stat['mean']:.3g} ± {stat['std']:.2g}"
-
-
-def _fraction(value: float, oracle: float) -> str:
-    return "—" if abs(oracle) < 1e-12 else f"{value / oracle:.2f}"
-
-
-def markdown_table(rows: dict[str, dict], oracle: dict) -> str:
-    """Mean ± std over seeds, then each metric as a fraction of the oracle's."""
-    head = "| | " + " | ".join(HEADERS[c] for c in COLUMNS) + " |"
-    lines = [head, "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, stats in rows.items():
-        lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(_fmt(stats[c]) for c in COLUMNS) + " |")
-    lines += ["", "Fraction of the per-band oracle (agent mean / oracle mean):", "", head,
-              "|---" * (len(COLUMNS) + 1) + "|"]
-    for name, stats in rows.items():
-        lines.append(f"| {NAMES.get(name, name)} | " + " | ".join(
-            _fraction(stats[c]["mean"], oracle[c]["mean"]) for c in COLUMNS) + " |")
-    return "\n".join(lines)
-
-
-def write_outputs(out: Path, plan: Plan, config: Config, summary: dict) -> None:
-    from testbed.plots import plot_curves
-
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    curves = summary["curves"]
-    length = len(curves[AGENTS[0]]["return"]["mean"])
-    x = np.arange(length)
-    with open(out / "curves.csv", "w") as fh:
-        fh.write("agent,episode," + ",".join(f"{k}_mean,{k}_std" for k in METRIC_KEYS) + "\n")
-        for agent in AGENTS:
-            for e in range(len(curves[agent]["return"]["mean"])):
-                cells = [f"{curves[agent][k]['mean'][e]:.6g},{curves[agent][k]['std'][e]:.6g}" for k in METRIC_KEYS]
-                fh.write(f"{agent},{e}," + ",".join(cells) + "\n")
-    series = {a: {k: (x[:len(curves[a][k]['mean'])], curves[a][k]["mean"], curves[a][k]["std"]) for k in PAPER_METRICS}
-              for a in AGENTS}
-    refs = {NAMES[n]: {k: summary["references"][n][k]["mean"] for k in PAPER_METRICS} for n in ("oracle", "random")}
-    plot_curves(series, out / "fig3.png", references=refs, window=max(1, length // 24),
-                title=f"Training on the task stream: mean over {plan.num_seeds} seeds ± 1 std "
-                      f"({config.env.num_envs} networks per episode, moving average over {max(1, length // 24)} episodes)")
-    rows = {**summary["final"], **summary["references"]}
-    table = markdown_table(rows, summary["references"]["oracle"])
-    (out / "table.md").write_text(table + "\n")
-
-    adaptation = summary["adaptation"]
-    points = summary["adapt_points"]
-    with open(out / "adaptation.csv", "w") as fh:
-        fh.write("agent,adaptation_episodes," + ",".join(f"{k}_mean,{k}_std" for k in METRIC_KEYS) + "\n")
-        for label, per_point in adaptation.items():
-            for p in points:
-                fh.write(f"{label},{p}," + ",".join(f"{per_point[str(p)][k]['mean']:.6g},{per_point[str(p)][k]['std']:.6g}"
-                                                     for k in METRIC_KEYS) + "\n")
-    series = {label: {k: (points, [per_point[str(p)][k]["mean"] for p in points],
-                          [per_point[str(p)][k]["std"] for p in points]) for k in PAPER_METRICS}
-              for label, per_point in adaptation.items()}
-    test_refs = {NAMES[n]: {k: summary["test_references"][n][k]["mean"] for k in PAPER_METRICS}
-                 for n in ("oracle", "random")}
-    plot_curves(series, out / "adaptation.png", xlabel="adaptation episodes on a held-out task",
-                references=test_refs, title="Online adaptation on held-out tasks: mean over seeds ± 1 std", marker="o")
-    (out / "adaptation.md").write_text(adaptation_table(summary) + "\n")
-    (out / "results.md").write_text(results_markdown(summary, table))
-
-
-def adaptation_table(summary: dict) -> str:
-    points = summary["adapt_points"]
-    oracle = summary["test_references"]["oracle"]
-    lines = []
-    for key in ("throughput_mbps", "return", "sinr_violations", "latency_violations", "fairness"):
-        lines += [f"**{HEADERS[key]}** after n adaptation episodes (mean ± std over seeds; "
-                  f"oracle on the same tasks: {_fmt(oracle[key])})", "",
-                  "| | " + " | ".join(f"n={p}" for p in points) + " |", "|---" * (len(points) + 1) + "|"]
-        for label, per_point in summary["adaptation"].items():
-            lines.append(f"| {NAMES[label]} | " + " | ".join(_fmt(per_point[str(p)][key]) for p in points) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _claims(summary: dict) -> list[str]:
-    """The paper's claims, checked against the measured numbers."""
-    final, out = summary["final"], []
-    tput = {a: final[a]["throughput_mbps"]["mean"] for a in AGENTS}
-    best = max(tput, key=tput.get)
-    out.append(f"- *The attention agent reaches the highest throughput*: {'holds' if best == 'rnn_attention' else 'does not hold'}"
-               f" (highest at the end of training: {NAMES[best]}, {tput[best]:.1f} Mbit/s).")
-    meta = [a for a in AGENTS if a != "ppo"]
-    beaten = [a for a in meta if tput[a] > tput["ppo"] + final["ppo"]["throughput_mbps"]["std"]]
-    out.append(f"- *Every meta-learner beats PPO on throughput*: {'holds' if len(beaten) == len(meta) else 'does not hold'}"
-               f" (PPO {tput['ppo']:.1f} Mbit/s; clearly above it, by more than PPO's std over seeds: "
-               f"{', '.join(NAMES[a] for a in beaten) or 'none'}).")
-    for key, word in (("sinr_violations", "SINR"), ("latency_violations", "latency")):
-        ppo = final["ppo"][key]["mean"]
-        cuts = {a: 1 - final[a][key]["mean"] / ppo for a in meta} if ppo > 0 else {}
-        ok = cuts and all(c >= 0.5 for c in cuts.values())
-        out.append(f"- *Meta-learners cut {word} violations by 50 % or more against PPO*: {'holds' if ok else 'does not hold'}"
-                   f" (reduction: " + ", ".join(f"{NAMES[a]} {100 * c:.0f} %" for a, c in cuts.items()) + ").")
-    jain = {a: final[a]["fairness"]["mean"] for a in AGENTS}
-    out.append(f"- *Jain's index ≥ 0.7 for the meta-learners*: "
-               f"{'holds' if all(jain[a] >= 0.7 for a in meta) else 'does not hold'} ("
-               + ", ".join(f"{NAMES[a]} {jain[a]:.2f}" for a in AGENTS) + ").")
-    oracle = summary["references"]["oracle"]["throughput_mbps"]["mean"]
-    out.append(f"- *About 97 % of exhaustive search*: attention agent at {tput['rnn_attention'] / oracle:.0%} "
-               f"of the per-band oracle's throughput (best agent {tput[best] / oracle:.0%}).")
-    return out
-
-
-def results_markdown(summary: dict, table: str) -> str:
-    cfg = summary["config"]
-    fixed = summary["fixed_task"]
-    adapt = summary["adaptation"]
-    last = str(summary["adapt_points"][-1])
-    first = str(summary["adapt_points"][0])
-    lines = [
-        "# Results: reproduction of the paper's experiment (generated by `testbed reproduce`)", "",
-        f"- Mode: {'QUICK (smoke-test sizes, not results)' if summary['quick'] else 'full'}; seeds: {summary['seeds']}; "
-        f"wall time {summary['wall_s'] / 60:.1f} min with {summary['workers']} worker processes.",
-        f"- Network: B={cfg['network']['num_bs']}, U={cfg['network']['num_ue']}, K={cfg['network']['num_bands']}, "
-        f"L={cfg['network']['num_levels']}, T={cfg['network']['episode_steps']} steps; "
-        f"{summary['num_envs']} networks (env lanes) play every episode; {summary['train_episodes']} training episodes.",
-        f"- End-of-training numbers average the last {summary['tail_episodes']} training episodes of each seed "
-        "(policies still sampling, as in Fig. 3); ± is the std over seeds.",
-        "", "## Fig. 3", "", "![Fig. 3](fig3.png)", "", "## End of training (training task distribution)", "", table, "",
-        "## The paper's claims, checked", "", *_claims(summary), "",
-        "## Baseline strength: PPO on one fixed task (throughput-only reward) against the per-band oracle", "",
-        "| seed | PPO (Mbit/s) | oracle (Mbit/s) | fraction |", "|---|---|---|---|",
-        *[f"| {f['seed']} | {f['ppo_mbps']:.1f} | {f['oracle_mbps']:.1f} | {f['fraction']:.2f} |" for f in fixed], "",
-        "## Online adaptation on held-out tasks", "", "![adaptation](adaptation.png)", "",
-        adaptation_table(summary), "",
-        "Throughput gained by adaptation (episode " + last + " minus episode " + first + "): " + ", ".join(
-            f"{NAMES[l]} {adapt[l][last]['throughput_mbps']['mean'] - adapt[l][first]['throughput_mbps']['mean']:+.1f} Mbit/s"
-            for l in ADAPTERS) + ".", "",
-    ]
-    return "\n".join(lines)

@@ -1,38 +1,37 @@
-"""Train, adapt and evaluate agents, and the `train`, `adapt`, `evaluate` and `reproduce` commands.
+"""Train, adapt and evaluate agents: the episode loop and the run folders it writes.
 
 Every run writes a run folder: the resolved ``config.yaml``, ``metrics.jsonl`` (one line per
 episode, means over the env lanes), ``checkpoints/latest.pt`` and ``plots/curves.png``.
 Training resumes from the folder's checkpoint when rerun. A radio failure (``RadioError``)
 mid-episode keeps the metrics written so far, saves a checkpoint of the agent as it was after
 its last finished episode (data of the unfinished one, and of a half-collected rollout or
-MAML task batch, is dropped), prints what happened and exits with status 3; rerunning
-continues from there on fresh tasks.
+MAML task batch, is dropped) and raises ``BackendFailure``, which the commands report with
+exit status 3 (``EXIT_BACKEND``); rerunning continues from there on fresh tasks.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from testbed.checkpoint import (CheckpointError, MetricsLog, load_checkpoint, read_metrics, save_checkpoint,
-                                truncate_metrics)
-from testbed.config import Config, load_config, save_config, to_dict
+from hardware.radio import RadioError
 from sim.safety import SafetyViolation
+from testbed.agent_factory import RunError, agent_config, make_agent
+from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
+from testbed.config import Config, save_config, to_dict
 from testbed.env import SpectrumVectorEnv
-from testbed.metrics import PAPER_METRICS, EpisodeRecorder
+from testbed.metrics import PAPER_METRICS, EpisodeRecorder, lane_means, summarise
+from testbed.plots import plot_curves
 
-AGENTS = ("ppo", "maml", "rnn", "rnn_attention")
 EXIT_BACKEND = 3
-METRIC_KEYS = PAPER_METRICS + ("blocked_unsafe", "executed_violations", "return")
-
-
-class RunError(RuntimeError):
-    """A run folder or checkpoint cannot be used as asked."""
+# Errors of a backend that end the run cleanly: a failed radio, or a transmission the hard limits
+# refused (both raised after every radio was muted).
+RADIO_ERRORS = (RadioError, SafetyViolation)
 
 
 class BackendFailure(RuntimeError):
@@ -43,62 +42,9 @@ class BackendFailure(RuntimeError):
         self.run_dir = run_dir
 
 
-# building -----------------------------------------------------------------------------------
-def agent_config(name: str, config: Config, mode: str, episodes: int | None = None) -> Config:
-    """The config the agent's env runs with: the task schedule each agent and mode needs.
-
-    train: MAML plays 1 + query episodes per task, the recurrent agents whole trials, PPO the
-    config's schedule. adapt: each lane keeps one task for all ``episodes``. eval: trials for
-    the recurrent agents (their memory is how they adapt), the config's schedule otherwise.
-    """
-    a = config.agent
-    trial = {"rnn": a.recurrent.episodes_per_trial, "rnn_attention": a.recurrent.episodes_per_trial}
-    if mode == "train":
-        per_task = {"maml": 1 + a.maml.query_episodes, **trial}.get(name, config.env.episodes_per_task)
-    elif mode == "adapt":
-        per_task = episodes
-    else:
-        per_task = trial.get(name, config.env.episodes_per_task)
-    return load_config(config, {"env": {"episodes_per_task": per_task}})
-
-
-def make_agent(name: str, env: SpectrumVectorEnv, config: Config, mode: str, seed: int):
-    """An agent for ``env``'s spaces. In mode 'adapt' PPO gets one learner per lane (per task)."""
-    from agents.maml import MAML
-    from agents.policies import MLPPolicy, RecurrentPolicy
-    from agents.ppo import PPO
-    from agents.rl2 import RL2
-
-    if name not in AGENTS:
-        raise RunError(f"unknown agent {name!r}; choose from {list(AGENTS)}")
-    a = config.agent
-    torch.manual_seed(seed)
-    obs_dim = env.single_observation_space.shape[0]
-    nvec = env.single_action_space.nvec
-    mask = env.obs_layout["mask"] if a.mask_mode == "logits" else None
-    num_heads, num_levels = len(nvec), int(nvec.max())
-    n, steps = env.num_envs, config.network.episode_steps
-    if name in ("ppo", "maml"):
-        policy = MLPPolicy(obs_dim, num_heads, num_levels, a.hidden_size, a.num_layers, mask)
-        if name == "maml":
-            return MAML(policy, a, n, steps, mode, seed)
-        return PPO(policy, a, n, steps, mode, num_learners=n if mode == "adapt" else 1, seed=seed)
-    r = a.recurrent
-    policy = RecurrentPolicy(obs_dim, num_heads, num_levels, r.hidden_size, name == "rnn_attention",
-                             r.num_heads, r.attention_window, mask)
-    return RL2(policy, a, n, steps, mode, seed)
-
-
 def _reset_seed(seed: int, start: int) -> int:
     """The env seed of a run (re)started at episode ``start``: fresh draws after a resume."""
     return seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
-
-
-def _radio_error() -> tuple[type[Exception], ...]:
-    """Errors of a backend that end the run cleanly: a failed radio, or a transmission the hard
-    limits refused (both raised after every radio was muted)."""
-    from hardware.radio import RadioError
-    return RadioError, SafetyViolation
 
 
 @contextmanager
@@ -131,14 +77,14 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
     for episode in range(first, last):
         try:
             stats = agent.run_episode(env, recorder.add)
-        except _radio_error() as err:
+        except RADIO_ERRORS as err:
             if on_episode is not None:
                 on_episode(episode, failed=True)
             raise BackendFailure(f"radio backend failed during episode {episode}: {err}",
                                  log.path.parent) from err
         rows = recorder.finish()
         row = {"episode": episode, **tag}
-        row.update({k: float(np.mean([r[k] for r in rows])) for k in METRIC_KEYS})
+        row.update(lane_means(rows))
         row["return_std"] = float(np.std([r["return"] for r in rows]))
         row["samples"] = (episode + 1) * samples
         row["wall_s"] = round(time.perf_counter() - clock, 3)
@@ -152,8 +98,7 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
 
 
 def _plot_run(run_dir: Path, label: str) -> None:
-    from testbed.plots import plot_curves
-
+    """``plots/curves.png`` of the run folder's metrics."""
     rows = read_metrics(run_dir / "metrics.jsonl")
     if not rows:
         return
@@ -258,126 +203,7 @@ def evaluate(config: Config, name: str, policy_state: dict, episodes: int, run_d
         with MetricsLog(run_dir / "metrics.jsonl") as log, \
                 tqdm(total=episodes, desc=f"evaluate {name}", unit="ep", disable=not progress) as bar:
             play(agent, env, 0, episodes, log, {"agent": name, "seed": config.env.seed}, bar)
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
-               for k in METRIC_KEYS}
-    import json
+    summary = summarise(read_metrics(run_dir / "metrics.jsonl"))
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot_run(run_dir, name)
     return summary
-
-
-# command line ---------------------------------------------------------------------------------
-def _checkpoint_config(args, ck: dict) -> Config:
-    """The checkpoint's config, or ``--config`` (backend, radios, sizes) with the checkpoint's agent
-    section; tasks from ``--tasks``."""
-    tasks = {"env": {"task_distribution": args.tasks}}
-    if args.config is None:
-        return load_config(ck["config"], tasks)
-    return load_config(args.config, {"agent": ck["config"]["agent"], **tasks})
-
-
-def _run_dir(args, config: Config, default: str) -> Path:
-    return Path(args.run_dir) if args.run_dir else Path(config.run.out_dir) / f"{default}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _cmd_train(args) -> int:
-    overrides = {"agent": {"episodes": args.episodes}} if args.episodes else {}
-    if args.seed is not None:
-        overrides["env"] = {"seed": args.seed}
-    config = load_config(args.config, overrides)
-    run_dir = train(config, args.agent, args.run_dir)
-    print(f"run folder: {run_dir}")
-    return 0
-
-
-def _cmd_adapt(args) -> int:
-    ck = load_checkpoint(args.checkpoint)
-    config = _checkpoint_config(args, ck)
-    run_dir = _run_dir(args, config, f"adapt-{ck['agent']}")
-    policy = policy_of_checkpoint(ck)
-    adapt(config, ck["agent"], policy, args.episodes, run_dir)
-    print(f"run folder: {run_dir}")
-    return 0
-
-
-def _cmd_evaluate(args) -> int:
-    ck = load_checkpoint(args.checkpoint)
-    config = _checkpoint_config(args, ck)
-    run_dir = _run_dir(args, config, f"evaluate-{ck['agent']}")
-    summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, run_dir)
-    print(f"\n{ck['agent']} on {args.tasks} tasks, {args.episodes} episodes x {config.env.num_envs} networks "
-          f"(mean ± std over episodes)")
-    for k, v in summary.items():
-        print(f"  {k:>20}: {v['mean']:.4g} ± {v['std']:.2g}")
-    print(f"run folder: {run_dir}")
-    return 0
-
-
-def policy_of_checkpoint(ck: dict) -> dict:
-    """The policy parameters in a checkpoint (learner 0 where parameters are stacked per learner)."""
-    params = ck["state"]["params"]
-    stacked = ck["agent"] == "ppo"
-    return {k: v[0] for k, v in params.items()} if stacked else params
-
-
-def _cmd_reproduce(args) -> int:
-    from testbed.reproduce import reproduce
-
-    out = reproduce(args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out, workers=args.workers)
-    print(f"results: {out}")
-    return 0
-
-
-def _guarded(func):
-    """Run a command; turn our errors into a message and an exit status."""
-    def run(args) -> int:
-        try:
-            return func(args)
-        except BackendFailure as err:
-            print(f"\nerror: {err}\nThe metrics of the finished episodes and the last checkpoint are saved in "
-                  f"{err.run_dir}. Check the radios and rerun the same command with --run-dir {err.run_dir} "
-                  f"to continue.", file=sys.stderr)
-            return EXIT_BACKEND
-        except (CheckpointError, RunError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except Exception as err:
-            if not isinstance(err, _radio_error()):
-                raise
-            print(f"\nerror: radio backend failed before the first episode: {err}\nCheck the radios and rerun.",
-                  file=sys.stderr)
-            return EXIT_BACKEND
-    return run
-
-
-def add_commands(subparsers) -> None:
-    """Add `train`, `adapt`, `evaluate` and `reproduce` to the `testbed` command."""
-    p = subparsers.add_parser("train", help="(meta-)train an agent on the task stream")
-    p.add_argument("--agent", required=True, choices=AGENTS)
-    p.add_argument("--config", default="paper", help="YAML path or preset name (default: paper)")
-    p.add_argument("--episodes", type=int, default=None, help="training episodes (default: agent.episodes)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: env.seed)")
-    p.add_argument("--run-dir", default=None, help="run folder (default: <run.out_dir>/train-<agent>-seed<seed>); "
-                                                    "a folder with a checkpoint is resumed")
-    p.set_defaults(func=_guarded(_cmd_train))
-
-    for cmd, helptext, default_eps in (("adapt", "adapt a trained agent online to new tasks", 20),
-                                       ("evaluate", "metrics of a trained agent on held-out tasks, no learning", 10)):
-        p = subparsers.add_parser(cmd, help=helptext)
-        p.add_argument("--checkpoint", required=True, help="checkpoint file of a training run")
-        p.add_argument("--episodes", type=int, default=default_eps, help=f"episodes (default: {default_eps})")
-        p.add_argument("--config", default=None, help="YAML path or preset for the env and backend "
-                                                       "(default: the checkpoint's config)")
-        p.add_argument("--tasks", choices=("train", "test"), default="test",
-                       help="task distribution (default: the held-out test tasks)")
-        p.add_argument("--run-dir", default=None, help="run folder (default: a new one under run.out_dir)")
-        p.set_defaults(func=_guarded(_cmd_adapt if cmd == "adapt" else _cmd_evaluate))
-
-    p = subparsers.add_parser("reproduce", help="the paper's experiment: Fig. 3, tables, adaptation curves")
-    p.add_argument("--config", default="paper", help="YAML path or preset name (default: paper)")
-    p.add_argument("--quick", action="store_true", help="a small version that finishes in minutes")
-    p.add_argument("--seeds", type=int, default=3, help="seeds (default: 3)")
-    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per core)")
-    p.add_argument("--out", default=None, help="output folder (default: <run.out_dir>/reproduce[-quick])")
-    p.set_defaults(func=_guarded(_cmd_reproduce))

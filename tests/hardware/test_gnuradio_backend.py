@@ -196,7 +196,7 @@ def test_no_pilot_where_sensed_interference_exceeds_i_max(safety_net, band, inte
 
 
 def _ppo_episodes(config, episodes: int, run_dir, saved: list, on_env=None):
-    """An adapting PPO agent (testbed.runner's make_agent and play, as `testbed adapt` runs
+    """An adapting PPO agent (testbed.agent_factory.make_agent and play, as `testbed adapt` runs
     them) for ``episodes`` episodes; ``saved`` collects the checkpoint calls. Returns the env."""
     from testbed.agent_factory import make_agent
     from testbed.checkpoint import MetricsLog
