@@ -7,9 +7,15 @@ band, interleaved with the other BSs' bins: its code is a comb of DFT basis vect
 to every other BS's code. The DC bin and a few bins at each band edge carry no pilot. Tone phases
 follow a Newman sequence over all pilots in frequency order, so the sum stays low in crest factor.
 
+Step signature: each BS has a second, disjoint set of pilot bins (midway between its first
+set's). Bursts alternate between the two sets (``signature`` 0/1), so a capture that still holds
+the previous burst shows pilot energy on the other set; the estimator reports that share
+(``foreign_share``) and the measured loop rejects the capture.
+
 Estimation from a capture of N = Nb·P samples (any timing offset, any delay):
 1. a common carrier frequency offset is estimated from the period-P correlation and removed
-   (unambiguous for |CFO| < fs/(2P));
+   (unambiguous for |CFO| < fs/(2P)); ``cfo_ok`` flags captures whose estimate is coherent and
+   not near the edge of that range;
 2. the capture is cut into Nb blocks of P samples. Least squares for the model "a P-periodic
    signal plus residual" gives the periodic part as the mean block; its DFT (scaled so a tone of
    amplitude A reads A) gives each pilot tone's complex amplitude;
@@ -20,6 +26,11 @@ Estimation from a capture of N = Nb·P samples (any timing offset, any delay):
    number of bins;
 4. each BS's received power in a band is Σ_tones |amplitude|² − tones·σ²/Nb (noise bias
    removed), floored at 0.
+
+Offsets beyond ±fs/(2P) (crystals of two radios tens of kHz apart) are found before a run by
+:func:`estimate_offset` on a calibration burst (``PilotPlan.calibration_waveform``): tones on an
+irregular set of bins, so that exactly one whole-bin shift puts them back (the regular pilot comb
+would also fit one comb spacing away).
 
 Powers are mean |IQ|² in full-scale units, "in the band" = summed over its bins.
 """
@@ -32,9 +43,12 @@ import scipy.fft
 
 from sim.channel import sinr_of_received
 
-__all__ = ["PilotPlan", "BandEstimate", "estimate", "band_power", "external_power", "link_sinr"]
+__all__ = ["PilotPlan", "BandEstimate", "OffsetEstimate", "estimate", "estimate_offset", "band_power",
+           "external_power", "link_sinr"]
 
 _CFO_MIN_COHERENCE = 0.05   # correct the CFO only if this share of the capture power is periodic
+_CFO_EDGE = 0.8             # cfo_ok needs |CFO| below this share of fs/(2P): a wrapped estimate sits at the edge
+_CALIBRATION_TONES_PER_BAND = 4
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,9 @@ class PilotPlan:
     band_bins: np.ndarray = field(init=False, repr=False)    # [K, Mb] DFT bin indices of each band
     pilot_bins: np.ndarray = field(init=False, repr=False)   # [B, K, T] DFT bin of each pilot tone
     pilot_phase: np.ndarray = field(init=False, repr=False)  # [B, K, T] unit-modulus phase of each tone
+    alt_pilot_bins: np.ndarray = field(init=False, repr=False)   # [B, K, T] the second signature's bins
+    alt_pilot_phase: np.ndarray = field(init=False, repr=False)  # [B, K, T]
+    calibration_bins: np.ndarray = field(init=False, repr=False)  # [C] irregular tones of the calibration burst
     measure_bins: np.ndarray = field(init=False, repr=False)  # [K, Mm] bins the residual is averaged over
 
     def __post_init__(self):
@@ -58,7 +75,7 @@ class PilotPlan:
         first = -(width * k_num) // 2                                  # centred bin index of band 0
         centred = first + np.arange(k_num)[:, None] * width + np.arange(width)[None, :]   # [K, Mb]
         guard = self.edge_guard
-        pilots, measured = [], []
+        pilots, alt, measured = [], [], []
         for k in range(k_num):
             inner = centred[k, guard: width - guard]
             usable = inner[inner != 0]                                 # no pilot on DC
@@ -68,15 +85,21 @@ class PilotPlan:
                     f"fft_size={p} leaves {usable.size} usable bins per band, too few for num_bs={b_num} x "
                     f"tones_per_bs={t_num} pilots plus as many free bins: raise fft_size or lower tones_per_bs")
             pos = ((np.arange(num_pilots) + 0.5) * usable.size / num_pilots).astype(int)
+            alt_pos = (np.arange(num_pilots) * usable.size / num_pilots).astype(int)   # midway, disjoint
             pilots.append(usable[pos].reshape(t_num, b_num).T)         # tone j goes to BS j mod B
+            alt.append(usable[alt_pos].reshape(t_num, b_num).T)
             measured.append(usable)
         num_measured = min(m.size for m in measured)
-        pilot_bins = np.stack(pilots, axis=1)                          # [B, K, T] centred
-        rank = np.argsort(np.argsort(pilot_bins, axis=None)).reshape(pilot_bins.shape)
-        phase = np.exp(1j * np.pi * rank * rank / rank.size)           # Newman phases in frequency order
+        pilot_bins, alt_bins = np.stack(pilots, axis=1), np.stack(alt, axis=1)   # [B, K, T] centred
         object.__setattr__(self, "band_bins", centred % p)
         object.__setattr__(self, "pilot_bins", pilot_bins % p)
-        object.__setattr__(self, "pilot_phase", phase)
+        object.__setattr__(self, "pilot_phase", _newman_phases(pilot_bins))
+        object.__setattr__(self, "alt_pilot_bins", alt_bins % p)
+        object.__setattr__(self, "alt_pilot_phase", _newman_phases(alt_bins))
+        rng = np.random.default_rng(0)                                 # fixed: both ends know the set
+        calibration = np.concatenate([np.sort(rng.choice(m, _CALIBRATION_TONES_PER_BAND, replace=False))
+                                      for m in measured])
+        object.__setattr__(self, "calibration_bins", calibration % p)
         object.__setattr__(self, "measure_bins", np.stack([m[:num_measured] for m in measured]) % p)
 
     @property
@@ -89,29 +112,63 @@ class PilotPlan:
         lo = centred[:, 0] * sample_rate_hz / self.fft_size
         return np.stack([lo, lo + self.bins_per_band * sample_rate_hz / self.fft_size], axis=1)
 
-    def waveform(self, tx_power: np.ndarray) -> np.ndarray:
+    def pilots(self, signature: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(bins, phases) [B, K, T] of the pilot set of ``signature`` (0 or 1)."""
+        if signature not in (0, 1):
+            raise ValueError(f"signature must be 0 or 1, got {signature!r}")
+        return (self.pilot_bins, self.pilot_phase) if signature == 0 else (self.alt_pilot_bins, self.alt_pilot_phase)
+
+    def calibration_waveform(self, power: float) -> np.ndarray:
+        """One period (complex64 [P]) of the calibration burst: total power ``power`` (mean |IQ|²,
+        full-scale units) on the irregular calibration tones."""
+        if not (np.isfinite(power) and power >= 0):
+            raise ValueError(f"power must be finite and >= 0, got {power}")
+        spectrum = np.zeros(self.fft_size, dtype=np.complex128)
+        spectrum[self.calibration_bins] = np.sqrt(power / self.calibration_bins.size) * _newman_phases(
+            self.calibration_bins)
+        return (np.fft.ifft(spectrum) * self.fft_size).astype(np.complex64)
+
+    def waveform(self, tx_power: np.ndarray, signature: int = 0) -> np.ndarray:
         """One period (complex64 [P]) carrying the pilots of every BS with tx_power[b, k] > 0.
 
-        tx_power [B, K]: power of BS b's pilot in band k (mean |IQ|², full-scale units).
+        tx_power [B, K]: power of BS b's pilot in band k (mean |IQ|², full-scale units);
+        signature: which of the two pilot sets carries them.
         """
         tx_power = np.asarray(tx_power, dtype=np.float64)
         if tx_power.shape != (self.num_bs, self.num_bands):
             raise ValueError(f"tx_power must have shape {(self.num_bs, self.num_bands)}, got {tx_power.shape}")
         if np.any(tx_power < 0) or not np.all(np.isfinite(tx_power)):
             raise ValueError("tx_power must be finite and >= 0")
-        amp = np.sqrt(tx_power / self.tones_per_bs)[..., None] * self.pilot_phase   # [B, K, T]
+        bins, phase = self.pilots(signature)
+        amp = np.sqrt(tx_power / self.tones_per_bs)[..., None] * phase   # [B, K, T]
         spectrum = np.zeros(self.fft_size, dtype=np.complex128)
-        np.add.at(spectrum, self.pilot_bins.ravel(), amp.ravel())
+        np.add.at(spectrum, bins.ravel(), amp.ravel())
         return (np.fft.ifft(spectrum) * self.fft_size).astype(np.complex64)
+
+
+def _newman_phases(bins: np.ndarray) -> np.ndarray:
+    """Unit-modulus Newman phases over all pilots in frequency order (low crest factor)."""
+    rank = np.argsort(np.argsort(bins, axis=None)).reshape(bins.shape)
+    return np.exp(1j * np.pi * rank * rank / rank.size)
 
 
 @dataclass(frozen=True)
 class BandEstimate:
     """What one capture says about each band."""
 
-    power: np.ndarray     # [..., B, K] received pilot power of each BS in each band, full-scale units
-    residual: np.ndarray  # [..., K] noise + external interference in each band, full-scale units
-    cfo_hz: np.ndarray    # [...] common carrier frequency offset removed, Hz
+    power: np.ndarray          # [..., B, K] received pilot power of each BS in each band, full-scale units
+    residual: np.ndarray       # [..., K] noise + external interference in each band, full-scale units
+    cfo_hz: np.ndarray         # [...] common carrier frequency offset removed, Hz
+    foreign: np.ndarray        # [..., B, K] pilot power on the other signature's bins, full-scale units
+    cfo_ok: np.ndarray         # [...] bool: coherent, and not near the edge of the unambiguous range
+
+    @property
+    def foreign_share(self) -> np.ndarray:
+        """Share of the capture's pilot power on the other signature's bins [...]: near 0 for a
+        capture of the burst it was meant to measure, large for one that holds an earlier burst."""
+        own, other = self.power.sum(axis=(-2, -1)), self.foreign.sum(axis=(-2, -1))
+        total = own + other
+        return np.where(total > 0, other / np.where(total > 0, total, 1.0), 0.0)
 
 
 def _blocks(plan: PilotPlan, iq: np.ndarray) -> np.ndarray:
@@ -123,19 +180,21 @@ def _blocks(plan: PilotPlan, iq: np.ndarray) -> np.ndarray:
     return iq[..., : num_blocks * plan.fft_size].reshape(*iq.shape[:-1], num_blocks, plan.fft_size)
 
 
-def _remove_cfo(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
-    """Estimate the common CFO from y[n+P]·conj(y[n]) and derotate. iq [..., N]."""
+def _remove_cfo(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate the common CFO within ±fs/(2P) from y[n+P]·conj(y[n]) and derotate.
+    iq [..., N] -> blocks [..., Nb, P], cfo_hz [...], coherent [...] bool."""
     p = plan.fft_size
     corr = np.einsum("...n,...n->...", iq[..., p:], np.conj(iq[..., :-p]))            # [...]
     energy = np.einsum("...n,...n->...", iq, np.conj(iq)).real                         # [...]
     eps = np.angle(corr) / (2 * np.pi * p)                                             # cycles/sample
-    eps = np.where(np.abs(corr) > _CFO_MIN_COHERENCE * energy, eps, 0.0)
+    coherent = np.abs(corr) > _CFO_MIN_COHERENCE * energy
+    eps = np.where(coherent, eps, 0.0)
     blocks = _blocks(plan, iq)                                                         # [..., Nb, P]
     num_blocks = blocks.shape[-2]
     # e^{-j2πε(mP + i)} = e^{-j2πεmP} · e^{-j2πεi}: Nb + P exponentials instead of N
     outer = np.exp(-2j * np.pi * eps[..., None] * p * np.arange(num_blocks))[..., :, None]
     inner = np.exp(-2j * np.pi * eps[..., None] * np.arange(p))[..., None, :]
-    return blocks * (outer * inner).astype(np.complex64), eps * sample_rate_hz
+    return blocks * (outer * inner).astype(np.complex64), eps * sample_rate_hz, coherent
 
 
 def _spectra(blocks: np.ndarray, plan: PilotPlan) -> np.ndarray:
@@ -155,25 +214,62 @@ def _hann_power(plan: PilotPlan, spec: np.ndarray) -> np.ndarray:
     return (windowed.real ** 2 + windowed.imag ** 2) * (8.0 / 3.0)
 
 
-def estimate(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, correct_cfo: bool = True) -> BandEstimate:
+def estimate(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, correct_cfo: bool = True,
+             signature: int = 0) -> BandEstimate:
     """Least-squares estimate of every BS's received power per band and the residual per band.
 
     iq [..., N] complex, N >= 2·P (samples past the last whole period are ignored).
+    signature: the pilot set the burst was sent on (the other set's power is ``foreign``).
     """
     iq = np.asarray(iq, dtype=np.complex64)
     if correct_cfo:
-        blocks, cfo_hz = _remove_cfo(plan, iq, sample_rate_hz)         # [..., Nb, P]
+        blocks, cfo_hz, cfo_ok = _remove_cfo(plan, iq, sample_rate_hz)         # [..., Nb, P]
     else:
-        blocks, cfo_hz = _blocks(plan, iq), np.zeros(iq.shape[:-1])
+        blocks, cfo_hz, cfo_ok = _blocks(plan, iq), np.zeros(iq.shape[:-1]), np.ones(iq.shape[:-1], bool)
     num_blocks = blocks.shape[-2]
     spec = _spectra(blocks, plan)                                       # [..., Nb, P]
     periodic = spec.mean(axis=-2, keepdims=True)                        # [..., 1, P] LS periodic part
-    amp = periodic[..., 0, plan.pilot_bins]                             # [..., B, K, T]
+    bins, _ = plan.pilots(signature)
+    other, _ = plan.pilots(1 - signature)
+    cfo_ok = cfo_ok & (np.abs(cfo_hz) < _CFO_EDGE * sample_rate_hz / (2 * plan.fft_size))
     per_bin = _hann_power(plan, spec - periodic).sum(axis=-3) / (num_blocks - 1)   # [..., K, Mm]
     sigma2 = per_bin.mean(axis=-1)                                      # [..., K] residual per bin
-    raw = (amp.real ** 2 + amp.imag ** 2).sum(axis=-1)                  # [..., B, K]
-    power = np.maximum(raw - plan.tones_per_bs * sigma2[..., None, :] / num_blocks, 0.0)
-    return BandEstimate(power=power, residual=sigma2 * plan.bins_per_band, cfo_hz=cfo_hz)
+    bias = plan.tones_per_bs * sigma2[..., None, :] / num_blocks        # [..., 1, K] noise in T tones
+
+    def tone_power(at: np.ndarray) -> np.ndarray:
+        amp = periodic[..., 0, at]                                      # [..., B, K, T]
+        return np.maximum((amp.real ** 2 + amp.imag ** 2).sum(axis=-1) - bias, 0.0)   # [..., B, K]
+
+    return BandEstimate(power=tone_power(bins), residual=sigma2 * plan.bins_per_band, cfo_hz=cfo_hz,
+                        foreign=tone_power(other), cfo_ok=np.asarray(cfo_ok))
+
+
+@dataclass(frozen=True)
+class OffsetEstimate:
+    """The carrier frequency offset of a calibration capture."""
+
+    cfo_hz: np.ndarray    # [...] offset of the capture against the receiver, Hz
+    clear: np.ndarray     # [...] bool: coherent, and exactly one whole-bin shift fits
+
+
+def estimate_offset(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, max_cfo_hz: float) -> OffsetEstimate:
+    """CFO of a capture of the calibration burst, searched within ±max_cfo_hz: the fine offset
+    from the period correlation, then the whole-bin shift in range whose calibration bins hold
+    the most periodic energy; clear when that shift holds over 4x the runner-up's energy.
+    Cost: one FFT per block and one gather per candidate shift. iq [..., N]."""
+    if not (np.isfinite(max_cfo_hz) and max_cfo_hz >= 0):
+        raise ValueError(f"max_cfo_hz must be finite and >= 0, got {max_cfo_hz}")
+    blocks, fine_hz, coherent = _remove_cfo(plan, np.asarray(iq, dtype=np.complex64), sample_rate_hz)
+    periodic = _spectra(blocks, plan).mean(axis=-2)                     # [..., P]
+    bin_hz = sample_rate_hz / plan.fft_size
+    max_shift = int(np.ceil(max(max_cfo_hz - bin_hz / 2, 0.0) / bin_hz))
+    shifts = np.arange(-max_shift, max_shift + 1)
+    idx = (plan.calibration_bins[None, :] + shifts[:, None]) % plan.fft_size   # [S, C]
+    energy = (np.abs(periodic[..., idx]) ** 2).sum(axis=-1)            # [..., S]
+    ranked = np.sort(energy, axis=-1)
+    runner_up = ranked[..., -2] if shifts.size > 1 else np.zeros(ranked.shape[:-1])
+    best = shifts[energy.argmax(axis=-1)]
+    return OffsetEstimate(cfo_hz=fine_hz + best * bin_hz, clear=coherent & (ranked[..., -1] > 4.0 * runner_up))
 
 
 def band_power(plan: PilotPlan, iq: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hardware.dsp import PilotPlan, band_power, estimate, external_power, link_sinr
+from hardware.dsp import PilotPlan, band_power, estimate, estimate_offset, external_power, link_sinr
 from hardware.emulated.medium import RfMedium
 
 FS_HZ = 2e6
@@ -145,3 +145,78 @@ def test_batched_captures_match_single(plan):
 def test_short_capture_is_refused(plan):
     with pytest.raises(ValueError, match="2 periods"):
         estimate(plan, np.zeros(1500, np.complex64), FS_HZ)
+
+
+def test_signature_sets_are_disjoint_and_carry_the_same_power(plan):
+    a, b = plan.pilots(0)[0].ravel(), plan.pilots(1)[0].ravel()
+    assert not set(a) & set(b) and np.unique(b).size == b.size and 0 not in b
+    for k in range(plan.num_bands):
+        assert set(plan.alt_pilot_bins[:, k].ravel()) <= set(plan.measure_bins[k])
+    power = np.full((3, 5), 1e-3)
+    x1 = plan.waveform(power, signature=1)
+    assert np.mean(np.abs(x1) ** 2) == pytest.approx(power.sum(), rel=1e-5)
+    assert np.max(np.abs(x1)) < 3.0 * np.sqrt(power.sum())
+    with pytest.raises(ValueError, match="signature"):
+        plan.waveform(power, signature=2)
+
+
+@pytest.mark.parametrize("signature", [0, 1])
+def test_a_capture_of_the_other_signature_is_foreign(plan, signature):
+    """The burst on air was sent with the other signature (a stale capture): its power shows up
+    as foreign, not as the BSs' power; a capture of the right burst has a foreign share near 0."""
+    medium, bs, ue = bench(plan, seed=4)
+    power = np.full((3, 5), 1e-4)
+    for b, port in enumerate(bs):
+        own = np.zeros_like(power)
+        own[b] = power[b]
+        port.transmit(plan.waveform(own, signature=signature), cyclic=True)
+    iq = ue.receive(CAPTURE)
+    right = estimate(plan, iq, FS_HZ, signature=signature)
+    wrong = estimate(plan, iq, FS_HZ, signature=1 - signature)
+    assert right.foreign_share < 0.01 and wrong.foreign_share > 0.99
+    np.testing.assert_allclose(right.power, 1e-4, rtol=0.05)
+    np.testing.assert_allclose(wrong.foreign, 1e-4, rtol=0.05)
+
+
+def test_noise_only_capture_has_no_foreign_share_and_no_clear_offset(plan):
+    medium, bs, ue = bench(plan, seed=5)
+    iq = ue.receive(CAPTURE)
+    est = estimate(plan, iq, FS_HZ)
+    assert est.foreign_share < 0.5 and not est.cfo_ok and est.cfo_hz == 0.0
+    assert not estimate_offset(plan, iq, FS_HZ, max_cfo_hz=65e3).clear
+
+
+def test_calibration_tones_are_irregular(plan):
+    """Every whole-bin shift other than 0 keeps at most a few calibration tones on the set,
+    which is what makes the coarse search unambiguous."""
+    bins = set(plan.calibration_bins.tolist())
+    overlaps = [len(bins & {(b + m) % plan.fft_size for b in bins}) for m in range(1, 64)]
+    assert max(overlaps) <= 4 and len(bins) == 4 * plan.num_bands
+    x = plan.calibration_waveform(1e-3)
+    assert np.mean(np.abs(x) ** 2) == pytest.approx(1e-3, rel=1e-5)
+
+
+@pytest.mark.parametrize("cfo_hz", [-61e3, -12.3e3, 2.5e3, 47.1e3, 118e3])
+def test_coarse_search_finds_offsets_of_tens_of_khz(plan, cfo_hz):
+    """±25 ppm crystals at 2.44 GHz put two radios up to ~120 kHz apart: far beyond the fine
+    estimator's ±fs/(2P) (977 Hz here). The calibration burst's coarse search recovers the
+    offset within ±max_cfo_hz; the fine estimate alone gives a wrapped value it flags."""
+    medium, bs, ue = bench(plan, seed=6, cfo_hz=cfo_hz)
+    bs[1].transmit(plan.calibration_waveform(1e-4), cyclic=True)
+    iq = ue.receive(CAPTURE)
+    off = estimate_offset(plan, iq, FS_HZ, max_cfo_hz=125e3)
+    assert off.clear and off.cfo_hz == pytest.approx(cfo_hz, abs=5.0)
+    fine = estimate(plan, iq, FS_HZ)
+    assert abs(fine.cfo_hz - cfo_hz) > 1e3                        # wrapped: only the search gets it
+    if abs(cfo_hz) > 10e3:                                        # the range rounds up to whole bins
+        narrow = estimate_offset(plan, iq, FS_HZ, max_cfo_hz=abs(cfo_hz) / 2)
+        assert abs(narrow.cfo_hz - cfo_hz) > 1e3                  # outside the tolerance: not found
+
+
+def test_fine_offset_near_the_edge_of_its_range_is_flagged(plan):
+    medium, bs, ue = bench(plan, seed=8, cfo_hz=950.0)              # fs/(2P) = 977 Hz
+    send(plan, bs, np.full((3, 5), 1e-4))
+    assert not estimate(plan, ue.receive(CAPTURE), FS_HZ).cfo_ok
+    medium, bs, ue = bench(plan, seed=8, cfo_hz=300.0)
+    send(plan, bs, np.full((3, 5), 1e-4))
+    assert estimate(plan, ue.receive(CAPTURE), FS_HZ).cfo_ok
