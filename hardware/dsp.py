@@ -161,6 +161,8 @@ class BandEstimate:
     cfo_hz: np.ndarray         # [...] common carrier frequency offset removed, Hz
     foreign: np.ndarray        # [..., B, K] pilot power on the other signature's bins, full-scale units
     cfo_ok: np.ndarray         # [...] bool: coherent, and not near the edge of the unambiguous range
+    min_tone: np.ndarray       # [..., B, K] weakest tone of each BS's pilots, on the set whose weakest is
+                               # strongest: a burst lights every tone of a BS, a CW interferer one
 
     @property
     def foreign_share(self) -> np.ndarray:
@@ -238,10 +240,14 @@ def estimate(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, correct_cfo
 
     def tone_power(at: np.ndarray) -> np.ndarray:
         amp = periodic[..., 0, at]                                      # [..., B, K, T]
-        return np.maximum((amp.real ** 2 + amp.imag ** 2).sum(axis=-1) - bias, 0.0)   # [..., B, K]
+        return amp.real ** 2 + amp.imag ** 2
 
-    return BandEstimate(power=tone_power(bins), residual=sigma2 * plan.bins_per_band, cfo_hz=cfo_hz,
-                        foreign=tone_power(other), cfo_ok=np.asarray(cfo_ok))
+    own, alien = tone_power(bins), tone_power(other)
+    per_tone_bias = sigma2[..., None, :, None] / num_blocks
+    min_tone = np.maximum(np.maximum(own.min(axis=-1), alien.min(axis=-1)) - per_tone_bias[..., 0], 0.0)
+    return BandEstimate(power=np.maximum(own.sum(axis=-1) - bias, 0.0), residual=sigma2 * plan.bins_per_band,
+                        cfo_hz=cfo_hz, foreign=np.maximum(alien.sum(axis=-1) - bias, 0.0),
+                        cfo_ok=np.asarray(cfo_ok), min_tone=min_tone)
 
 
 @dataclass(frozen=True)

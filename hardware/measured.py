@@ -21,6 +21,15 @@ in parallel, so a step takes as many turns as the busiest band has active links 
 ``max_turns``; links beyond, and UEs no radio stands for, keep the simulator's SINR and are
 marked not measured). Dry run: everything runs, nothing radiates, SINR stays simulated.
 
+Captures hold only the present: successive bursts alternate between the two pilot sets of
+``hardware.dsp`` (the step signature), so a capture that still holds the previous burst has its
+pilot power on the other set, and one that holds the silence before it has no pilots (the
+boosted target pilot always stands 20 dB above N0); a sensing capture (TX off) must hold no
+pilots at all. Each UE radio gets, every time, the pilot set it did not capture last time (a
+turn whose radios last saw different sets is sent twice, once per set), so whatever an old RX
+block holds, it is not this burst. A stale capture is discarded and taken again
+(MAX_RECAPTURES times at most, then a ``RadioError``), and counted in ``stale_captures``.
+
 A radio error (timeout, disconnect) or a safety violation mutes every radio and propagates, so
 the env/runner ends the episode and saves its data.
 """
@@ -48,7 +57,11 @@ if TYPE_CHECKING:
 
 __all__ = ["MeasuredNetwork", "BackendError", "close_all", "check_radio_map"]
 
-_HEADROOM = 0.95   # bursts are scaled to at most this share of max_amplitude
+_HEADROOM = 0.95        # bursts are scaled to at most this share of max_amplitude
+STALE_SHARE = 0.1        # a band with more pilot power on the other signature than this share of
+                         # its own (and more than SENSE_PILOT_SHARE of its residual) is stale
+SENSE_PILOT_SHARE = 0.1  # pilots are present in a band when their power exceeds this share of its residual
+MAX_RECAPTURES = 2
 
 
 class BackendError(ValueError):
@@ -78,6 +91,8 @@ class MeasuredNetwork(SimNetwork):
         self.transmitter = Transmitter(radios, self.bs_radio, self.plan, dry_run=hw.dry_run)
         self.last_turns = 0
         self.last_backoff_db = 0.0
+        self.stale_captures = 0      # captures discarded for holding an earlier burst, since start
+        self._last_signature = {name: 1 for name in radios}   # pilot set each radio last captured
         with self._muting_on_error():
             settings = hw.settings()
             for radio in radios.values():
@@ -96,7 +111,7 @@ class MeasuredNetwork(SimNetwork):
             for n in range(self.num_envs):
                 self._apply_scene(n)
                 for name in dict.fromkeys(self.bs_radio):
-                    iq = self.radios[name].capture(self.hw.capture_samples)
+                    iq = self._fresh_capture(name, self._holds_no_pilots)
                     excess_w = external_power(self.plan, iq, self.noise_floor[name]) * self.full_scale_w
                     mine = [b for b, r in enumerate(self.bs_radio) if r == name]
                     out[n, mine] = excess_w / self.radio_gain_lin[name]
@@ -149,17 +164,58 @@ class MeasuredNetwork(SimNetwork):
                 boost *= (limit / peak) ** 2
                 backoffs.append(amplitude_to_db(peak / limit))
             link_gain *= boost
-            self.transmitter.transmit(safe, n, link_gain)
-            if self.hw.settle_s:
-                time.sleep(self.hw.settle_s)
-            estimates = {radio: estimate(self.plan, self.radios[radio].capture(self.hw.capture_samples),
-                                         self.hw.sample_rate_hz)
-                         for radio in dict.fromkeys(r for _, r in ue_bs.values())}
+            estimates = {}
+            pending = list(dict.fromkeys(r for _, r in ue_bs.values()))
+            while pending:                       # each radio gets the set it did not capture last time
+                signature = 1 - self._last_signature[pending[0]]
+                group = [r for r in pending if self._last_signature[r] != signature]
+                self.transmitter.transmit(safe, n, link_gain, signature)
+                if self.hw.settle_s:
+                    time.sleep(self.hw.settle_s)
+                for radio in group:
+                    bands = [k for k, (_, r) in ue_bs.items() if r == radio]
+                    estimates[radio] = self._estimate_fresh(radio, signature, bands)
+                    self._last_signature[radio] = signature
+                pending = [r for r in pending if r not in group]
             for k, b in targets.items():
                 est = estimates[ue_bs[k][1]]
                 sinr[b, k] = link_sinr(est.power[:, k:k + 1] / boost[:, k:k + 1], est.residual[k:k + 1])[b, 0]
                 measured[b, k] = True
         self.last_backoff_db = max(backoffs)
+
+    def _fresh_capture(self, name: str, fresh) -> np.ndarray:
+        """A capture of radio ``name`` that ``fresh(iq)`` accepts; stale ones are counted and
+        taken again, at most MAX_RECAPTURES times."""
+        for _ in range(1 + MAX_RECAPTURES):
+            iq = self.radios[name].capture(self.hw.capture_samples)
+            if fresh(iq):
+                return iq
+            self.stale_captures += 1
+        raise RadioError(f"{name}: {1 + MAX_RECAPTURES} captures in a row held an earlier burst (stale RX "
+                         "buffers); the radio does not deliver the present")
+
+    def _holds_no_pilots(self, iq: np.ndarray) -> bool:
+        """A TX-off capture: no BS's pilots (every tone of one set lit beyond a share of the
+        band's residual per tone) in any band; a CW interferer on one pilot bin is no burst."""
+        est = estimate(self.plan, iq, self.hw.sample_rate_hz)
+        per_tone = SENSE_PILOT_SHARE * est.residual / self.plan.tones_per_bs          # [K]
+        return bool(np.all(est.min_tone <= per_tone))
+
+    def _estimate_fresh(self, radio: str, signature: int, bands: list[int]):
+        """The estimate of a capture of the burst just sent on pilot set ``signature``, judged on
+        the bands this radio measures: their pilots present, and not mostly on the other set."""
+        out = []
+
+        def fresh(iq: np.ndarray) -> bool:
+            est = estimate(self.plan, iq, self.hw.sample_rate_hz, signature=signature)
+            out.append(est)
+            if self.hw.dry_run:                      # nothing was sent: nothing to recognise
+                return True
+            own, foreign = est.power[:, bands].sum(axis=0), est.foreign[:, bands].sum(axis=0)   # [bands]
+            floor = SENSE_PILOT_SHARE * est.residual[bands]
+            return bool(np.all((own > floor) & ((foreign <= STALE_SHARE * own) | (foreign <= floor))))
+        self._fresh_capture(radio, fresh)
+        return out[-1]
 
     def _apply_scene(self, n: int, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:
         """Mock bench only: put env n's incumbents on the medium."""

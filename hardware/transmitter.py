@@ -57,27 +57,29 @@ class Transmitter:
             raise ValueError("link_gain must be finite and >= 0")
         return power_w * link_gain
 
-    def build(self, safe: SafePowers, env: int, link_gain: np.ndarray) -> dict[str, np.ndarray]:
-        """One period of IQ per radio (complex64 [P]); radios with nothing to send are left out."""
+    def build(self, safe: SafePowers, env: int, link_gain: np.ndarray, signature: int = 0) -> dict[str, np.ndarray]:
+        """One period of IQ per radio (complex64 [P]) on the pilot set ``signature``; radios with
+        nothing to send are left out."""
         power = self.tx_power(safe, env, link_gain)
         out = {}
         for name in dict.fromkeys(self.bs_radio):
             mine = np.array([r == name for r in self.bs_radio])
             if np.any(power[mine] > 0):
-                out[name] = self.plan.waveform(np.where(mine[:, None], power, 0.0))
+                out[name] = self.plan.waveform(np.where(mine[:, None], power, 0.0), signature)
         return out
 
     def peak(self, safe: SafePowers, env: int, link_gain: np.ndarray) -> float:
         """Largest |IQ| any radio's burst would have (0 if nothing would be sent)."""
         return max((float(np.abs(iq).max()) for iq in self.build(safe, env, link_gain).values()), default=0.0)
 
-    def transmit(self, safe: SafePowers, env: int, link_gain: np.ndarray) -> dict[str, TxBurst]:
+    def transmit(self, safe: SafePowers, env: int, link_gain: np.ndarray, signature: int = 0) -> dict[str, TxBurst]:
         """Check every burst against its radio's hard limits, then start them all (cyclic).
 
         Radios with nothing to send are muted. Raises SafetyViolation before anything is sent
-        if any burst or any radio's settings break a limit.
+        if any burst or any radio's settings break a limit. ``signature``: the pilot set
+        (``PilotPlan.pilots``), alternated by the caller so stale captures can be told apart.
         """
-        waves = self.build(safe, env, link_gain)
+        waves = self.build(safe, env, link_gain, signature)
         for name, iq in waves.items():
             radio = self.radios[name]
             if radio.settings is None:

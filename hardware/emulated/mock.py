@@ -2,6 +2,8 @@
 
 TX IQ goes on the medium scaled by the TX gain; captures are what the medium delivers, scaled
 by the RX gain. ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
+``inject_fault("stale")`` makes one later capture return the samples of the previous capture
+(what a radio whose kernel still holds old RX blocks delivers);
 ``inject_fault("disconnect")`` makes the radio vanish like an unplugged USB device: it stops
 radiating and every later operation, mute included, raises ``RadioError``.
 """
@@ -16,7 +18,7 @@ from sim.units import db_to_amplitude
 
 __all__ = ["MockRadio", "FAULTS"]
 
-FAULTS = ("timeout", "disconnect")
+FAULTS = ("timeout", "disconnect", "stale")
 
 
 class MockRadio(Radio):
@@ -31,6 +33,7 @@ class MockRadio(Radio):
         self._fault: str | None = None
         self._fault_countdown = 0
         self._disconnected = False
+        self._previous_capture: np.ndarray | None = None
 
     def inject_fault(self, kind: str, after_calls: int = 0) -> None:
         """Make the operation ``after_calls`` operations from now (configure/send/capture) fail."""
@@ -40,16 +43,21 @@ class MockRadio(Radio):
             raise ValueError(f"after_calls must be >= 0, got {after_calls}")
         self._fault, self._fault_countdown = kind, after_calls
 
-    def _operation(self, what: str) -> None:
-        """Count one operation and raise the injected fault when it is due."""
+    def _operation(self, what: str) -> str | None:
+        """Count one operation and raise the injected fault when it is due; returns "stale" when
+        a stale capture is due."""
         if self._disconnected:
             raise RadioError(f"{self.name}: radio disconnected ({what} failed)")
         if self._fault is None:
-            return
+            return None
         if self._fault_countdown > 0:
             self._fault_countdown -= 1
-            return
+            return None
+        if self._fault == "stale" and what != "capture":
+            return None
         kind, self._fault = self._fault, None
+        if kind == "stale":
+            return kind
         if kind == "timeout":
             raise RadioTimeout(f"{self.name}: {what} timed out (injected fault)")
         self._disconnected = True
@@ -70,9 +78,13 @@ class MockRadio(Radio):
         self.port.transmit(iq * gain, cyclic, self._state())
 
     def _capture(self, num_samples: int) -> np.ndarray:
-        self._operation("capture")
+        stale = self._operation("capture") == "stale"
+        previous = self._previous_capture
+        if stale and previous is not None and previous.size == num_samples:
+            return previous
         gain = np.float32(db_to_amplitude(self.settings.rx_gain_db))
-        return self.port.receive(num_samples, self._state()) * gain
+        self._previous_capture = self.port.receive(num_samples, self._state()) * gain
+        return self._previous_capture
 
     def _mute(self) -> None:
         self.port.mute()

@@ -220,3 +220,17 @@ def test_fine_offset_near_the_edge_of_its_range_is_flagged(plan):
     medium, bs, ue = bench(plan, seed=8, cfo_hz=300.0)
     send(plan, bs, np.full((3, 5), 1e-4))
     assert estimate(plan, ue.receive(CAPTURE), FS_HZ).cfo_ok
+
+
+def test_a_burst_lights_every_tone_a_cw_interferer_one(plan):
+    """min_tone tells a stale burst in a TX-off capture from a CW interferer sitting on a pilot bin."""
+    medium, bs, ue = bench(plan, seed=9)
+    tone_bin = int(plan.pilot_bins[1, 2, 0])
+    n = np.arange(plan.fft_size)
+    bs[0].transmit((0.01 * np.exp(2j * np.pi * tone_bin * n / plan.fft_size)).astype(np.complex64), cyclic=True)
+    cw = estimate(plan, ue.receive(CAPTURE), FS_HZ)
+    assert cw.power[1, 2] > 10 * cw.residual[2]                 # the tone sits on BS 1's pilot
+    assert cw.min_tone.max() < 1e-3 * cw.power[1, 2]            # but lights one tone of four
+    send(plan, bs, np.full((3, 5), 1e-4))
+    burst = estimate(plan, ue.receive(CAPTURE), FS_HZ)
+    np.testing.assert_allclose(burst.min_tone, 1e-4 / plan.tones_per_bs, rtol=0.2)

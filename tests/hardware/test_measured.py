@@ -288,3 +288,64 @@ def test_several_envs_are_measured_one_after_the_other():
             assert (err <= 1.0).float().mean() >= 0.9
     finally:
         net.close()
+
+
+# --- stale captures ---------------------------------------------------------------------------
+@pytest.mark.parametrize("radio", ["ue0", "ue1"])
+def test_a_stale_capture_is_detected_counted_and_taken_again(radio):
+    """A capture that returns the previous capture's samples (old kernel RX blocks) holds the
+    burst this radio measured last time: the step signature tells it apart, it is discarded,
+    counted, and the measurement still matches the simulator."""
+    net = mock_net()
+    try:
+        net.reset(seed=1)
+        for t in range(2):
+            net.step(torch.full((1, 3, 5), 3))
+        assert net.stale_captures == 0
+        caught = 0
+        for t in range(6):
+            net.radios[radio].inject_fault("stale")
+            before = net.stale_captures
+            res = net.step(random_levels(t))
+            analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
+            act = res.measured & res.active
+            err = (10 * torch.log10(res.sinr_lin[act] / analytic[act])).abs()
+            assert err.max() < 3.0 and err.median() < 0.5
+            caught += net.stale_captures - before
+        assert caught == 6
+    finally:
+        net.close()
+
+
+def test_a_sensing_capture_that_holds_a_burst_is_stale():
+    """With TX off, a capture holding pilots (blocks recorded while the last turn was on air) is
+    discarded: the occupancy map is read from a fresh capture."""
+    net = mock_net()
+    try:
+        net.reset(seed=3)
+        net.step(torch.full((1, 3, 5), 3))
+        with_burst = net.radios["ue0"]._previous_capture                # the last turn's capture
+        real = net.radios["bs1"]._capture
+        calls = []
+        net.radios["bs1"]._capture = lambda num_samples: with_burst if not calls.append(1) and len(calls) == 1 \
+            else real(num_samples)
+        before = net.stale_captures
+        net.step(torch.full((1, 3, 5), 3))
+        assert net.stale_captures == before + 1
+    finally:
+        net.close()
+
+
+def test_a_radio_that_only_delivers_the_past_ends_the_episode():
+    net = mock_net()
+    try:
+        net.reset(seed=2)
+        net.step(torch.full((1, 3, 5), 3))
+        old = net.radios["ue0"].capture(net.hw.capture_samples)
+        net.radios["ue0"]._capture = lambda num_samples: old          # a buffer that never refreshes
+        with pytest.raises(RadioError, match="stale"):
+            for t in range(4):
+                net.step(torch.full((1, 3, 5), 3))
+        assert ports_silent(net)
+    finally:
+        net.close()
