@@ -9,7 +9,8 @@ from tqdm import tqdm
 
 from testbed.config import Config, save_config
 from testbed.env import SpectrumVectorEnv
-from testbed.metrics import METRIC_KEYS, PAPER_METRICS, TITLES, EpisodeRecorder, summarise
+from testbed.metrics import HEADERS, METRIC_KEYS, EpisodeRecorder, summarise
+from testbed.plots import count, plot_bars
 from testbed.policies import make_policy
 
 
@@ -45,34 +46,25 @@ def run_policy(env: SpectrumVectorEnv, name: str, episodes: int, seed: int, bar:
     return rows
 
 
-def format_table(summary: dict[str, dict]) -> str:
-    """A markdown table: one row per policy, mean ± std of each metric, throughput vs the oracle."""
+def format_table(summary: dict[str, dict], samples: int) -> str:
+    """A markdown table: one row per policy, mean ± std over its ``samples`` (network, episode) pairs
+    of each metric ('± n/a' for one sample), throughput vs the oracle."""
     oracle = summary.get("oracle", {}).get("throughput_mbps", {}).get("mean")
-    head = "| policy | " + " | ".join(METRIC_KEYS) + (" | throughput / oracle |" if oracle else " |")
+    head = "| policy | " + " | ".join(HEADERS[c] for c in METRIC_KEYS) + (" | throughput / oracle |" if oracle else " |")
     lines = [head, "|" + "---|" * (len(METRIC_KEYS) + 1 + bool(oracle))]
     for name, stats in summary.items():
-        cells = [f"{stats[c]['mean']:.3g} ± {stats[c]['std']:.2g}" for c in METRIC_KEYS]
+        cells = [f"{stats[c]['mean']:.3g} ± " + ("n/a" if samples == 1 else f"{stats[c]['std']:.2g}")
+                 for c in METRIC_KEYS]
         if oracle:
             cells.append(f"{stats['throughput_mbps']['mean'] / oracle:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(summary: dict[str, dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(summary)
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    for ax, key in zip(axes, PAPER_METRICS):
-        ax.bar(names, [summary[n][key]["mean"] for n in names], yerr=[summary[n][key]["std"] for n in names],
-               color="tab:blue", capsize=3)
-        ax.set_title(TITLES[key])
-        ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def averaged(episodes: int, num_envs: int) -> str:
+    """What the demo's numbers average."""
+    return (f"mean ± std over {count(episodes, 'episode')} × {count(num_envs, 'network')} = "
+            f"{count(episodes * num_envs, 'network-episode')} per policy")
 
 
 def run_demo(config: Config, episodes: int | None = None) -> Path:
@@ -93,10 +85,12 @@ def run_demo(config: Config, episodes: int | None = None) -> Path:
             fh.write(json.dumps(row) + "\n")
     summary = {name: summarise([r for r in rows if r["policy"] == name]) for name in config.run.policies}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    plot(summary, run_dir / "metrics.png")
-    table = format_table(summary)
-    (run_dir / "table.md").write_text(table + "\n")
-    print(f"\n{config.env.num_envs} networks x {episodes} episodes per policy (mean ± std over episodes)\n")
+    caption = averaged(episodes, config.env.num_envs)
+    plot_bars(summary, run_dir / "metrics.png",
+              f"Reference policies: {caption}; error bars ±1 std, clipped to each metric's physical range")
+    table = format_table(summary, episodes * config.env.num_envs)
+    (run_dir / "table.md").write_text(f"**Reference policies: {caption}**\n\n{table}\n")
+    print(f"\n{caption}\n")
     print(table)
     print(f"\nrun folder: {run_dir}")
     return run_dir

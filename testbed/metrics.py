@@ -18,11 +18,19 @@ PAPER_METRICS = ("sinr_violations", "throughput_mbps", "latency_violations", "fa
 METRIC_KEYS = PAPER_METRICS + ("blocked_unsafe", "executed_violations", "return")   # every episode metric
 TABLE_KEYS = PAPER_METRICS + ("blocked_unsafe", "return")   # the columns of the reproduction's tables
 
+# the physical range (low, high) of each episode metric, None = unbounded: error bars and bands are clipped to it
+RANGES = {"sinr_violations": (0.0, None), "throughput_mbps": (0.0, None), "latency_violations": (0.0, None),
+          "fairness": (0.0, 1.0), "blocked_unsafe": (0.0, None), "executed_violations": (0.0, None),
+          "return": (None, None)}
+
 TITLES = {"sinr_violations": "SINR violations / step", "throughput_mbps": "Throughput (Mbit/s)",
-          "latency_violations": "Latency violations / step", "fairness": "Jain's index"}   # plot panels
+          "latency_violations": "Latency violations / step", "fairness": "Jain's index",
+          "return": "Return / episode", "losses/policy": "Policy loss (clipped surrogate)",
+          "losses/value": "Value loss", "losses/entropy": "Entropy (nats)", "losses/approx_kl": "Approx. KL",
+          "losses/clipfrac": "Clip fraction", "losses/outer": "MAML outer loss"}   # plot panels
 HEADERS = {"sinr_violations": "SINR viol./step", "throughput_mbps": "throughput (Mbit/s)",
            "latency_violations": "latency viol./step", "fairness": "Jain", "blocked_unsafe": "blocked unsafe / ep",
-           "return": "return / ep"}   # table columns
+           "executed_violations": "executed viol. / ep", "return": "return / ep"}   # table columns
 DISPLAY_NAMES = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN (RL²)", "rnn_attention": "RNN + attention",
                  "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch", "random": "random",
                  "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle"}   # agents and policies
