@@ -1,4 +1,4 @@
-"""The batched network: N independent IAB networks stepped together (DESIGN.md section 2).
+"""The batched network: N independent IAB networks stepped together (docs/model.md).
 
 Step t, for every backend:
   1. the safety filter (Eq. 4) reads the interference map prepared at the end of step t-1;

@@ -1,4 +1,4 @@
-"""The safety filter (DESIGN.md Eq. 4) and the token type that proves a power passed it.
+"""The safety filter (Eq. 4, docs/model.md) and the token type that proves a power passed it.
 
 ``SafePowers`` can only be built by :func:`apply_safety_filter`: its constructor demands a
 module-private key. Radios accept nothing else (see ``hardware.transmitter``), so no code path
