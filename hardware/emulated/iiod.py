@@ -4,8 +4,29 @@ The real libiio client (``iio_info -u ip:127.0.0.1:PORT``, ``adi.Pluto("ip:127.0
 talks to it as to a Pluto on the network. Commands: PRINT, ZPRINT (refused, so a zstd client falls
 back), VERSION, TIMEOUT, READ, WRITE, OPEN, READBUF, WRITEBUF, CLOSE, GETTRIG, EXIT. libiio opens
 one TCP connection per buffer, so each connection is served by its own thread with its own OPEN
-state; every reply goes out in one write. Like iiod, several connections may read the RX device
-at once; the TX device takes one buffer at a time (-EBUSY).
+state; every reply goes out in one write (a READBUF larger than ``CHUNK_SAMPLES`` in several). Like
+iiod, several connections may read the RX device at once; the TX device takes one buffer at a time
+(-EBUSY).
+
+Limits, checked before anything is allocated, so that no client can exhaust memory or stall the
+others: a command line of at most ``MAX_LINE_BYTES``, an attribute value of at most
+``MAX_ATTR_BYTES``, a buffer of at most ``MAX_BUFFER_BYTES``, ``MAX_CONNECTIONS`` clients at once
+(more are closed on accept), and ``command_timeout_s``, the longest a command, once begun, may pause
+mid-line or mid-data (then the connection is closed). Refusals, as iiod 0.24 answers them where it
+answers with an errno:
+
+    command line too long              -EIO, connection closed (iiod's read_line fails the same way)
+    WRITE length > MAX_ATTR_BYTES      -ENOMEM, connection closed (the value that follows cannot be
+                                       told from commands)
+    WRITE length < 0                   -ENOMEM (iiod: atol wraps to a size malloc refuses)
+    WRITE length 0                     -EIO (libiio's local backend: nothing written)
+    OPEN samples <= 0, bad mask        -EINVAL
+    OPEN above MAX_BUFFER_BYTES        -ENOMEM (the kernel's DMA blocks are no larger)
+    READBUF/WRITEBUF length <= 0       -EINVAL (iiod answers 0, which a client takes for success)
+    WRITEBUF not whole samples, or     -EINVAL, before any data (libiio then sends none)
+      more than the open buffer holds
+
+A server bound beyond loopback says so on stderr and with a RuntimeWarning.
 
 RF: TX buffers (int16 I/Q, full scale 2^15 - 1) are scaled by the TX gain and put on an RF medium port;
 RX buffers are what the port receives, scaled by the RX gain and quantised to the 12-bit ADC
@@ -19,11 +40,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import ipaddress
 import select
 import signal
 import socket
+import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +63,14 @@ from sim.units import db_to_amplitude
 __all__ = ["IIODEmulator", "serve", "serve_bench", "serve_until_signal"]
 
 DEFAULT_SAMPLE_RATE_HZ = 2e6     # sample rate of a private medium (the bench default)
+
+MAX_LINE_BYTES = 8192            # a command line with its "\r\n": flex's input buffer, the most iiod 0.24 reads for one
+MAX_ATTR_BYTES = 0x10000         # an attribute value: the 64 KiB buffer iiod 0.24 reads attributes into (ops.c)
+MAX_BUFFER_BYTES = 16 << 20      # a buffer: the ADI kernel's largest DMA block, 16 MiB (iio_dma_buffer_max_block_size,
+                                 # drivers/iio/buffer/industrialio-buffer-dma.c); 4 Mi samples of I/Q
+CHUNK_SAMPLES = 1 << 16          # a larger READBUF is computed and sent this many samples at a time
+MAX_CONNECTIONS = 16             # clients served at once (iiod 0.24 listens with a backlog of 16)
+COMMAND_TIMEOUT_S = 10.0         # the longest a command, once begun, may pause mid-line or mid-data, in s
 
 _TX_RF_ATTRS = {(("out", "voltage0"), "hardwaregain"), (("out", "altvoltage1"), "frequency")}
 _BUFFER_DEVICES = {"cf-ad9361-lpc": False, "cf-ad9361-dds-core-lpc": True}   # name -> is TX
@@ -61,6 +93,26 @@ class _OpenBuffer:
         return [i for i in range(2) if self.mask >> i & 1]
 
 
+class _Hangup(Exception):
+    """Refuse a command with ``-code`` and close the connection: the stream is out of sync."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def _length(text: str) -> int:
+    """A length argument as an integer (ValueError if it is none)."""
+    return int(text, 10)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _peer_closed(conn: socket.socket) -> bool:
     """Whether the client has hung up (even with commands of its own still unread)."""
     poller = select.poll()
@@ -72,8 +124,11 @@ class IIODEmulator:
     """One emulated Pluto on ``host:port`` (port 0 = a free port), its RF side on ``medium``.
 
     ``realtime``: pace RX buffers to the configured sample rate (off = as fast as possible).
-    Use as a context manager, or ``start()`` / ``stop()``.
+    Use as a context manager, or ``start()`` / ``stop()``. A host other than loopback gets a
+    warning (stderr and RuntimeWarning): anyone who reaches the port can drive the radio.
     """
+
+    command_timeout_s: float = COMMAND_TIMEOUT_S
 
     def __init__(self, medium: RfMedium | None = None, name: str = "pluto", host: str = "127.0.0.1",
                  port: int = 0, realtime: bool = False):
@@ -85,6 +140,11 @@ class IIODEmulator:
         self.host = host
         self._listener = socket.create_server((host, port))
         self.port = self._listener.getsockname()[1]
+        if not _is_loopback(host):
+            message = (f"IIOD emulator {name!r} listens on {host}:{self.port}, beyond loopback: "
+                       "anyone who can reach that port can drive the emulated radio")
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         self._lock = threading.Lock()                   # guards model, buffers and RF port
         self._tx_owner: socket.socket | None = None      # connection holding the TX device's buffer
         self._rx_readers: set[socket.socket] = set()     # connections with an RX buffer open
@@ -154,6 +214,9 @@ class IIODEmulator:
                 if self._stopping:
                     conn.close()
                     return
+                if len(self._conns) >= MAX_CONNECTIONS:
+                    conn.close()                   # the client sees the connection closed
+                    continue
                 self._conns[conn] = thread
             thread.start()
 
@@ -162,21 +225,29 @@ class IIODEmulator:
         buffers: dict[str, _OpenBuffer] = {}
         try:
             while True:
-                line = rfile.readline()
-                if not line:
+                conn.settimeout(None)              # the next command may come whenever the client likes,
+                if not rfile.peek(1):
                     return
+                conn.settimeout(self.command_timeout_s)   # but once begun it may not pause for longer
+                line = rfile.readline(MAX_LINE_BYTES)
                 words = line.decode("ascii", "replace").split()
-                if not words:
-                    continue                       # empty lines get no reply
-                if not self._wait_answering(conn):
+                try:
+                    if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+                        raise _Hangup(errno.EIO)   # refused without reading the rest of the line
+                    if not words:
+                        continue                   # empty lines get no reply
+                    if not self._wait_answering(conn):
+                        return
+                    if words[0].upper() == "EXIT":
+                        return
+                    reply = self._dispatch(words, rfile, buffers, conn)
+                except _Hangup as e:
+                    conn.sendall(b"%d\n" % -e.code)
                     return
-                if words[0].upper() == "EXIT":
-                    return
-                reply = self._dispatch(words, rfile, buffers, conn)
                 if reply:
                     conn.sendall(reply)
         except (OSError, ValueError):
-            return                                 # client went away, or stop() shut the socket
+            return                                 # client went away or too slow, or stop() shut the socket
         finally:
             with self._lock:
                 for buf in buffers.values():
@@ -213,7 +284,7 @@ class IIODEmulator:
             if cmd == "CLOSE":
                 return self._close(args, buffers)
             if cmd == "READBUF":
-                return self._readbuf(args, buffers)
+                return self._readbuf(args, buffers, conn)
             if cmd == "WRITEBUF":
                 return self._writebuf(args, rfile, buffers, conn)
             if cmd == "GETTRIG":
@@ -222,7 +293,7 @@ class IIODEmulator:
             return b"%d\n" % -errno.EINVAL             # ZPRINT, SETTRIG, BINARY, unknown
         except AttrError as e:
             return b"%d\n" % -e.code
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OverflowError):
             return b"%d\n" % -errno.EINVAL
 
     # --- attributes -------------------------------------------------------------------
@@ -248,7 +319,11 @@ class IIODEmulator:
         return b"%d\n%s\n" % (len(body), body)
 
     def _write(self, args: list[str], rfile) -> bytes:
-        num_bytes = int(args[-1])
+        num_bytes = _length(args[-1])
+        if num_bytes > MAX_ATTR_BYTES:
+            raise _Hangup(errno.ENOMEM)
+        if num_bytes <= 0:
+            return b"%d\n" % -(errno.ENOMEM if num_bytes < 0 else errno.EIO)
         data = rfile.read(num_bytes)
         if len(data) != num_bytes:
             raise OSError("client closed during WRITE")
@@ -264,12 +339,14 @@ class IIODEmulator:
     # --- buffers ----------------------------------------------------------------------
     def _open(self, args: list[str], buffers: dict[str, _OpenBuffer], conn) -> bytes:
         dev = self.model.device(args[0])
-        num_samples, mask = int(args[1]), int(args[2], 16)
+        num_samples, mask = _length(args[1]), int(args[2], 16)
         cyclic = len(args) > 3 and args[3].upper() == "CYCLIC"
-        if dev.name not in _BUFFER_DEVICES or num_samples <= 0 or not 0 < mask < 4:
+        if dev.name not in _BUFFER_DEVICES or num_samples <= 0 or len(args[2]) != 8 or not 0 < mask < 4:
             return b"%d\n" % -errno.EINVAL
         if cyclic and not _BUFFER_DEVICES[dev.name]:
             return b"%d\n" % -errno.EINVAL
+        if num_samples * 2 * mask.bit_count() > MAX_BUFFER_BYTES:
+            return b"%d\n" % -errno.ENOMEM
         with self._lock:
             if _BUFFER_DEVICES[dev.name]:
                 if self._tx_owner is not None:
@@ -298,15 +375,24 @@ class IIODEmulator:
         else:
             self._rx_readers.discard(buf.conn)
 
-    def _readbuf(self, args: list[str], buffers: dict[str, _OpenBuffer]) -> bytes:
+    def _readbuf(self, args: list[str], buffers: dict[str, _OpenBuffer], conn) -> bytes:
+        """Send up to one buffer of samples, CHUNK_SAMPLES at a time (after one header)."""
         dev = self.model.device(args[0])
         buf = buffers.get(dev.name)
         if buf is None or _BUFFER_DEVICES[dev.name]:
             return b"%d\n" % -errno.EBADF
         bytes_per_sample = 2 * len(buf.channels)
-        num_samples = min(int(args[1]) // bytes_per_sample, buf.num_samples)
+        num_samples = min(_length(args[1]) // bytes_per_sample, buf.num_samples)
         if num_samples <= 0:
             return b"%d\n" % -errno.EINVAL
+        head = b"%d\n%08x\n" % (num_samples * bytes_per_sample, buf.mask)
+        for start in range(0, num_samples, CHUNK_SAMPLES):
+            conn.sendall(head + self._rx_samples(buf, min(CHUNK_SAMPLES, num_samples - start)))
+            head = b""
+        return b""
+
+    def _rx_samples(self, buf: _OpenBuffer, num_samples: int) -> bytes:
+        """The next num_samples of an RX buffer as the ADC's int16 words, paced if realtime."""
         if self.realtime:
             due = buf.opened_s + (buf.samples_done + num_samples) / self.model.sample_rate_hz
             time.sleep(max(0.0, due - time.monotonic()))
@@ -320,8 +406,7 @@ class IIODEmulator:
         iq = np.empty((num_samples, 2), np.float64)
         iq[:, 0], iq[:, 1] = rx.real, rx.imag
         data = np.clip(np.rint(iq * scale), -RX_FULL_SCALE, RX_FULL_SCALE - 1).astype("<i2")
-        payload = data[:, buf.channels].tobytes()
-        return b"%d\n%08x\n%s" % (len(payload), buf.mask, payload)
+        return data[:, buf.channels].tobytes()
 
     def _looped_back(self, num_samples: int) -> np.ndarray:
         """The AD936x digital loopback: the TX samples themselves, before DAC, gain and medium."""
@@ -336,10 +421,13 @@ class IIODEmulator:
 
     def _writebuf(self, args: list[str], rfile, buffers: dict[str, _OpenBuffer], conn) -> bytes:
         dev = self.model.device(args[0])
-        num_bytes = int(args[1])
+        num_bytes = _length(args[1])
         buf = buffers.get(dev.name)
-        if buf is None or not _BUFFER_DEVICES[dev.name] or num_bytes % (2 * len(buf.channels)):
+        if buf is None or not _BUFFER_DEVICES[dev.name]:
             return b"%d\n" % -errno.EBADF               # before any data: libiio then sends none
+        bytes_per_sample = 2 * len(buf.channels)
+        if not 0 < num_bytes <= buf.num_samples * bytes_per_sample or num_bytes % bytes_per_sample:
+            return b"%d\n" % -errno.EINVAL
         conn.sendall(b"0\n")                            # the data may already be on its way
         data = rfile.read(num_bytes)
         if len(data) != num_bytes:
@@ -411,7 +499,8 @@ def _interferer(text: str) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> None:
     """Serve emulated Plutos sharing one RF medium until SIGINT/SIGTERM; prints one URI a line."""
     ap = argparse.ArgumentParser(prog="python -m hardware.emulated.iiod", description=__doc__.split("\n")[0])
-    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1; any other is warned about)")
     ap.add_argument("--port", type=int, default=0, help="TCP port of the first radio, the next ones follow (0 = free ports)")
     ap.add_argument("--num-radios", type=int, default=1, help="emulated Plutos sharing one medium")
     ap.add_argument("--realtime", action="store_true", help="pace RX buffers to the sample rate")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -11,10 +12,12 @@ import sys
 import threading
 import time
 
+import warnings
+
 import numpy as np
 import pytest
 
-from hardware.emulated.iiod import IIODEmulator, serve
+from hardware.emulated.iiod import MAX_ATTR_BYTES, MAX_BUFFER_BYTES, MAX_LINE_BYTES, IIODEmulator, serve
 from hardware.drivers.pluto import RX_FULL_SCALE, TX_FULL_SCALE
 
 
@@ -311,3 +314,208 @@ def test_standalone_server_serves_two_radios_and_stops_on_sigterm():
     finally:
         proc.kill()
         proc.wait()
+
+
+# --- limits: regressions of what main accepted ------------------------------------------
+RSS_MARGIN_MB = 100          # peak RSS growth allowed per test; main grew by 225 MB to 1 GB on these
+
+
+class RssWatch:
+    """Peak growth of this process's resident memory while the block runs, in MB, sampled every
+    millisecond (the process's all-time peak, ``ru_maxrss``, would hide growth below earlier peaks)."""
+
+    def __enter__(self) -> "RssWatch":
+        self.base_mb = self.peak_mb = self._now_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    @property
+    def growth_mb(self) -> float:
+        return max(self.peak_mb, self._now_mb()) - self.base_mb
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.001):
+            self.peak_mb = max(self.peak_mb, self._now_mb())
+
+    @staticmethod
+    def _now_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+
+
+def closed_by_server(client: Raw) -> bool:
+    """Whether the server closed the connection (EOF or reset), waiting up to the socket timeout."""
+    try:
+        return client.rfile.read(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_overlong_line_is_refused_without_reading_the_rest(pluto_emulator):
+    client = Raw(pluto_emulator)
+    try:
+        client.sock.sendall(b"READ " + b"A" * (MAX_LINE_BYTES - 5))     # the limit, no newline yet
+        assert client.integer() == -errno.EIO
+        assert closed_by_server(client)
+    finally:
+        client.close()
+    ok = Raw(pluto_emulator)
+    try:
+        line = "READ ad9361-phy ensm_mode" + " " * (MAX_LINE_BYTES - 27)     # exactly the limit with \r\n
+        assert ok.read_attr(line) == "fdd"
+    finally:
+        ok.close()
+
+
+def test_five_connections_with_100_mb_lines_are_dropped_early(pluto_emulator):
+    clients = [Raw(pluto_emulator) for _ in range(5)]
+    chunk, sent = b"x" * (1 << 20), [0] * 5
+    live = set(range(5))
+    with RssWatch() as rss:
+        while live:
+            for i in list(live):
+                try:
+                    clients[i].sock.sendall(chunk)
+                    sent[i] += len(chunk)
+                except OSError:                    # the server closed: broken pipe or reset
+                    live.discard(i)
+                if sent[i] >= 100 << 20:
+                    live.discard(i)
+        for c in clients:
+            c.close()
+    assert max(sent) < 32 << 20                  # the server stopped reading after MAX_LINE_BYTES
+    assert rss.growth_mb < RSS_MARGIN_MB
+    r = Raw(pluto_emulator)
+    try:
+        assert r.read_attr("READ ad9361-phy ensm_mode") == "fdd"
+    finally:
+        r.close()
+
+
+def test_open_larger_than_the_kernel_allows_is_refused(raw):
+    assert raw.cmd("OPEN iio:device3 10000000000000 00000003") == -errno.ENOMEM        # 10^13 samples
+    assert raw.cmd(f"OPEN iio:device3 {MAX_BUFFER_BYTES // 4 + 1} 00000003") == -errno.ENOMEM
+    assert raw.cmd(f"OPEN iio:device3 {MAX_BUFFER_BYTES // 2 + 1} 00000001") == -errno.ENOMEM   # 2 bytes a sample
+    for samples in ("0", "-1", "1e3", "abc"):
+        assert raw.cmd(f"OPEN iio:device3 {samples} 00000003") == -errno.EINVAL
+    assert raw.cmd("OPEN iio:device3 1024 3") == -errno.EINVAL                          # 8 hex digits a word
+    assert raw.cmd("OPEN iio:device2 0 00000003 CYCLIC") == -errno.EINVAL               # zero-length cyclic TX
+    assert raw.read_attr("READ ad9361-phy ensm_mode") == "fdd"
+
+
+def test_largest_buffer_is_served_in_chunks_and_a_4_gb_readbuf_gets_one_buffer(raw):
+    n = MAX_BUFFER_BYTES // 4
+    assert raw.cmd(f"OPEN iio:device3 {n} 00000003") == 0
+    with RssWatch() as rss:
+        assert raw.cmd(f"READBUF iio:device3 {4 << 30}") == MAX_BUFFER_BYTES      # clamped to the buffer
+        assert raw.rfile.readline() == b"00000003\n"
+        got = 0
+        while got < MAX_BUFFER_BYTES:
+            got += len(raw.rfile.read(min(1 << 20, MAX_BUFFER_BYTES - got)))
+    assert got == MAX_BUFFER_BYTES
+    assert rss.growth_mb < RSS_MARGIN_MB
+    assert raw.cmd("READBUF iio:device3 0") == -errno.EINVAL
+    assert raw.cmd("READBUF iio:device3 -4") == -errno.EINVAL
+    assert raw.cmd("CLOSE iio:device3") == 0
+
+
+def test_write_lengths_out_of_range(pluto_emulator):
+    client = Raw(pluto_emulator)
+    try:
+        assert client.cmd("WRITE ad9361-phy ensm_mode -1") == -errno.ENOMEM      # as iiod: no buffering to EOF
+        assert client.cmd("WRITE ad9361-phy ensm_mode 0") == -errno.EIO
+        assert client.cmd("WRITE ad9361-phy ensm_mode x") == -errno.EINVAL
+        assert client.read_attr("READ ad9361-phy ensm_mode") == "fdd"              # still in sync
+        assert client.cmd("WRITE ad9361-phy ensm_mode 1000000000000") == -errno.ENOMEM   # 10^12 bytes
+        assert closed_by_server(client)                                          # what follows is no command
+    finally:
+        client.close()
+    client = Raw(pluto_emulator)
+    try:
+        assert client.cmd(f"WRITE ad9361-phy ensm_mode {MAX_ATTR_BYTES + 1}") == -errno.ENOMEM
+        assert closed_by_server(client)
+    finally:
+        client.close()
+    value = b"fdd" + b" " * (MAX_ATTR_BYTES - 4) + b"\0"                       # the largest value is taken
+    client = Raw(pluto_emulator)
+    try:
+        assert client.cmd(f"WRITE ad9361-phy ensm_mode {len(value)}", value) == MAX_ATTR_BYTES
+    finally:
+        client.close()
+
+
+def test_writebuf_of_nothing_or_too_much_is_refused_and_loopback_still_works(raw, pluto_emulator):
+    assert raw.cmd("OPEN iio:device2 256 00000003 CYCLIC") == 0
+    for num_bytes in (0, -4, 4 * 256 + 4, 6):           # nothing, negative, beyond the buffer, not whole samples
+        assert raw.cmd(f"WRITEBUF iio:device2 {num_bytes}") == -errno.EINVAL
+    assert not pluto_emulator.rf_port.transmitting
+    assert raw.read_attr("READ ad9361-phy ensm_mode") == "fdd"       # no data was expected: still in sync
+    loop = b"1\0"
+    assert raw.cmd(f"WRITE iio:device0 DEBUG loopback {len(loop)}", loop) == len(loop)
+    rx = Raw(pluto_emulator)
+    try:
+        assert rx.cmd("OPEN iio:device3 1024 00000003") == 0
+        assert rx.cmd("READBUF iio:device3 4096") == 4096           # no TX data: the loopback hears zeros
+        assert rx.rfile.readline() == b"00000003\n"
+        assert not any(rx.rfile.read(4096))
+    finally:
+        rx.close()
+
+
+def test_a_half_line_times_out_and_frees_its_slot(pluto_emulator):
+    pluto_emulator.command_timeout_s = 0.3
+    holder, other = Raw(pluto_emulator), Raw(pluto_emulator)
+    try:
+        holder.sock.sendall(b"READ ad9361-phy ens")               # and nothing more
+        assert other.read_attr("READ ad9361-phy ensm_mode") == "fdd"   # not blocked by it
+        start = time.monotonic()
+        assert closed_by_server(holder)
+        assert time.monotonic() - start < 3
+    finally:
+        holder.close()
+        other.close()
+
+
+def test_connections_beyond_the_cap_are_closed(pluto_emulator):
+    from hardware.emulated.iiod import MAX_CONNECTIONS
+    clients = [Raw(pluto_emulator) for _ in range(MAX_CONNECTIONS)]
+    try:
+        for c in clients:                                        # all served (and so all counted)
+            assert c.cmd("TIMEOUT 2500") == 0
+        extra = Raw(pluto_emulator)
+        try:
+            assert closed_by_server(extra)
+        finally:
+            extra.close()
+    finally:
+        for c in clients:
+            c.close()
+    deadline = time.monotonic() + 5
+    while True:                                                   # the server notices the hang-ups
+        r = Raw(pluto_emulator)
+        try:
+            if r.cmd("TIMEOUT 2500") == 0:
+                break
+        except (ValueError, OSError):
+            assert time.monotonic() < deadline
+        finally:
+            r.close()
+
+
+def test_binding_beyond_loopback_warns(capsys):
+    with pytest.warns(RuntimeWarning, match="beyond loopback"):
+        emu = IIODEmulator(host="0.0.0.0")
+    emu.stop()
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("WARNING: IIOD emulator 'pluto' listens on 0.0.0.0:")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for host in ("127.0.0.1", "localhost"):
+            IIODEmulator(host=host).stop()
+    assert capsys.readouterr().err == ""
