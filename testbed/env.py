@@ -1,6 +1,12 @@
 """The Gymnasium environments: a batched ``SpectrumVectorEnv`` (N networks in one call) and a
 single ``SpectrumEnv``. The safety filter runs inside the backend's step, before any SINR is
-computed or any radio transmits; it is not a wrapper and cannot be walked around."""
+computed or any radio transmits; it is not a wrapper and cannot be walked around.
+
+At the last step of each episode the vector env's ``info["final_info"]["episode_metrics"]`` and
+the single env's ``info["episode_metrics"]`` hold the runner's per-episode metrics
+(``testbed.metrics.METRIC_KEYS``); the single env also puts them flat under ``EPISODE_INFO_KEYS``
+for SB3's ``Monitor(env, info_keywords=EPISODE_INFO_KEYS)``. ``action_masks()`` gives the
+levels each action dimension may take next, in sb3-contrib MaskablePPO's layout."""
 from __future__ import annotations
 
 from typing import Any
@@ -14,8 +20,12 @@ from gymnasium.vector.utils import batch_space
 from sim.network import SimNetwork, StepResult
 from sim.units import lin_to_db, w_to_dbm
 from testbed.config import Config, load_config
+from testbed.metrics import METRIC_KEYS, EpisodeRecorder
 
 OBS_BOUND = 10.0
+# flat info keys of the episode metrics at an episode's last step (the per-step info already
+# uses several of the bare names, e.g. "sinr_violations")
+EPISODE_INFO_KEYS = tuple(f"episode_{key}" for key in METRIC_KEYS)
 
 
 def make_network(config: Config, num_envs: int, device: str | None = None) -> SimNetwork:
@@ -79,6 +89,7 @@ class SpectrumVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.episode = 0
+        self.recorder = EpisodeRecorder(self.num_envs)
 
     @property
     def params(self):
@@ -92,6 +103,7 @@ class SpectrumVectorEnv(VectorEnv):
         new_task = (options or {}).get("new_task", True)
         self.net.reset(seed=seed, new_task=new_task)
         self.episode = 0
+        self.recorder.reset()
         info = {"mask": self._mask(), "new_task": np.full(self.num_envs, bool(new_task)),
                 "task": self._task()}
         return self._obs(), info
@@ -107,6 +119,7 @@ class SpectrumVectorEnv(VectorEnv):
         info = step_info(res, self.params.noise_w)
         reward = res.reward.cpu().numpy().astype(np.float32)
         info["task"] = self._task()
+        self.recorder.add(reward, info)
         done = self.net.state.t >= self.params.episode_steps
         truncated = np.full(self.num_envs, done)
         terminated = np.zeros(self.num_envs, dtype=bool)
@@ -114,12 +127,33 @@ class SpectrumVectorEnv(VectorEnv):
         if done:
             info["final_obs"] = self._obs()
             info["_final_obs"] = truncated.copy()
+            info["final_info"] = {"episode_metrics": self._episode_metrics(), "_episode_metrics": truncated.copy()}
+            info["_final_info"] = truncated.copy()
             self.episode += 1
             new_task = self.episode % self.config.env.episodes_per_task == 0
             self.net.reset(new_task=new_task)
         info["new_task"] = np.full(self.num_envs, new_task)
         info["next_mask"] = self._mask()
         return self._obs(), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Levels each action dimension may take at the next step, [N, B*K*L] bool: dimension
+        d = b*K + k holds levels 0..L-1 (MaskablePPO's MultiDiscrete layout); level 0 is always
+        allowed, levels above it only on bands the safety mask opens."""
+        band = self._mask().reshape(self.num_envs, -1, 1)
+        levels = np.ones((*band.shape[:2], self.params.num_levels), dtype=bool)
+        levels[:, :, 1:] = band
+        return levels.reshape(self.num_envs, -1)
+
+    def _episode_metrics(self) -> dict[str, np.ndarray]:
+        """The finished episode's metrics per lane, batched as Gymnasium's vector envs batch
+        infos: ``{key: [N] float64, "_key": [N] bool}``."""
+        rows = self.recorder.finish()
+        out = {}
+        for key in METRIC_KEYS:
+            out[key] = np.array([row[key] for row in rows])
+            out[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
+        return out
 
     def _obs(self) -> np.ndarray:
         return self.net.observation().cpu().numpy().astype(np.float32, copy=False)
@@ -160,8 +194,15 @@ class SpectrumEnv(gym.Env):
         info = _first(info)
         if truncated[0]:
             obs = info.pop("final_obs")
-            info.pop("_final_obs")
+            del info["_final_obs"], info["_final_info"]
+            final = info.pop("final_info")["episode_metrics"]
+            info["episode_metrics"] = {key: float(final[key]) for key in METRIC_KEYS}
+            info.update(zip(EPISODE_INFO_KEYS, info["episode_metrics"].values()))
         return obs[0] if obs.ndim == 2 else obs, float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
+
+    def action_masks(self) -> np.ndarray:
+        """Levels each action dimension may take at the next step, [B*K*L] bool (see the vector env's)."""
+        return self.vec.action_masks()[0]
 
     def close(self) -> None:
         self.vec.close()
