@@ -3,8 +3,9 @@
 Radios without ``device_args`` share one ``emulate`` flowgraph (GNU Radio's channel blocks in
 place of radios); each radio with ``device_args`` gets a ``uhd`` flowgraph of its own. Ports
 come from the entries' ``control_address``, ``tx_address`` and ``rx_address`` (none or 0: a
-free port). ``start_flowgraphs`` starts them for a run (``hardware.start_bridge``) and hands
-back the config whose radio entries name their endpoints.
+free port); addresses beyond loopback need the bridge's CURVE keys (``--curve-server-secret``,
+``--curve-clients``). ``start_flowgraphs`` starts them for a run (``hardware.start_bridge``)
+and hands back the config whose radio entries name their endpoints.
 
 (The command line was ``python -m hardware.gnuradio_bridge.process CONFIG`` before; it moved
 here because it reads a testbed config.)
@@ -42,13 +43,13 @@ def flowgraphs_for(config: Config, plan: PilotPlan | None = None, **overrides) -
 
 
 def start_flowgraphs(config: Config, plan: PilotPlan | None = None) -> tuple[list[FlowgraphProcess], Config]:
-    """Start the flowgraphs of a config's gnuradio radios on free 127.0.0.1 ports: returns them,
-    running, and the config whose gnuradio radio entries name their endpoints (and whose
-    start_bridge is false: its flowgraphs run). If one fails to start, those already started
-    are stopped."""
+    """Start the flowgraphs of a config's gnuradio radios on free 127.0.0.1 ports (plain ZMQ: the
+    entries' CURVE keys are dropped): returns them, running, and the config whose gnuradio radio
+    entries name their endpoints (and whose start_bridge is false: its flowgraphs run). If one
+    fails to start, those already started are stopped."""
     hw = config.hardware
-    free = tuple(replace(e, control_address="", tx_address="", rx_address="") if e.driver == "gnuradio" else e
-                 for e in hw.radios)
+    free = tuple(replace(e, control_address="", tx_address="", rx_address="", server_key="", client_key="")
+                 if e.driver == "gnuradio" else e for e in hw.radios)
     flowgraphs = flowgraphs_for(replace(config, hardware=replace(hw, radios=free)), plan)
     try:
         for fg in flowgraphs:
@@ -66,8 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m testbed.bridge CONFIG``: run the config's flowgraphs until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m testbed.bridge", description=main.__doc__)
     parser.add_argument("config", help="YAML path or preset with backend gnuradio")
+    parser.add_argument("--curve-server-secret", default=None,
+                        help="the bridge's CURVE secret key file (server.key_secret of `testbed keys generate`); "
+                             "required when the entries' addresses are beyond loopback")
+    parser.add_argument("--curve-clients", default=None, help="directory of the client public keys let in (*.key)")
     args = parser.parse_args(argv)
-    flowgraphs = flowgraphs_for(load_config(args.config))
+    try:
+        flowgraphs = flowgraphs_for(load_config(args.config), curve_server_secret=args.curve_server_secret,
+                                    curve_clients=args.curve_clients)
+    except ValueError as err:
+        parser.error(str(err))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

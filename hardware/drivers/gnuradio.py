@@ -4,12 +4,12 @@ mode, an emulated radio in ``emulate`` mode). The sockets, clocking and protocol
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from hardware.config import RadioEntry
 from hardware.gnuradio_bridge.client import Bridge, endpoint_host
+from hardware.gnuradio_bridge.curve import ClientKeys
 from hardware.radio import Radio, RadioError, RadioSettings, TxLimits
 
 __all__ = ["ZmqRadio"]
@@ -20,7 +20,9 @@ class ZmqRadio(Radio):
     ``emulate`` mode); the node has the radio's name. ``entry`` is the radio's
     ``hardware.config.RadioEntry``: ``control_address`` is the flowgraph's control endpoint (its
     host also serves the RX ports); ``tx_address`` / ``rx_address``, if not empty, must match
-    the node's endpoints that the flowgraph reports.
+    the node's endpoints that the flowgraph reports (this side binds TX on the host of
+    ``tx_address``, else 127.0.0.1); ``server_key`` / ``client_key``: CURVE key files, required
+    beyond loopback (``hardware.gnuradio_bridge.curve``).
 
     ``timeout_s``: timeout of every bridge operation, s (``hardware.timeout_s`` of the config).
     """
@@ -37,24 +39,20 @@ class ZmqRadio(Radio):
             endpoint_host(control)
         except ValueError as err:
             raise RadioError(f"{name}: control_address: {err}") from None
-        self.bridge = Bridge.attach(control, timeout_s)
         try:
-            self._check_node(entry)
+            tx_host = endpoint_host(entry.tx_address) if entry.tx_address else None
+        except ValueError as err:
+            raise RadioError(f"{name}: tx_address: {err}") from None
+        try:   # entries may be duck-typed (a SimpleNamespace of FlowgraphProcess.endpoints(), no keys)
+            keys = ClientKeys.load(getattr(entry, "server_key", ""), getattr(entry, "client_key", ""))
+        except RadioError as err:
+            raise RadioError(f"{name}: {err}") from None
+        self.bridge = Bridge.attach(control, timeout_s, tx_host, keys)
+        try:
+            self.bridge.check_node(name, entry.tx_address, entry.rx_address)
         except BaseException:
             self.bridge.detach()
             raise
-
-    def _check_node(self, entry: RadioEntry) -> None:
-        b = self.bridge
-        if self.name not in b.rx and self.name not in b.tx:
-            raise RadioError(f"{self.name}: the bridge at {b.control_address} has no node {self.name!r}; "
-                             f"its nodes are {sorted({*b.rx, *b.tx})}")
-        ports = {"tx_address": b.tx_ports.get(self.name), "rx_address": b.rx_ports.get(self.name)}
-        for key, port in ports.items():
-            address = getattr(entry, key)
-            if address and urlsplit(address).port != port:
-                raise RadioError(f"{self.name}: {key} {address} does not match the bridge at "
-                                 f"{b.control_address}, whose node {self.name!r} uses port {port}")
 
     @property
     def transmitting(self) -> bool:

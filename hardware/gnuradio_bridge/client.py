@@ -13,6 +13,13 @@ nodes and is shared by the ``hardware.drivers.gnuradio.ZmqRadio`` objects that s
   header ``<HBQQ>`` whose item offset frames the stream, so samples are reassembled by count
   and a lost or repeated sample raises ``RadioError``, whatever the message boundaries.
 
+Trust. Every reply is checked against ``REPLY_SCHEMA`` (a bad one is ``RadioError`` naming the
+command and the field). This side binds only on the host it was given (the radio entry's
+``tx_address`` host, else 127.0.0.1) and connects only to the control channel's host: endpoints
+in a reply must match. With ``ClientKeys`` every socket is a CURVE client of the bridge;
+without them every address must be loopback. A reply naming ``dead`` nodes (a data path of
+the flowgraph died) is ``RadioError`` naming them.
+
 Clocking. In ``emulate`` mode the medium advances only as TX samples arrive, so the bridge
 clocks it: a capture of n samples pushes the next n samples of every TX node some RX node
 hears (its cyclic or one-shot burst from the instant it was sent, zeros when muted) and reads
@@ -35,9 +42,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import zmq
 
+from hardware.gnuradio_bridge.curve import ClientKeys, is_loopback
 from hardware.radio import RadioError, RadioSettings, RadioTimeout
 
-__all__ = ["Bridge", "TAG_HEADER", "endpoint_host", "parse_rx_message"]
+__all__ = ["Bridge", "REPLY_SCHEMA", "TAG_HEADER", "endpoint_host", "parse_rx_message"]
 
 TAG_HEADER = struct.Struct("<HBQQ")   # magic, version, offset of the first item, number of tags
 TAG_MAGIC, TAG_VERSION = 0x5FF0, 1
@@ -47,6 +55,47 @@ TX_CHUNK_SAMPLES = 65536              # largest TX message: the flowgraph's sour
 RT_FLUSH_SAMPLES = 131072             # uhd: samples dropped after draining, covers GNU Radio's buffers
 PROBE_TIMEOUT_S = 0.25                # request timeout while the bridge is known to be down
 SOCKET_HWM = 16
+
+
+def _count(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _object_of(ok):
+    """A JSON object with string keys whose values pass ok."""
+    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and ok(x) for k, x in v.items())
+
+
+def _tcp_endpoint(v) -> bool:
+    try:
+        return isinstance(v, str) and bool(endpoint_host(v)) and 1 <= (urlsplit(v).port or 0) <= 65535
+    except ValueError:
+        return False
+
+
+# The protocol's replies, field -> (what it must be, test). Every answered request returns the
+# flowgraph's status (ok true); a refusal returns ok false with the error (and, when a data path
+# died, "dead": {node: why}). Fields this side does not use are not checked.
+REPLY_SCHEMA = {
+    True: {
+        "session": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+        "mode": ("'emulate' or 'uhd'", lambda v: v in ("emulate", "uhd")),
+        "tx_enabled": ("an object of booleans", _object_of(lambda x: isinstance(x, bool))),
+        "watchdog_trips": ("an integer >= 0", _count),
+        "heartbeat_timeout_s": ("a number > 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                                and math.isfinite(v) and v > 0),
+        "tx_endpoints": ("an object of tcp://HOST:PORT endpoints", _object_of(_tcp_endpoint)),
+        "rx_ports": ("an object of ports 1..65535", _object_of(lambda x: _count(x, 1) and x <= 65535)),
+        "source_lag_samples": ("an integer >= 0", _count),
+        "align_samples": ("an integer >= 1", lambda v: _count(v, 1)),
+        "tx_clocking": ("a list of node names", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "tx_items": ("an object of integers >= 0", _object_of(_count)),
+    },
+    False: {
+        "error": ("a string", lambda v: isinstance(v, str)),
+    },
+}
+DEAD_FIELD = ("an object of strings", _object_of(lambda x: isinstance(x, str)))   # optional in refusals
 
 
 def _chunk_sizes(num_samples: int) -> list[int]:
@@ -207,13 +256,19 @@ class Bridge:
     _open_lock = threading.Lock()
 
     @classmethod
-    def attach(cls, control_address: str, timeout_s: float) -> "Bridge":
-        """The bridge at control_address (opened on first use); detach() when done."""
+    def attach(cls, control_address: str, timeout_s: float, tx_host: str | None = None,
+               keys: ClientKeys | None = None) -> "Bridge":
+        """The bridge at control_address (opened on first use); detach() when done. ``tx_host``:
+        where this side binds the TX endpoints (None: 127.0.0.1, or as the bridge was opened)."""
         with cls._open_lock:
             bridge = cls._open.get(control_address)
             if bridge is None:
-                bridge = cls(control_address, timeout_s)
+                bridge = cls(control_address, timeout_s, tx_host or "127.0.0.1", keys)
                 cls._open[control_address] = bridge
+            elif keys != bridge.keys or tx_host not in (None, bridge.tx_host):
+                raise RadioError(f"bridge {control_address} is open with TX host {bridge.tx_host} and "
+                                 f"{'CURVE keys' if bridge.keys else 'no keys'}; the radios of one flowgraph "
+                                 "must name the same tx_address host, server_key and client_key")
             bridge.users += 1
             return bridge
 
@@ -232,9 +287,17 @@ class Bridge:
         finally:
             self._close()
 
-    def __init__(self, control_address: str, timeout_s: float):
+    def __init__(self, control_address: str, timeout_s: float, tx_host: str = "127.0.0.1",
+                 keys: ClientKeys | None = None):
         self.control_address = control_address
         self.timeout_s = timeout_s
+        self.tx_host = tx_host
+        self.keys = keys
+        peer_host = endpoint_host(control_address)
+        for what, host in (("control_address", peer_host), ("tx_address", tx_host)):
+            if keys is None and not is_loopback(host):
+                raise RadioError(f"bridge {control_address}: {what} host {host} is beyond loopback; set the radio "
+                                 "entry's server_key and client_key (testbed keys generate DIR)")
         self.users = 0
         self.lock = threading.RLock()
         self.context = zmq.Context.instance()
@@ -253,7 +316,7 @@ class Bridge:
         self.tx_ports: dict[str, int] = {}
         self.rx_ports: dict[str, int] = {}
         try:
-            self._open_streams(endpoint_host(control_address))
+            self._open_streams(peer_host)
         except BaseException:
             self._close()
             raise
@@ -266,15 +329,20 @@ class Bridge:
         status = self.request("status")
         self.mode = status["mode"]
         self.lockstep = self.mode == "emulate"
+        for name, endpoint in status["tx_endpoints"].items():
+            if endpoint_host(endpoint) != self.tx_host:
+                raise RadioError(f"bridge {self.control_address}: bad reply to 'status': field 'tx_endpoints' "
+                                 f"names {endpoint} for node {name!r}, but this side binds only on {self.tx_host} "
+                                 "(the radio entry's tx_address host, else 127.0.0.1)")
         self.tx_ports = {n: urlsplit(e).port for n, e in status["tx_endpoints"].items()}
         self.rx_ports = dict(status["rx_ports"])
         try:
-            for name, endpoint in status["tx_endpoints"].items():
+            for name, port in self.tx_ports.items():
                 sock = self._socket(zmq.PUSH)
                 sock.setsockopt(zmq.IMMEDIATE, 1)
-                sock.bind(endpoint)
+                sock.bind(f"tcp://{self.tx_host}:{port}")
                 self.tx[name] = _TxNode(sock, name)
-            for name, port in status["rx_ports"].items():
+            for name, port in self.rx_ports.items():
                 sock = self._socket(zmq.PULL)
                 sock.setsockopt(zmq.MAXMSGSIZE, MAX_RX_MESSAGE_BYTES)
                 sock.connect(f"tcp://{peer_host}:{port}")
@@ -294,7 +362,21 @@ class Bridge:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
         sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        if self.keys is not None:
+            self.keys.apply(sock)
         return sock
+
+    def check_node(self, name: str, tx_address: str, rx_address: str) -> None:
+        """A radio entry's node exists here, and the addresses it names are this bridge's."""
+        if name not in self.rx and name not in self.tx:
+            raise RadioError(f"{name}: the bridge at {self.control_address} has no node {name!r}; "
+                             f"its nodes are {sorted({*self.rx, *self.tx})}")
+        hosts = {"tx_address": self.tx_host, "rx_address": endpoint_host(self.control_address)}
+        ports = {"tx_address": self.tx_ports.get(name), "rx_address": self.rx_ports.get(name)}
+        for key, address in (("tx_address", tx_address), ("rx_address", rx_address)):
+            if address and (urlsplit(address).port != ports[key] or urlsplit(address).hostname != hosts[key]):
+                raise RadioError(f"{name}: {key} {address} does not match the bridge at {self.control_address}, "
+                                 f"whose node {name!r} uses port {ports[key]} on {hosts[key]}")
 
     def _close(self) -> None:
         for node in self.tx.values():
@@ -319,16 +401,19 @@ class Bridge:
                 self.control.close(0)
                 self.control = None
                 self.down_since = self.down_since or time.monotonic()
+                keys = " (or does it refuse this side's CURVE keys?)" if self.keys else ""
                 raise RadioTimeout(f"bridge {self.control_address}: no answer to {cmd!r} within {timeout_s:g} s; "
-                                   "is the flowgraph running?")
+                                   f"is the flowgraph running?{keys}")
             self.down_since = None
             try:
                 reply = json.loads(self.control.recv())
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise RadioError(f"bridge {self.control_address}: unreadable reply to {cmd!r} ({err})") from err
-            if not isinstance(reply, dict) or not reply.get("ok"):
-                error = reply.get("error") if isinstance(reply, dict) else reply
-                raise RadioError(f"bridge {self.control_address} refused {cmd!r}: {error}")
+            self._check_reply(cmd, reply)
+            if reply.get("dead"):
+                raise RadioError(f"bridge {self.control_address}: {reply['error']}")
+            if not reply["ok"]:
+                raise RadioError(f"bridge {self.control_address} refused {cmd!r}: {reply['error']}")
             self.last_ok = time.monotonic()
             self.gate_open = dict(reply["tx_enabled"])
             if self.session is None:
@@ -336,6 +421,21 @@ class Bridge:
             elif reply["session"] != self.session:
                 self._restarted(reply)
             return reply
+
+    def _check_reply(self, cmd: str, reply) -> None:
+        """RadioError naming the command and the field unless reply follows REPLY_SCHEMA."""
+        def bad(what: str) -> RadioError:
+            return RadioError(f"bridge {self.control_address}: bad reply to {cmd!r}: {what}")
+        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+            raise bad(f"field 'ok' must be true or false, in a JSON object; got {str(reply)[:80]}")
+        fields = dict(REPLY_SCHEMA[reply["ok"]])
+        if not reply["ok"] and "dead" in reply:
+            fields["dead"] = DEAD_FIELD
+        for key, (what, ok) in fields.items():
+            if key not in reply:
+                raise bad(f"field {key!r} is missing")
+            if not ok(reply[key]):
+                raise bad(f"field {key!r} must be {what}, got {str(reply[key])[:80]}")
 
     def _restarted(self, reply: dict) -> None:
         """The flowgraph restarted: fresh streams, replayed settings; lost TX raises."""
@@ -422,19 +522,29 @@ class Bridge:
             if node not in self.rx:
                 raise RadioError(f"bridge node {node!r} has no RX stream; the flowgraph's RX nodes are "
                                  f"{sorted(self.rx)}")
-            if self.lockstep:
-                epoch, window = self.window.get(node, (-1, None))
-                if epoch != self.epoch or window.size < num_samples:
-                    self._advance(num_samples)
-                    epoch, window = self.window[node]
-                self.window[node] = (-1, window)       # a second capture on this node advances
-                return window[:num_samples]
-            self._check_tx(self.request("heartbeat"))
-            stream = self.rx[node]
-            deadline = time.monotonic() + self.timeout_s
-            stream.drain()
-            stream.read(RT_FLUSH_SAMPLES, deadline)
-            return stream.read(num_samples, deadline)
+            try:
+                return self._capture(node, num_samples)
+            except RadioTimeout:   # a stalled stream: a dead data path, if the flowgraph says so
+                try:
+                    self.request("status")
+                except RadioTimeout:
+                    pass
+                raise
+
+    def _capture(self, node: str, num_samples: int) -> np.ndarray:
+        if self.lockstep:
+            epoch, window = self.window.get(node, (-1, None))
+            if epoch != self.epoch or window.size < num_samples:
+                self._advance(num_samples)
+                epoch, window = self.window[node]
+            self.window[node] = (-1, window)       # a second capture on this node advances
+            return window[:num_samples]
+        self._check_tx(self.request("heartbeat"))
+        stream = self.rx[node]
+        deadline = time.monotonic() + self.timeout_s
+        stream.drain()
+        stream.read(RT_FLUSH_SAMPLES, deadline)
+        return stream.read(num_samples, deadline)
 
     def _advance(self, num_samples: int) -> None:
         """Push num_samples on every TX node that some RX node hears (the others' input would

@@ -12,11 +12,26 @@ from the project. Two modes:
   (``tx_clocking``): output appears only as the client pushes input there, sample for sample.
 - ``uhd``: ZMQ in ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
 
-Streams are raw little-endian complex64. TX inputs are ``zeromq.pull_source`` blocks that
-connect to ``tcp://CLIENT_ADDRESS:PORT`` (the client binds); RX outputs are ``push_sink``
-blocks that bind ``tcp://ADDRESS:PORT`` with ``pass_tags=True``, so each message starts with
-GNU Radio's header ``<HBQQ>`` (magic 0x5FF0, version 1, offset of the first sample, tag count
-0) that frames the stream by absolute sample offset.
+Streams are raw little-endian complex64. Every TX input is a validating relay (a Python
+thread) that connects to ``tcp://CLIENT_ADDRESS:PORT`` (the client binds), drops and counts
+malformed messages (not whole, finite complex64 samples; more than one frame) and forwards the
+rest to a ``zeromq.pull_source``, so no message can kill a GNU Radio block. GNU Radio's own ZMQ
+blocks meet the relays over IPC sockets in a private directory (mode 0700): no TCP port, no
+other user, no other host reaches them. RX
+outputs are ``push_sink`` blocks with ``pass_tags=True`` that bind ``tcp://ADDRESS:PORT``, so
+each message starts with GNU Radio's header ``<HBQQ>`` (magic 0x5FF0, version 1, offset of the
+first sample, tag count 0) that frames the stream by absolute sample offset.
+
+CURVE (``--curve-server-secret`` with ``--curve-clients``): the control socket and every
+public stream socket authenticate and encrypt with ZMQ CURVE, and a ZAP authenticator refuses
+client keys not in the clients directory. GNU Radio's ZMQ blocks have no security option, so
+the RX ``push_sink`` then binds a private IPC socket and a relay carries its stream to
+``ADDRESS:PORT``.
+Without keys every address must be loopback.
+
+Health: the main loop watches the control thread, every relay thread and every GNU Radio
+block's thread (``/proc/self/task``, named ``<block name><unique id>`` by GNU Radio); a dead
+data path mutes all TX and turns every reply into an error naming the nodes (``dead``).
 
 Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object per request,
 ``{"cmd": ..., ...}``, and answers ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
@@ -29,22 +44,30 @@ the flowgraph mutes all TX. TX starts muted. GNU Radio's VOLK blocks hold back a
 fewer than ``align_samples`` samples until more input comes, so the client pushes multiples of
 it. Noise, tones and carrier offsets come from free-running sources, so a change of them
 reaches the output up to ``source_lag_samples`` samples late (the data path is exact).
-Prints one ``READY {json}`` line on stdout once running; stops on SIGTERM.
+Malformed control requests get an error reply; they and dropped TX messages are counted in
+``status`` (``rejected``). Prints one ``READY {json}`` line on stdout once running; stops on
+SIGTERM.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import ipaddress
 import json
 import math
 import os
 import secrets
 import signal
 import sys
+import tempfile
 import threading
 import time
 
+import numpy as np
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 from gnuradio import analog, blocks, gr, zeromq
 from gnuradio import filter as gr_filter
 
@@ -58,6 +81,8 @@ SOURCE_LAG_ITEMS = 8192              # max output buffer of free-running sources
 NOISE_POOL_SAMPLES = 1 << 18         # fastnoise_source_c draws i.i.d. from a pool this large (~10x
                                      # cheaper per sample than noise_source_c; power within ~0.01 dB)
 ITEM_BYTES = 8                       # complex64
+MAX_TX_MESSAGE_BYTES = 8 << 20       # larger TX messages make ZMQ drop the connection
+THREAD_NAME_CHARS = 15               # Linux keeps this much of a thread's name
 LIMITS = {                           # accepted range of every numeric control field
     "center_hz": (1.0, 7.25e9),
     "sample_rate_hz": (1e3, 1e9),
@@ -79,6 +104,16 @@ class ControlError(ValueError):
 
 class NoUsrpError(RuntimeError):
     """``uhd`` mode found no USRP for the device arguments."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host (an IP address or 'localhost') is loopback; names and interfaces are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def db_to_amplitude(gain_db: float) -> float:
@@ -129,6 +164,125 @@ def _impulse(delay: int, num_taps: int) -> list[complex]:
     return [1.0 + 0j if i == delay else 0j for i in range(num_taps)]
 
 
+# --- relays and health ------------------------------------------------------------------
+def tx_message_error(frames: list) -> str | None:
+    """Why a TX message is malformed, or None for whole, finite complex64 samples in one frame."""
+    if len(frames) != 1:
+        return f"{len(frames)} frames (one expected)"
+    size = len(frames[0])
+    if size == 0 or size % ITEM_BYTES:
+        return f"{size} bytes are not whole complex64 samples ({ITEM_BYTES} bytes each)"
+    if not np.isfinite(np.frombuffer(frames[0].buffer, dtype=np.float32)).all():
+        return "samples are not finite"
+    return None
+
+
+class Relay:
+    """Forwards one stream from ``src`` to ``dst`` on its own thread; ``check`` (frames ->
+    reason or None) drops and counts malformed messages. The thread owns both sockets."""
+
+    def __init__(self, label: str, src: zmq.Socket, dst: zmq.Socket, check=None):
+        self.label = label
+        self.src, self.dst, self.check = src, dst, check
+        self.dropped = 0
+        self.failure = ""
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"relay {label}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                if not self.src.poll(100):
+                    continue
+                frames = self.src.recv_multipart(copy=False)
+                reason = self.check(frames) if self.check else None
+                if reason:
+                    self.dropped += 1
+                    if self.dropped == 1:
+                        print(f"bridge: {self.label}: dropped a malformed message ({reason}); status counts "
+                              "further drops", file=sys.stderr, flush=True)
+                    continue
+                while not self.stop_event.is_set():
+                    if self.dst.poll(100, zmq.POLLOUT):
+                        self.dst.send_multipart(frames, copy=False)
+                        break
+        except Exception as err:  # the health check reports the dead relay
+            self.failure = f"{type(err).__name__}: {err}"
+        finally:
+            self.src.close(0)
+            self.dst.close(0)
+
+
+def block_thread_name(block) -> str:
+    """The name of a block's thread as Linux keeps it: GNU Radio names it <name><unique id>,
+    cutting the name so that the id fits in 16 characters, and Linux keeps 15 of them."""
+    uid = str(block.unique_id())
+    return (block.name()[:16 - len(uid)] + uid)[:THREAD_NAME_CHARS]
+
+
+def thread_names() -> collections.Counter:
+    """How many threads of this process carry each name."""
+    names = collections.Counter()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as fh:
+                names[fh.read().strip()] += 1
+        except FileNotFoundError:   # the thread just ended
+            pass
+    return names
+
+
+class Health:
+    """Which nodes' data paths are dead: a relay thread that ended, or a GNU Radio block whose
+    thread exited (an exception in a block ends its thread silently; the graph runs on)."""
+
+    def __init__(self, graph: "BridgeGraph"):
+        self.graph = graph
+        self.threads = {b.unique_id(): block_thread_name(b) for b in graph.blocks}
+        self.expected = collections.Counter(self.threads.values())
+
+    def started(self, timeout_s: float) -> bool:
+        """Wait until every block's thread runs (GNU Radio names each as it starts)."""
+        deadline = time.monotonic() + timeout_s
+        while self.expected - thread_names():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def dead(self) -> dict[str, str]:
+        """node -> why its data path is dead (empty when healthy)."""
+        g = self.graph
+        dead = {}
+        for kind, relays in (("TX", g.tx_relays), ("RX", g.rx_relays)):
+            for node, relay in relays.items():
+                if not relay.thread.is_alive():
+                    dead.setdefault(node, f"its {kind} relay ended ({relay.failure or 'stopped'})")
+        missing = self.expected - thread_names()
+        for uid, name in self.threads.items():
+            if name in missing:
+                for node in sorted(g.owners.get(uid) or g.settings):
+                    dead.setdefault(node, f"GNU Radio block thread {name!r} exited")
+        return dead
+
+
+def public_socket(kind: int, curve: tuple[bytes, bytes] | None) -> zmq.Socket:
+    """A socket that other hosts may reach: a CURVE server when curve = (public, secret) is set."""
+    sock = zmq.Context.instance().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey = curve
+        sock.curve_server = True
+    return sock
+
+
+def private_socket(kind: int) -> zmq.Socket:
+    """A socket towards one of GNU Radio's ZMQ blocks (over IPC in the flowgraph's private directory)."""
+    sock = zmq.Context.instance().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
+
+
 # --- the two flowgraphs ------------------------------------------------------------------
 class BridgeGraph(gr.top_block):
     """State shared by both modes: nodes, TX gates (mute and TX gain), node settings."""
@@ -148,17 +302,51 @@ class BridgeGraph(gr.top_block):
         self.tx_enabled = {n: False for n in self.tx_ports}
         self.clocking = set() if self.mode == "emulate" else set(self.tx_ports)  # TX inputs the RX outputs wait for
         self.blocks = []
+        self.owners: dict[int, set[str]] = {}  # block unique_id -> the nodes whose data path it carries
+        self.dead: dict[str, str] = {}         # node -> why its data path is dead
+        self.tx_relays: dict[str, Relay] = {}
+        self.rx_relays: dict[str, Relay] = {}
         self.gates = {}
         self.sources = {}
         for name, port in self.tx_ports.items():
-            src = zeromq.pull_source(ITEM_BYTES, 1, f"tcp://{args.client_address}:{port}", 100, False, -1)
+            public = public_socket(zmq.PULL, args.curve)
+            public.setsockopt(zmq.MAXMSGSIZE, MAX_TX_MESSAGE_BYTES)
+            public.connect(f"tcp://{args.client_address}:{port}")
+            private = self._ipc(f"tx-{len(self.tx_relays)}")
+            inner = private_socket(zmq.PUSH)
+            inner.bind(private)
+            self.tx_relays[name] = Relay(f"TX node {name!r}", public, inner, tx_message_error)
+            src = zeromq.pull_source(ITEM_BYTES, 1, private, 100, False, -1)
             src.set_min_output_buffer(SOURCE_BUFFER_ITEMS)
             self.sources[name] = src
             self.gates[name] = blocks.multiply_const_cc(0.0)
+            self.own([name], src, self.gates[name])
             self.connect(src, self.gates[name])
-        self.sinks = {name: zeromq.push_sink(ITEM_BYTES, 1, f"tcp://{args.address}:{port}", 100, True,
-                                             RX_HWM_MESSAGES)
-                      for name, port in self.rx_ports.items()}
+        self.sinks = {name: self._rx_sink(name, f"tcp://{args.address}:{port}") for name, port in self.rx_ports.items()}
+
+    def _ipc(self, name: str) -> str:
+        return f"ipc://{self.args.ipc_dir}/{name}"
+
+    def _rx_sink(self, name: str, endpoint: str):
+        """The node's push_sink on endpoint; with CURVE on a private IPC socket, relayed to endpoint."""
+        if self.args.curve is None:
+            return self.own([name], zeromq.push_sink(ITEM_BYTES, 1, endpoint, 100, True, RX_HWM_MESSAGES))
+        private = self._ipc(f"rx-{len(self.rx_relays)}")
+        sink = self.own([name], zeromq.push_sink(ITEM_BYTES, 1, private, 100, True, RX_HWM_MESSAGES))
+        inner = private_socket(zmq.PULL)
+        inner.set_hwm(RX_HWM_MESSAGES)
+        inner.connect(private)
+        public = public_socket(zmq.PUSH, self.args.curve)
+        public.set_hwm(RX_HWM_MESSAGES)
+        public.bind(endpoint)
+        self.rx_relays[name] = Relay(f"RX node {name!r}", inner, public)
+        return sink
+
+    def own(self, nodes, *blocks_):
+        """Mark blocks as part of these nodes' data paths (for the health check); the last block."""
+        for block in blocks_:
+            self.owners.setdefault(block.unique_id(), set()).update(nodes)
+        return blocks_[-1]
 
     def connect(self, *points) -> None:
         """top_block.connect, remembering every block (for align_samples)."""
@@ -212,7 +400,7 @@ class EmulateGraph(BridgeGraph):
             senders = [tx for tx in self.tx_ports if (tx, rx) in pairs]
             if not senders:  # no link in: a zeroed copy of a TX input still clocks this RX node
                 first = next(iter(self.tx_ports))
-                self.connect(self.gates[first], blocks.multiply_const_cc(0.0), (add, 0))
+                self.connect(self.gates[first], self.own([first, rx], blocks.multiply_const_cc(0.0)), (add, 0))
                 self.clocking.add(first)
                 port = 1
             self.clocking.update(senders)
@@ -220,6 +408,7 @@ class EmulateGraph(BridgeGraph):
                 fir = gr_filter.fir_filter_ccc(1, _impulse(delays.get(rx, 0), args.num_taps))
                 lo = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 1.0, 0))
                 mix = blocks.multiply_cc()
+                self.own([tx, rx], fir, lo, mix)
                 self.connect(self.gates[tx], fir, (mix, 0))
                 self.connect(lo, (mix, 1))
                 self.connect(mix, (add, port))
@@ -232,12 +421,13 @@ class EmulateGraph(BridgeGraph):
                 analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j, NOISE_POOL_SAMPLES))
             self.interferers[rx] = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 0.0, 0))
             self.rx_gains[rx] = blocks.multiply_const_cc(db_to_amplitude(args.rx_gain_db))
+            self.own([rx], add, self.noises[rx], self.interferers[rx], self.rx_gains[rx])
             self.connect(self.noises[rx], (add, port))
             self.connect(self.interferers[rx], (add, port + 1))
             self.connect(add, self.rx_gains[rx], self.sinks[rx])
             self.adders[rx] = add
         for tx in set(self.tx_ports) - self.clocking:    # nobody hears it: its input goes nowhere
-            self.connect(self.gates[tx], blocks.null_sink(ITEM_BYTES))
+            self.connect(self.gates[tx], self.own([tx], blocks.null_sink(ITEM_BYTES)))
 
     @staticmethod
     def _free_running(block):
@@ -302,9 +492,10 @@ class UhdGraph(BridgeGraph):
             raise NoUsrpError(f"no USRP found for device args {args.device_args!r} ({err}); "
                               "check the cable/network and `uhd_find_devices`") from err
         for name in self.tx_ports:
-            self.connect(self.gates[name], self.usrp_sink)
+            self.connect(self.gates[name], self.own([name], self.usrp_sink))
         for name in self.rx_ports:  # rx_time/rx_freq tags are dropped: the header stays 19 bytes
-            self.connect(self.usrp_source, blocks.tag_gate(ITEM_BYTES, False), self.sinks[name])
+            self.connect(self.own([name], self.usrp_source), self.own([name], blocks.tag_gate(ITEM_BYTES, False)),
+                         self.sinks[name])
         for name in self.settings:
             self.configure(name, dict(self.settings[name]))
 
@@ -340,6 +531,11 @@ class UhdGraph(BridgeGraph):
 
 
 # --- control server ----------------------------------------------------------------------
+def dead_message(dead: dict[str, str]) -> str:
+    nodes = "; ".join(f"node {node!r}: {why}" for node, why in sorted(dead.items()))
+    return f"data path dead: {nodes}; all TX muted, restart the flowgraph"
+
+
 class ControlServer:
     """JSON requests over ZMQ REP; a watchdog mutes all TX when heartbeats stop."""
 
@@ -349,10 +545,9 @@ class ControlServer:
         self.session = secrets.token_hex(8)
         self.watchdog_trips = 0
         self.last_beat = time.monotonic()
-        self.context = zmq.Context.instance()
-        self.socket = self.context.socket(zmq.REP)
+        self.rejected = 0
+        self.socket = public_socket(zmq.REP, graph.args.curve)
         self.socket.setsockopt(zmq.MAXMSGSIZE, ZMQ_MAX_MESSAGE_BYTES)
-        self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(endpoint)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
@@ -362,16 +557,37 @@ class ControlServer:
         poller.register(self.socket, zmq.POLLIN)
         while not self.stop_event.is_set():
             if poller.poll(50):
-                raw = self.socket.recv()
+                frames = self.socket.recv_multipart()
                 try:
-                    reply = self.handle(raw)
+                    if len(frames) != 1:
+                        raise ControlError(f"request of {len(frames)} frames; send one JSON object in one frame")
+                    reply = self.handle(frames[0])
                 except ControlError as err:
-                    reply = {"ok": False, "error": str(err)}
+                    reply = self._refuse(str(err))
                 except Exception as err:  # a request must never kill the flowgraph
-                    reply = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+                    reply = self._refuse(f"{type(err).__name__}: {err}")
                 self.socket.send(json.dumps(reply).encode())
             self._watchdog()
         self.socket.close(0)
+
+    def _refuse(self, error: str) -> dict:
+        """An error reply (counted); while a data path is dead it names the dead nodes."""
+        self.rejected += 1
+        reply = {"ok": False, "error": error}
+        if self.graph.dead:
+            reply["dead"] = dict(self.graph.dead)
+        return reply
+
+    def fail(self, dead: dict[str, str]) -> None:
+        """A data path died: mute all TX; from now on every request is refused, naming the nodes."""
+        g = self.graph
+        with g.lock:
+            if g.dead:
+                return
+            for name in g.tx_enabled:
+                g.set_tx_enabled(name, False)
+            g.dead = dead
+        print(f"bridge: error: {dead_message(dead)}", file=sys.stderr, flush=True)
 
     def _watchdog(self) -> None:
         with self.graph.lock:
@@ -390,7 +606,9 @@ class ControlServer:
                 "tx_endpoints": {n: f"tcp://{g.args.client_address}:{p}" for n, p in g.tx_ports.items()},
                 "rx_ports": g.rx_ports, "source_lag_samples": SOURCE_LAG_ITEMS, "align_samples": g.align_samples,
                 "tx_clocking": sorted(g.clocking),
-                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items() if n in g.clocking}}
+                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items() if n in g.clocking},
+                "curve": g.args.curve is not None,
+                "rejected": {"control": self.rejected, "tx": {n: r.dropped for n, r in g.tx_relays.items()}}}
 
     def handle(self, raw: bytes) -> dict:
         if len(raw) > MAX_CONTROL_BYTES:
@@ -404,6 +622,8 @@ class ControlServer:
         g = self.graph
         cmd = req["cmd"]
         with g.lock:
+            if g.dead:
+                raise ControlError(dead_message(g.dead))
             if cmd in ("status", "heartbeat"):
                 pass
             elif cmd == "configure":
@@ -517,7 +737,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop when the process that started this one exits (the process manager sets it)")
     p.add_argument("--device-args", default="",
                    help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
+    p.add_argument("--curve-server-secret", default="",
+                   help="this bridge's CURVE secret key file (server.key_secret of `testbed keys generate`): "
+                        "control and IQ are authenticated and encrypted; required beyond loopback")
+    p.add_argument("--curve-clients", default="",
+                   help="directory of the public key files (*.key) of the clients let in (with --curve-server-secret)")
     args = p.parse_args(argv)
+    args.curve = _curve_keys(p, args)
     if not args.tx and not args.rx:
         p.error("give at least one --tx or --rx node")
     for flag, nodes in (("--tx", args.tx), ("--rx", args.rx)):
@@ -550,39 +776,101 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _curve_keys(p: argparse.ArgumentParser, args) -> tuple[bytes, bytes] | None:
+    """(public, secret) of this bridge's CURVE keys, or None; without keys, addresses must be loopback."""
+    if bool(args.curve_server_secret) != bool(args.curve_clients):
+        p.error("--curve-server-secret and --curve-clients go together")
+    if not args.curve_server_secret:
+        for flag, host in (("--address", args.address), ("--client-address", args.client_address)):
+            if not is_loopback(host):
+                p.error(f"{flag} {host} is beyond loopback: give --curve-server-secret and --curve-clients "
+                        "(testbed keys generate DIR), or control and IQ would cross the network unauthenticated")
+        return None
+    if not zmq.has("curve"):
+        p.error("this libzmq has no CURVE support")
+    try:
+        public, secret = zmq.auth.load_certificate(args.curve_server_secret)
+        clients = zmq.auth.load_certificates(args.curve_clients)
+    except (OSError, ValueError) as err:
+        p.error(f"CURVE keys: {err}")
+    if secret is None:
+        p.error(f"--curve-server-secret {args.curve_server_secret} holds no secret key (give server.key_secret)")
+    if not clients:
+        p.error(f"--curve-clients {args.curve_clients} holds no public key file (*.key)")
+    return public, secret
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    auth = None
+    if args.curve is not None:   # ZAP: refuse client keys not in --curve-clients (before any socket exists)
+        auth = ThreadAuthenticator(zmq.Context.instance())
+        auth.start()
+        auth.configure_curve(domain="*", location=args.curve_clients)
+    try:   # GNU Radio's ZMQ blocks meet the relays over IPC in a directory only this user can enter
+        with tempfile.TemporaryDirectory(prefix="zmq-bridge-") as args.ipc_dir:
+            return _run(args, stop)
+    finally:
+        if auth is not None:
+            auth.stop()
+
+
+def _run(args, stop: threading.Event) -> int:
     try:
         graph = UhdGraph(args) if args.mode == "uhd" else EmulateGraph(args)
     except NoUsrpError as err:
         print(f"bridge: error: {err}", file=sys.stderr, flush=True)
         return 3
     server = ControlServer(graph, f"tcp://{args.address}:{args.control_port}", args.heartbeat_timeout_s)
+    health = Health(graph)
+    relays = [*graph.tx_relays.values(), *graph.rx_relays.values()]
     graph.start()
-    server.thread.start()
-    ready = {"mode": args.mode, "session": server.session, "control": f"tcp://{args.address}:{args.control_port}",
-             "tx": {n: f"tcp://{args.client_address}:{p}" for n, p in args.tx},
-             "rx": {n: f"tcp://{args.address}:{p}" for n, p in args.rx}}
-    print("READY " + json.dumps(ready), flush=True)
-    parent = os.getppid()
-    while not stop.wait(0.1):
-        if not server.thread.is_alive():
-            print("bridge: error: control thread died", file=sys.stderr, flush=True)
-            break
-        if args.exit_with_parent and os.getppid() != parent:
-            print("bridge: the process that started the flowgraph is gone: stopping", file=sys.stderr, flush=True)
-            break
+    for relay in relays:
+        relay.thread.start()
+    code = 0
+    if health.started(5.0):
+        server.thread.start()
+        ready = {"mode": args.mode, "session": server.session, "curve": args.curve is not None,
+                 "control": f"tcp://{args.address}:{args.control_port}",
+                 "tx": {n: f"tcp://{args.client_address}:{p}" for n, p in args.tx},
+                 "rx": {n: f"tcp://{args.address}:{p}" for n, p in args.rx}}
+        print("READY " + json.dumps(ready), flush=True)
+        code = _watch(args, stop, server, health)
+    else:
+        print(f"bridge: error: GNU Radio block threads {sorted(health.expected - thread_names())} did not start",
+              file=sys.stderr, flush=True)
+        code = 1
     with graph.lock:
         for name in graph.tx_enabled:
             graph.set_tx_enabled(name, False)
     server.stop_event.set()
     graph.stop()
     graph.wait()
-    server.thread.join(1.0)
-    return 0 if stop.is_set() else 1
+    for relay in relays:
+        relay.stop_event.set()
+    for thread in [server.thread, *(r.thread for r in relays)]:
+        if thread.is_alive():
+            thread.join(1.0)
+    return code
+
+
+def _watch(args, stop: threading.Event, server: ControlServer, health: Health) -> int:
+    """Until SIGTERM: watch the control thread, the parent process and every data path."""
+    parent = os.getppid()
+    while not stop.wait(0.1):
+        if not server.thread.is_alive():
+            print("bridge: error: control thread died", file=sys.stderr, flush=True)
+            return 1
+        if args.exit_with_parent and os.getppid() != parent:
+            print("bridge: the process that started the flowgraph is gone: stopping", file=sys.stderr, flush=True)
+            return 1
+        dead = health.dead()
+        if dead:
+            server.fail(dead)
+    return 0
 
 
 if __name__ == "__main__":

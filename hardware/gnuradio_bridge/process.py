@@ -6,7 +6,8 @@
 
 ``uhd_flowgraph(hw, entry)`` builds the flowgraph of one USRP entry; the emulator's is
 ``hardware.emulated.bridge.emulator_flowgraph``; ``testbed.bridge`` picks and starts those a
-config needs. Ports are picked free on 127.0.0.1 unless given. ``start()`` waits for the flowgraph's READY line
+config needs. Ports are picked free on 127.0.0.1 unless given; an address beyond loopback needs the
+CURVE options (``curve_server_secret``, ``curve_clients``). ``start()`` waits for the flowgraph's READY line
 and raises ``BridgeStartError`` with its last output lines if it exits first (no GNU Radio, "no
 USRP found", a port taken). ``stop()`` sends SIGTERM, then SIGKILL after a grace period.
 """
@@ -25,6 +26,7 @@ from typing import Sequence
 from urllib.parse import urlsplit
 
 from hardware.config import HardwareConfig, RadioEntry
+from hardware.gnuradio_bridge.curve import is_loopback
 from hardware.radio import RadioError
 
 __all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "entry_ports",
@@ -34,7 +36,7 @@ GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3") 
 FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
 _OPTIONS = ("sample_rate_hz", "center_hz", "tx_gain_db", "rx_gain_db", "max_tx_gain_db", "heartbeat_timeout_s",
             "noise_voltage", "link_gain_db", "rx_link_gain_db", "rx_link_cfo_hz", "rx_link_delay", "link", "num_taps",
-            "seed", "device_args")
+            "seed", "device_args", "curve_server_secret", "curve_clients")
 
 
 class BridgeStartError(RadioError):
@@ -50,7 +52,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class FlowgraphProcess:
     """One flowgraph process. ``options``: the flowgraph's flags with underscores
-    (sample_rate_hz, noise_voltage, heartbeat_timeout_s, max_tx_gain_db, device_args, ...)."""
+    (sample_rate_hz, noise_voltage, heartbeat_timeout_s, max_tx_gain_db, device_args,
+    curve_server_secret and curve_clients (CURVE keys, required beyond loopback), ...)."""
 
     def __init__(self, mode: str, tx: list[str], rx: list[str], *, address: str = "127.0.0.1",
                  client_address: str = "127.0.0.1", ports: dict[str, int] | None = None,
@@ -58,6 +61,11 @@ class FlowgraphProcess:
         unknown = sorted(set(options) - set(_OPTIONS))
         if unknown:
             raise ValueError(f"unknown flowgraph option(s) {unknown}; allowed: {list(_OPTIONS)}")
+        keyed = options.get("curve_server_secret") and options.get("curve_clients")
+        for key, host in (("address", address), ("client_address", client_address)):
+            if not keyed and not is_loopback(host):
+                raise ValueError(f"flowgraph {key} {host} is beyond loopback: give curve_server_secret and "
+                                 "curve_clients (testbed keys generate DIR)")
         self.mode, self.tx, self.rx = mode, list(tx), list(rx)
         self.address, self.client_address = address, client_address
         self.fixed_ports = dict(ports or {})

@@ -16,7 +16,7 @@ import zmq
 
 from hardware.config import RadioEntry
 from hardware.dsp import PilotPlan, estimate, link_sinr
-from hardware.gnuradio_bridge.process import FlowgraphProcess, free_port
+from hardware.gnuradio_bridge.process import GNURADIO_PYTHON, FlowgraphProcess, free_port
 from hardware.radio import _BURST_KEY, RadioError, RadioSettings, RadioTimeout, TxBurst, TxLimits
 from hardware.transmitter import Transmitter
 from hardware.drivers.gnuradio import ZmqRadio
@@ -411,3 +411,52 @@ def test_stalled_flowgraph_times_out_then_resumes_in_step(own_bench):
         fg.signal(signal.SIGCONT)
         bs0.close()
         ue0.close()
+
+
+# A flowgraph whose TX relay lets everything through, so that a malformed message reaches GNU
+# Radio's pull_source and kills its thread ("Incompatible vector sizes"), as on main before the
+# relay: the way to kill one block of a real flowgraph on purpose.
+UNCHECKED_FLOWGRAPH = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("flowgraph", sys.argv[1])
+flowgraph = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(flowgraph)
+flowgraph.tx_message_error = lambda frames: None
+sys.exit(flowgraph.main(sys.argv[2:]))
+"""
+
+
+def test_a_dead_data_path_is_an_error_in_status_and_a_radio_error_naming_the_node(tmp_path):
+    script = tmp_path / "unchecked_flowgraph.py"
+    script.write_text(UNCHECKED_FLOWGRAPH)
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\nexec {GNURADIO_PYTHON} {script} "$@"\n')
+    python.chmod(0o755)
+    with FlowgraphProcess("emulate", tx=["bs0"], rx=["bs0", "ue0"], python=str(python), noise_voltage=1e-5,
+                          heartbeat_timeout_s=10.0) as fg:
+        status = StatusClient(fg)
+        bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=TIMEOUT_S)
+        ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=TIMEOUT_S)
+        try:
+            for r in (bs0, ue0):
+                r.configure(UNITY)
+            bs0.send(burst(np.full(512, 0.3)))
+            np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
+            assert status.status()["ok"] is True
+            bs0.bridge.tx["bs0"].socket.send(b"1234567")       # the client's own TX socket, 7 bytes
+            deadline = time.monotonic() + 5.0
+            while (reply := status.status())["ok"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert reply["ok"] is False and set(reply["dead"]) == {"bs0"}
+            assert "pull_source" in reply["dead"]["bs0"] and "node 'bs0'" in reply["error"]
+            with pytest.raises(RadioError, match=r"data path dead: node 'bs0': GNU Radio block thread 'pull_source"):
+                ue0.capture(4096)
+            with pytest.raises(RadioError, match="data path dead: node 'bs0'"):
+                bs0.configure(UNITY)
+            assert fg.running
+        finally:
+            status.close()
+            bs0.close()
+            ue0.close()
+    assert any("Incompatible vector sizes" in line for line in fg.output)
+    assert any("bridge: error: data path dead" in line for line in fg.output)

@@ -240,6 +240,55 @@ def test_oversized_message_is_dropped_by_zmq_and_the_flowgraph_runs_on(medium):
     assert medium.control("status")["ok"]
 
 
+def _rejected(client: RawClient, baseline: dict, deadline_s: float = 5.0) -> dict:
+    """status["rejected"] once it differs from baseline (the relay counts on its own thread)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        rejected = client.control("status")["rejected"]
+        if rejected != baseline or time.monotonic() > deadline:
+            return rejected
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("frames", [
+    [b"1234567"],                                                      # killed pull_source before the relay
+    [b""],
+    [np.zeros(100, np.complex64).tobytes() + b"\x00\x01\x02"],        # not whole samples
+    [np.array([0.1, np.nan, 0.2], np.complex64).tobytes()],            # not finite
+    [np.zeros(64, np.complex64).tobytes()] * 2,                        # two frames
+])
+def test_malformed_tx_message_is_dropped_and_counted_and_bursts_still_round_trip(medium, frames):
+    before = medium.control("status")["rejected"]
+    medium.tx["a"].send_multipart(frames)
+    after = _rejected(medium, before)
+    assert after["tx"] == {**before["tx"], "a": before["tx"]["a"] + 1}
+    assert after["control"] == before["control"]
+    medium.control("unmute", node="a")
+    try:
+        x = ramp(4096)
+        out = medium.advance({"a": x, "b": np.zeros(4096)}, ["quiet", "noisy", "a"])
+    finally:
+        medium.control("mute")
+    np.testing.assert_allclose(np.abs(out["quiet"]), np.abs(x), atol=5e-5)   # a unit link, any LO phase
+    assert medium.fg.running
+
+
+def test_malformed_control_requests_are_counted(medium):
+    before = medium.control("status")["rejected"]["control"]
+    for payload in (b"{not json", b"[1]", b'{"cmd": "reboot"}', b'{"cmd": "mute", "node": 5}'):
+        assert medium.control_raw(payload)["ok"] is False
+    assert medium.control("status")["rejected"]["control"] == before + 4
+
+
+def test_multipart_control_request_is_refused_and_the_flowgraph_runs_on(medium):
+    """On main a second frame killed the control thread (REP cannot reply mid-message)."""
+    medium.req.send_multipart([b'{"cmd": "status"}', b'{"cmd": "status"}'])
+    assert medium.req.poll(3000)
+    reply = json.loads(medium.req.recv())
+    assert reply["ok"] is False and "2 frames" in reply["error"]
+    assert medium.fg.running and medium.control("status")["ok"]
+
+
 def test_heartbeat_loss_mutes_all_tx():
     with FlowgraphProcess("emulate", tx=["a"], rx=["a"], heartbeat_timeout_s=1.0) as fg:
         client = RawClient(fg)
