@@ -61,6 +61,8 @@ _HEADROOM = 0.95        # bursts are scaled to at most this share of max_amplitu
 STALE_SHARE = 0.1        # a band with more pilot power on the other signature than this share of
                          # its own (and more than SENSE_PILOT_SHARE of its residual) is stale
 SENSE_PILOT_SHARE = 0.1  # pilots are present in a band when their power exceeds this share of its residual
+MISSING_DB = 10.0        # pilots this far below what is due at the UE radio are missing: a capture
+                         # of the silence before the burst
 MAX_RECAPTURES = 2
 
 
@@ -164,6 +166,7 @@ class MeasuredNetwork(SimNetwork):
                 boost *= (limit / peak) ** 2
                 backoffs.append(amplitude_to_db(peak / limit))
             link_gain *= boost
+            expected_fs = (rx_w * boost).sum(axis=0) / self.full_scale_w    # [K] pilot power due at the UE
             estimates = {}
             pending = list(dict.fromkeys(r for _, r in ue_bs.values()))
             while pending:                       # each radio gets the set it did not capture last time
@@ -174,7 +177,7 @@ class MeasuredNetwork(SimNetwork):
                     time.sleep(self.hw.settle_s)
                 for radio in group:
                     bands = [k for k, (_, r) in ue_bs.items() if r == radio]
-                    estimates[radio] = self._estimate_fresh(radio, signature, bands)
+                    estimates[radio] = self._estimate_fresh(radio, signature, bands, expected_fs[bands])
                     self._last_signature[radio] = signature
                 pending = [r for r in pending if r not in group]
             for k, b in targets.items():
@@ -201,9 +204,11 @@ class MeasuredNetwork(SimNetwork):
         per_tone = SENSE_PILOT_SHARE * est.residual / self.plan.tones_per_bs          # [K]
         return bool(np.all(est.min_tone <= per_tone))
 
-    def _estimate_fresh(self, radio: str, signature: int, bands: list[int]):
+    def _estimate_fresh(self, radio: str, signature: int, bands: list[int], expected_fs: np.ndarray):
         """The estimate of a capture of the burst just sent on pilot set ``signature``, judged on
-        the bands this radio measures: their pilots present, and not mostly on the other set."""
+        the bands this radio measures: not mostly on the other set, and, where the pilots are due
+        clearly above the noise (``expected_fs`` [bands], full-scale units), not missing (more
+        than MISSING_DB below what is due: room for an inexact ``link_gain_db``)."""
         out = []
 
         def fresh(iq: np.ndarray) -> bool:
@@ -213,7 +218,9 @@ class MeasuredNetwork(SimNetwork):
                 return True
             own, foreign = est.power[:, bands].sum(axis=0), est.foreign[:, bands].sum(axis=0)   # [bands]
             floor = SENSE_PILOT_SHARE * est.residual[bands]
-            return bool(np.all((own > floor) & ((foreign <= STALE_SHARE * own) | (foreign <= floor))))
+            due = expected_fs > floor / SENSE_PILOT_SHARE ** 2             # due 10 dB above the residual
+            missing = due & (own < expected_fs * db_to_lin(-MISSING_DB))
+            return bool(not missing.any() and np.all((foreign <= STALE_SHARE * own) | (foreign <= floor)))
         self._fresh_capture(radio, fresh)
         return out[-1]
 
