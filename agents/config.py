@@ -72,6 +72,11 @@ class RecurrentConfig:
     vf_coef: float = _f(0.5, "weight of the value loss", (0.0, 100.0))
     max_grad_norm: float = _f(0.5, "global gradient-norm clip", (0.0, 1e6))
 
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads} "
+                             "(the attention variant splits the GRU output into heads)")
+
 
 @dataclass(frozen=True)
 class AgentConfig:

@@ -7,8 +7,11 @@ loading, before anything transmits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from hardware.drivers.pluto import check_pluto_settings
 from hardware.dsp import PilotPlan
+from hardware.gnuradio_bridge.curve import is_loopback
 from hardware.radio import RadioSettings, TxLimits
 from sim.params import param
 from sim.safety import SafetyViolation
@@ -32,6 +35,11 @@ class RadioEntry:
     tx_address: str = param("", "gnuradio: ZMQ endpoint the bridge reads TX IQ from, e.g. tcp://127.0.0.1:5555")
     rx_address: str = param("", "gnuradio: ZMQ endpoint the bridge publishes RX IQ on, e.g. tcp://127.0.0.1:5556")
     device_args: str = param("", "gnuradio: UHD device arguments; empty = GNU Radio channel-model emulator")
+    server_key: str = param("", "gnuradio: path of the bridge's CURVE public key (server.key of `testbed keys "
+                                "generate`); with client_key it authenticates and encrypts the bridge's traffic, "
+                                "required when an address is beyond loopback")
+    client_key: str = param("", "gnuradio: path of this side's CURVE secret key (client.key_secret of `testbed "
+                                "keys generate`), with server_key")
     link_gain_db: float = param(0.0, "ue radios: physical path gain from the BS radios to this radio "
                                      "(cables, attenuators, radio gains) in dB, e.g. -30 through a 30 dB attenuator",
                                 (-200.0, 60.0))
@@ -47,6 +55,13 @@ class RadioEntry:
             raise ValueError(f"radio {self.name!r}: a bs radio needs the BS indices it carries in nodes")
         if self.driver == "pluto" and not self.uri:
             raise ValueError(f"radio {self.name!r}: the pluto driver needs uri (e.g. ip:192.168.2.1)")
+        if bool(self.server_key) != bool(self.client_key):
+            raise ValueError(f"radio {self.name!r}: server_key and client_key go together (CURVE key files)")
+        for key in ("control_address", "tx_address", "rx_address"):
+            host = urlsplit(getattr(self, key)).hostname
+            if self.driver == "gnuradio" and host and not self.server_key and not is_loopback(host):
+                raise ValueError(f"radio {self.name!r}: {key} {getattr(self, key)} is beyond loopback: set "
+                                 "server_key and client_key (testbed keys generate DIR)")
 
 
 def _default_radios() -> tuple[RadioEntry, ...]:
@@ -110,6 +125,8 @@ class HardwareConfig:
             self.limits().check_settings(self.settings())   # the drivers' own check, at load time
         except SafetyViolation as err:
             raise ValueError(str(err)) from None
+        if any(r.driver == "pluto" for r in self.radios):
+            check_pluto_settings(self.settings())         # the Pluto driver's own range check, at load time
         if self.fft_size & (self.fft_size - 1):
             raise ValueError(f"fft_size={self.fft_size} must be a power of two")
         if self.capture_samples % self.fft_size or self.capture_samples < 2 * self.fft_size:

@@ -2,25 +2,51 @@
 
 Every field declares its allowed range or choices in its dataclass metadata; ``build``
 checks types, ranges and unknown keys and raises ``ConfigError`` naming the dotted field path
-and what is allowed, before anything runs (and so before any radio transmits).
+and what is allowed, before anything runs (and so before any radio transmits). Everything that
+loading a config can raise is a ``ConfigError`` with a one-line message: unreadable or malformed
+YAML, duplicate keys, values of any shape, and sizes that would exhaust memory.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 
 from sim.params import NetworkParams, TaskRanges, held_out_task_ranges, param
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+MAX_CONFIG_BYTES = 1_000_000     # largest config file read, bytes
+MAX_TENSOR_VALUES = 2**27        # largest tensor a config may make the testbed allocate (512 MiB of float32)
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+_repr = reprlib.Repr()           # values in messages: short and on one line
+_repr.maxstring = _repr.maxother = 60
+
+
+def _show(value) -> str:
+    return _repr.repr(value)
+
+
+def check_device(name: str) -> None:
+    """Raise ValueError unless torch can run on ``name`` here: cpu, cuda, cuda:N (N < device count), mps."""
+    count = torch.cuda.device_count()
+    allowed = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
+    if torch.backends.mps.is_available():
+        allowed.append("mps")
+    if name not in allowed:
+        raise ValueError(f"{_show(name)} is not a torch device on this machine; allowed: {allowed}")
 
 
 @dataclass(frozen=True)
@@ -29,7 +55,8 @@ class EnvConfig:
 
     num_envs: int = param(1, "parallel networks N stepped together", (1, 1_000_000))
     seed: int = param(0, "seed of every random draw", (0, 2**63 - 1))
-    device: str = param("cpu", "torch device of the simulator (cpu, cuda, cuda:1, ...)")
+    device: str = field(default="cpu", metadata={"doc": "torch device of the simulator (cpu, cuda, cuda:1, ...)",
+                                                 "check": check_device})
     episodes_per_task: int = param(1, "episodes played on one task before a new one is drawn (RL² trials)", (1, 10_000))
     task_distribution: str = param("train", "which task ranges episodes draw from", choices=("train", "test"))
     task_seed: typing.Optional[int] = param(None, "if set, every episode uses the one task drawn from this seed", (0, 2**63 - 1))
@@ -78,24 +105,18 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _check_scalar(value, tp, where: str):
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    return value
+_type_hints = functools.cache(typing.get_type_hints)   # per dataclass: resolving them is most of a load's time
+
+
+def _check_type(value, tp, where: str) -> None:
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {_show(value)}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {_show(value)}")
+    if tp is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where}: expected a number, got {_show(value)}")
+    if tp is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {_show(value)}")
 
 
 def _check_bounds(value, meta: dict, where: str):
@@ -104,13 +125,13 @@ def _check_bounds(value, meta: dict, where: str):
         lo, hi = meta["range"]
         for v in items:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}: expected numbers in [{lo}, {hi}], got {value!r}")
+                raise ConfigError(f"{where}: expected numbers in [{lo}, {hi}], got {_show(value)}")
             if not lo <= v <= hi:
-                raise ConfigError(f"{where}: {v!r} is out of range; allowed [{lo}, {hi}]")
+                raise ConfigError(f"{where}: {_show(v)} is out of range; allowed [{lo}, {hi}]")
     if "choices" in meta:
         for v in items:
             if v not in meta["choices"]:
-                raise ConfigError(f"{where}: {v!r} is not allowed; choose from {list(meta['choices'])}")
+                raise ConfigError(f"{where}: {_show(v)} is not allowed; choose from {list(meta['choices'])}")
 
 
 def _convert(value, tp, meta: dict, where: str):
@@ -127,13 +148,18 @@ def _convert(value, tp, meta: dict, where: str):
             raise ConfigError(f"{where}: expected a list of {_type_name(typing.get_args(tp)[0])} entries")
         return tuple(build(typing.get_args(tp)[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if tp in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in value):
+            raise ConfigError(f"{where}: expected a flat list, got {_show(value)}")
         _check_bounds(value, meta, where)
         return [float(v) if "range" in meta else v for v in value]
-    value = _check_scalar(value, tp, where)
+    _check_type(value, tp, where)
     _check_bounds(value, meta, where)
-    return value
+    if "check" in meta:
+        try:
+            meta["check"](value)
+        except ValueError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return float(value) if tp is float else value      # in range, so it fits a float
 
 
 def build(cls, data, path: str = ""):
@@ -142,27 +168,31 @@ def build(cls, data, path: str = ""):
         data = {}
     if dataclasses.is_dataclass(data):
         data = to_dict(data)
+    where = path or "config"
     if not isinstance(data, dict):
-        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+        raise ConfigError(f"{where}: expected a mapping, got {_show(data)}")
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"{where}: keys must be strings (field names), got {_show(key)}")
+    hints = _type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{path or 'config'}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+        raise ConfigError(f"{where}: unknown key(s) {_show(unknown)}; allowed: {sorted(names)}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:
             continue
-        where = f"{path}.{f.name}" if path else f.name
+        at = f"{path}.{f.name}" if path else f.name
         tp = f.metadata["type"]() if "type" in f.metadata else hints[f.name]
-        kwargs[f.name] = _convert(data[f.name], tp, dict(f.metadata), where)
+        kwargs[f.name] = _convert(data[f.name], tp, dict(f.metadata), at)
     for f in dataclasses.fields(cls):  # late-bound section types get their defaults built
         if "type" in f.metadata and f.name not in kwargs:
             kwargs[f.name] = build(f.metadata["type"](), {}, f"{path}.{f.name}" if path else f.name)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{path or 'config'}: {err}") from err
+        raise ConfigError(f"{where}: {err}") from err
     _check_pairs(obj, path)
     return obj
 
@@ -204,6 +234,79 @@ def resolve_path(source: str) -> Path:
     return preset
 
 
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """``yaml.safe_load``'s loader (libyaml's where installed) that refuses duplicate keys, reads
+    exponent numbers without a dot or exponent sign (``3e-4``, ``1e6``) as floats, as YAML 1.2 does,
+    and reports a value its explicit tag cannot construct (``!!float abc``) as a YAML error."""
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise yaml.constructor.ConstructorError(None, None, f"cannot read {_show(node.value)} as {node.tag}",
+                                                    node.start_mark) from None
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:     # unhashable: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        f"found duplicate key {_show(key)}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
+def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> ConfigError:
+    """A YAML error as one line with the line and column it points at."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}")
+    what = ", ".join(x for x in (getattr(err, "context", None), err.problem) if x)
+    lines = text.splitlines()
+    if mark.line < len(lines) and "\t" in lines[mark.line]:
+        what += " (YAML indents with spaces; this line has a tab)"
+    return ConfigError(f"{path}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {what}")
+
+
+def read_yaml(path: Path) -> dict:
+    """The mapping a config file holds; ConfigError for anything else (too large, not UTF-8, bad YAML)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: a config file may hold at most {MAX_CONFIG_BYTES:,} bytes; this one is larger")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} is {raw[err.start:err.start + 1]!r})") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        raise _yaml_error(path, text, err) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty; give its sections (network:, env:, ...) "
+                          "or {} for the defaults")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (network:, env:, ...), got {_show(data)}")
+    return data
+
+
 def load_config(source=None, overrides: dict | None = None) -> Config:
     """A Config from a YAML path, a preset name, a dict, a Config or None (the paper's setup),
     with ``overrides`` (a nested dict) applied on top."""
@@ -214,18 +317,59 @@ def load_config(source=None, overrides: dict | None = None) -> Config:
     elif source is None:
         data = {}
     else:
-        with open(resolve_path(str(source))) as fh:
-            data = yaml.safe_load(fh) or {}
+        data = read_yaml(resolve_path(str(source)))
     if overrides:
         data = _merge(data, overrides)
-    return build(Config, data)
+    config = build(Config, data)
+    check_sizes(config)
+    return config
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict, extra: dict, path: str = "") -> dict:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+        at = f"{path}.{key}" if path else key
+        old = out.get(key)
+        if isinstance(value, dict) and old is not None and not isinstance(old, dict):
+            raise ConfigError(f"{at}: expected a mapping, got {_show(old)}")
+        out[key] = _merge(old or {}, value, at) if isinstance(value, dict) else value
     return out
+
+
+def observation_size(p: NetworkParams) -> int:
+    """Values in one env's observation: gains B·U, interference, mask and previous levels B·K each,
+    delay and rate U each (the layout of ``sim.network.SimNetwork.obs_layout``)."""
+    return p.num_bs * p.num_ue + 3 * p.num_bs * p.num_bands + 2 * p.num_ue
+
+
+def check_sizes(config: Config) -> None:
+    """Raise ConfigError if a tensor the config makes the testbed allocate would hold more than
+    MAX_TENSOR_VALUES values: the simulator's step, the policies' input layers, the agents' rollout
+    storage and the candidate powers of the greedy and oracle reference policies."""
+    p, a, n = config.network, config.agent, config.env.num_envs
+    b, u, k, levels, t = p.num_bs, p.num_ue, p.num_bands, p.num_levels, p.episode_steps
+    obs = observation_size(p)
+    rnn_in = obs + b * k * levels + 2            # the recurrent policy's input size (obs, one-hot action, r, done)
+    sizes = [
+        ("the step's link tensors", "env.num_envs·B·K·(B+U)", n * b * k * (b + u), ""),
+        ("the MLP policy's input layer", "agent.hidden_size·obs", a.hidden_size * obs, ""),
+        ("the recurrent policy's input layer", "3·agent.recurrent.hidden_size·(obs+B·K·L+2)",
+         3 * a.recurrent.hidden_size * rnn_in, ""),
+        ("the PPO/MAML rollout storage",
+         "network.episode_steps·max(agent.ppo.rollout_episodes, agent.maml.query_episodes)·env.num_envs·obs",
+         t * max(a.ppo.rollout_episodes, a.maml.query_episodes) * n * obs, ""),
+        ("the RL² rollout storage", "network.episode_steps·env.num_envs·(obs+B·K·L+2)", t * n * rnn_in, ""),
+    ]
+    for name, formula, value in (("greedy", "L·env.num_envs·B²·K", levels * n * b * b * k),
+                                 ("oracle", "L^B·env.num_envs·B²·K", levels ** b * n * b * b * k)):
+        if name in config.run.policies:
+            sizes.append((f"the {name} policy's candidates", formula, value, f", or drop {name} from run.policies"))
+    for what, formula, value, hint in sizes:
+        if value > MAX_TENSOR_VALUES:
+            raise ConfigError(f"sizes: {what} would hold {formula} = {value:,} values, over the limit of "
+                              f"{MAX_TENSOR_VALUES:,} per tensor (B=network.num_bs={b}, U=num_ue={u}, "
+                              f"K=num_bands={k}, L=num_levels={levels}, observation size obs={obs}); "
+                              f"lower these fields{hint}")
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -18,17 +18,38 @@ import numpy as np
 
 from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
 
-__all__ = ["PlutoRadio", "TX_FULL_SCALE", "RX_FULL_SCALE", "TX_GAIN_RANGE_DB", "TX_GAIN_STEP_DB", "SAMPLE_RATE_RANGE_HZ",
-           "BANDWIDTH_RANGE_HZ", "CENTER_RANGE_HZ"]
+__all__ = ["PlutoRadio", "check_pluto_settings", "TX_FULL_SCALE", "RX_FULL_SCALE", "TX_GAIN_RANGE_DB",
+           "TX_GAIN_STEP_DB", "RX_GAIN_RANGES_DB", "SAMPLE_RATE_RANGE_HZ", "BANDWIDTH_RANGE_HZ", "CENTER_RANGE_HZ"]
 
 TX_FULL_SCALE = 32767.0                 # int16 DAC sample value of amplitude 1.0 (le:S16/16)
 RX_FULL_SCALE = 2048.0                  # 12-bit ADC sample value of amplitude 1.0 (le:S12/16)
 TX_GAIN_RANGE_DB = (-89.75, 0.0)        # TX gain = minus the attenuation, dB
 TX_GAIN_STEP_DB = 0.25
 SAMPLE_RATE_RANGE_HZ = (521e3, 61.44e6)  # pyadi-iio refuses below 521 kS/s
-BANDWIDTH_RANGE_HZ = (200e3, 56e6)       # AD936x; a stock AD9363 Pluto refuses above 20 MHz
-CENTER_RANGE_HZ = (70e6, 6e9)            # AD936x; a stock AD9363 Pluto refuses outside 325 MHz-3.8 GHz
+BANDWIDTH_RANGE_HZ = (200e3, 20e6)       # stock AD9363 (an AD9364-mode Pluto reaches 56 MHz)
+CENTER_RANGE_HZ = (325e6, 3.8e9)         # stock AD9363 (an AD9364-mode Pluto tunes 70 MHz-6 GHz)
+RX_GAIN_RANGES_DB = ((1.3e9, (-1, 73)), (math.inf, (-3, 71)))   # (LO below, whole-dB RX gain range): AD936x gain tables
 _TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
+
+
+def check_pluto_settings(s: RadioSettings) -> None:
+    """Raise ValueError naming the field and the Pluto's range for anything it cannot do.
+
+    The driver calls it before writing; ``hardware.config`` calls it while a config loads.
+    """
+    lo, hi = TX_GAIN_RANGE_DB
+    steps = s.tx_gain_db / TX_GAIN_STEP_DB
+    if not lo <= s.tx_gain_db <= hi or not math.isclose(steps, round(steps)):
+        raise ValueError(f"tx_gain_db={s.tx_gain_db} must be in [{lo}, {hi}] dB in {TX_GAIN_STEP_DB} dB steps")
+    for field, value, (lo, hi) in (("sample_rate_hz", s.sample_rate_hz, SAMPLE_RATE_RANGE_HZ),
+                                   ("bandwidth_hz", s.bandwidth_hz, BANDWIDTH_RANGE_HZ),
+                                   ("center_hz", s.center_hz, CENTER_RANGE_HZ)):
+        if not lo <= value <= hi:
+            raise ValueError(f"{field}={value:.0f} outside the Pluto's range [{lo:.0f}, {hi:.0f}] Hz")
+    lo, hi = next(gains for below_hz, gains in RX_GAIN_RANGES_DB if s.center_hz < below_hz)
+    if not lo <= s.rx_gain_db <= hi or s.rx_gain_db != int(s.rx_gain_db):
+        raise ValueError(f"rx_gain_db={s.rx_gain_db} must be a whole number of dB in [{lo}, {hi}] "
+                         f"(the Pluto's RX gain table at center_hz={s.center_hz:.0f} Hz)")
 
 
 class PlutoRadio(Radio):
@@ -114,23 +135,8 @@ class PlutoRadio(Radio):
             return ""
 
     # --- settings ---------------------------------------------------------------------
-    @staticmethod
-    def check_range(s: RadioSettings) -> None:
-        """Raise ValueError naming the field and the Pluto's range for anything it cannot do."""
-        lo, hi = TX_GAIN_RANGE_DB
-        if not lo <= s.tx_gain_db <= hi or not math.isclose(s.tx_gain_db / TX_GAIN_STEP_DB,
-                                                             round(s.tx_gain_db / TX_GAIN_STEP_DB)):
-            raise ValueError(f"tx_gain_db={s.tx_gain_db} must be in [{lo}, {hi}] dB in {TX_GAIN_STEP_DB} dB steps")
-        if s.rx_gain_db != int(s.rx_gain_db):
-            raise ValueError(f"rx_gain_db={s.rx_gain_db} must be a whole number of dB (Pluto RX gain steps are 1 dB)")
-        for field, value, (lo, hi) in (("sample_rate_hz", s.sample_rate_hz, SAMPLE_RATE_RANGE_HZ),
-                                       ("bandwidth_hz", s.bandwidth_hz, BANDWIDTH_RANGE_HZ),
-                                       ("center_hz", s.center_hz, CENTER_RANGE_HZ)):
-            if not lo <= value <= hi:
-                raise ValueError(f"{field}={value:.0f} outside the Pluto's range [{lo:.0f}, {hi:.0f}] Hz")
-
     def _configure(self, s: RadioSettings) -> None:
-        self.check_range(s)
+        check_pluto_settings(s)
         sdr = self._sdr
         old = self.settings
         self._set_tx_gain(s.tx_gain_db if not self._muted else TX_GAIN_RANGE_DB[0])

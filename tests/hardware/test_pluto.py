@@ -182,6 +182,8 @@ def test_configure_applies_everything(radio, emu):
     ("rx_gain_db", 10.5, r"rx_gain_db=10.5 must be a whole number"),
     ("sample_rate_hz", 1e5, r"sample_rate_hz=100000 outside the Pluto's range"),
     ("bandwidth_hz", 1e8, r"bandwidth_hz=100000000 outside"),
+    ("center_hz", 100e6, r"center_hz=100000000 outside the Pluto's range \[325000000, 3800000000\] Hz"),
+    ("rx_gain_db", 72.0, r"rx_gain_db=72.0 must be a whole number of dB in \[-3, 71\] .*center_hz=2440000000"),
 ])
 def test_driver_range_errors_name_the_field(radio, field, value, match):
     with pytest.raises(ValueError, match=match):
@@ -190,11 +192,13 @@ def test_driver_range_errors_name_the_field(radio, field, value, match):
 
 
 def test_device_refusal_names_field_and_device_range(radio):
+    # the device's own refusal, written past check_pluto_settings (which refuses both values first)
     with pytest.raises(ValueError, match=r"center_hz=100000000 refused by the Pluto at ip:127.0.0.1:\d+ "
                                          r"\(outside the device's range \[325000000 1 3800000000\]\)"):
-        radio.configure(settings(center_hz=100e6))
+        radio._write("center_hz", "rx_lo", 100_000_000)
+    radio._write("rx gain control mode", "gain_control_mode_chan0", "manual")
     with pytest.raises(ValueError, match=r"rx_gain_db=72.0 refused .*\[-3 1 71\]"):
-        radio.configure(settings(rx_gain_db=72.0))
+        radio._write("rx_gain_db", "rx_hardwaregain_chan0", 72.0)
 
 
 def test_silently_ignored_setting_is_caught_by_the_read_back(radio, emu):
