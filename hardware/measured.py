@@ -30,6 +30,11 @@ turn whose radios last saw different sets is sent twice, once per set), so whate
 block holds, it is not this burst. A stale capture is discarded and taken again
 (MAX_RECAPTURES times at most, then a ``RadioError``), and counted in ``stale_captures``.
 
+A capture with I or Q at the ADC's full scale (``CLIP_LEVEL``) in more than ``CLIP_SHARE`` of its
+samples is clipped and counted in ``clipped_captures``: sensed with TX off, every band of its BSs
+counts as occupied above I_max (fail safe: the filter closes them); measured, its links keep the
+simulator's SINR and are marked not measured.
+
 A radio error (timeout, disconnect) or a safety violation mutes every radio and propagates, so
 the env/runner ends the episode and saves its data.
 """
@@ -43,7 +48,7 @@ import numpy as np
 import torch
 
 from hardware.config import HardwareConfig
-from hardware.dsp import PilotPlan, band_power, estimate, external_power, link_sinr
+from hardware.dsp import BandEstimate, PilotPlan, band_power, estimate, external_power, link_sinr
 from hardware.radio import Radio, RadioError, SafetyViolation
 from hardware.transmitter import Transmitter
 from sim.network import SimNetwork
@@ -64,6 +69,9 @@ SENSE_PILOT_SHARE = 0.1  # pilots are present in a band when their power exceeds
 MISSING_DB = 10.0        # pilots this far below what is due at the UE radio are missing: a capture
                          # of the silence before the burst
 MAX_RECAPTURES = 2
+CLIP_LEVEL = 0.999       # |I| or |Q| at this share of full scale is at the ADC's limit
+CLIP_SHARE = 1e-4        # a capture with more of its samples there is clipped
+CLIPPED_SENSE_W = 1.0    # what a clipped sensing capture reports per band: far above any I_max
 
 
 class BackendError(ValueError):
@@ -94,6 +102,7 @@ class MeasuredNetwork(SimNetwork):
         self.last_turns = 0
         self.last_backoff_db = 0.0
         self.stale_captures = 0      # captures discarded for holding an earlier burst, since start
+        self.clipped_captures = 0    # captures at the ADC's full scale, since start
         self._last_signature = {name: 1 for name in radios}   # pilot set each radio last captured
         with self._muting_on_error():
             settings = hw.settings()
@@ -114,8 +123,11 @@ class MeasuredNetwork(SimNetwork):
                 self._apply_scene(n)
                 for name in dict.fromkeys(self.bs_radio):
                     iq = self._fresh_capture(name, self._holds_no_pilots)
-                    excess_w = external_power(self.plan, iq, self.noise_floor[name]) * self.full_scale_w
                     mine = [b for b, r in enumerate(self.bs_radio) if r == name]
+                    if self._clipped(iq):
+                        out[n, mine] = CLIPPED_SENSE_W
+                        continue
+                    excess_w = external_power(self.plan, iq, self.noise_floor[name]) * self.full_scale_w
                     out[n, mine] = excess_w / self.radio_gain_lin[name]
         return torch.as_tensor(out, dtype=torch.float32, device=self.device)
 
@@ -182,6 +194,8 @@ class MeasuredNetwork(SimNetwork):
                 pending = [r for r in pending if r not in group]
             for k, b in targets.items():
                 est = estimates[ue_bs[k][1]]
+                if est is None:                      # clipped: the simulator's SINR stays, not measured
+                    continue
                 sinr[b, k] = link_sinr(est.power[:, k:k + 1] / boost[:, k:k + 1], est.residual[k:k + 1])[b, 0]
                 measured[b, k] = True
         self.last_backoff_db = max(backoffs)
@@ -204,11 +218,20 @@ class MeasuredNetwork(SimNetwork):
         per_tone = SENSE_PILOT_SHARE * est.residual / self.plan.tones_per_bs          # [K]
         return bool(np.all(est.min_tone <= per_tone))
 
-    def _estimate_fresh(self, radio: str, signature: int, bands: list[int], expected_fs: np.ndarray):
+    def _clipped(self, iq: np.ndarray) -> bool:
+        """Whether a capture hit the ADC's full scale (counted in ``clipped_captures``)."""
+        at_limit = (np.abs(iq.real) >= CLIP_LEVEL) | (np.abs(iq.imag) >= CLIP_LEVEL)
+        clipped = bool(at_limit.mean() > CLIP_SHARE)
+        self.clipped_captures += clipped
+        return clipped
+
+    def _estimate_fresh(self, radio: str, signature: int, bands: list[int],
+                        expected_fs: np.ndarray) -> BandEstimate | None:
         """The estimate of a capture of the burst just sent on pilot set ``signature``, judged on
         the bands this radio measures: not mostly on the other set, and, where the pilots are due
         clearly above the noise (``expected_fs`` [bands], full-scale units), not missing (more
-        than MISSING_DB below what is due: room for an inexact ``link_gain_db``)."""
+        than MISSING_DB below what is due: room for an inexact ``link_gain_db``). None if the
+        capture was clipped."""
         out = []
 
         def fresh(iq: np.ndarray) -> bool:
@@ -221,8 +244,8 @@ class MeasuredNetwork(SimNetwork):
             due = expected_fs > floor / SENSE_PILOT_SHARE ** 2             # due 10 dB above the residual
             missing = due & (own < expected_fs * db_to_lin(-MISSING_DB))
             return bool(not missing.any() and np.all((foreign <= STALE_SHARE * own) | (foreign <= floor)))
-        self._fresh_capture(radio, fresh)
-        return out[-1]
+        iq = self._fresh_capture(radio, fresh)
+        return None if self._clipped(iq) else out[-1]
 
     def _apply_scene(self, n: int, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:
         """Mock bench only: put env n's incumbents on the medium."""

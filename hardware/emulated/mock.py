@@ -1,7 +1,7 @@
 """A radio in pure Python on a shared :class:`hardware.emulated.medium.RfMedium`, with injectable faults.
 
 TX IQ goes on the medium scaled by the TX gain; captures are what the medium delivers, scaled
-by the RX gain. ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
+by the RX gain and saturated at the ADC's full scale (I and Q each clipped to ±1). ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
 ``inject_fault("stale")`` makes one later capture return the samples of the previous capture
 (what a radio whose kernel still holds old RX blocks delivers);
 ``inject_fault("disconnect")`` makes the radio vanish like an unplugged USB device: it stops
@@ -83,7 +83,8 @@ class MockRadio(Radio):
         if stale and previous is not None and previous.size == num_samples:
             return previous
         gain = np.float32(db_to_amplitude(self.settings.rx_gain_db))
-        self._previous_capture = self.port.receive(num_samples, self._state()) * gain
+        x = self.port.receive(num_samples, self._state()) * gain
+        self._previous_capture = (np.clip(x.real, -1, 1) + 1j * np.clip(x.imag, -1, 1)).astype(np.complex64)
         return self._previous_capture
 
     def _mute(self) -> None:

@@ -349,3 +349,44 @@ def test_a_radio_that_only_delivers_the_past_ends_the_episode():
         assert ports_silent(net)
     finally:
         net.close()
+
+
+# --- clipping ---------------------------------------------------------------------------------
+def _saturate(radio, dc_fs: float = 10.0) -> None:
+    """Put a strong signal (DC, away from every pilot bin) in front of a mock radio's ADC."""
+    receive = radio.port.receive
+    radio.port.receive = lambda num_samples, state=None: receive(num_samples, state) + np.complex64(dc_fs)
+
+
+def test_a_clipped_sensing_capture_closes_every_band_of_its_bs():
+    net = mock_net()
+    try:
+        net.reset(seed=4)
+        net.step(torch.zeros(1, 3, 5, dtype=torch.long))
+        _saturate(net.radios["bs1"])
+        before = net.clipped_captures
+        net.step(torch.zeros(1, 3, 5, dtype=torch.long))              # senses at its end
+        assert net.clipped_captures > before
+        assert torch.all(~net.mask()[0, 1]) and net.mask()[0, [0, 2]].any()
+        res = net.step(torch.full((1, 3, 5), 3))
+        assert torch.all(res.safe.power_w[0, 1] == 0) and int(res.blocked_unsafe) >= 5
+    finally:
+        net.close()
+
+
+def test_a_clipped_measurement_is_counted_and_not_measured():
+    net = mock_net()
+    try:
+        net.reset(seed=5)
+        _saturate(net.radios["ue0"])
+        before = net.clipped_captures
+        res = net.step(torch.full((1, 3, 5), 3))
+        ue0_links = torch.zeros_like(res.active)
+        for b in range(3):
+            for k in range(5):
+                u = int(res.served_ue[0, b, k])
+                ue0_links[0, b, k] = u >= 0 and net.ue_radio[u] == "ue0"
+        assert net.clipped_captures > before
+        assert not (res.measured & ue0_links).any() and (res.measured & ~ue0_links).any()
+    finally:
+        net.close()
