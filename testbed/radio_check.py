@@ -62,7 +62,9 @@ def report(net: MeasuredNetwork, seed: int) -> str:
              for row, trow in zip(sinr_db[0].cpu().numpy(), tags)]
     out.append(_table("SINR at full power on unmasked bands (dB; m = measured, s = simulated, - = off)",
                       [f"BS {b}" for b in range(p.num_bs)], cells))
-    out.append(f"turns {net.last_turns}, TX back-off {net.last_backoff_db:.1f} dB")
+    out.append(f"turns {net.last_turns}, TX back-off {net.last_backoff_db:.1f} dB; captures: "
+               f"{net.stale_captures} stale (held an earlier burst, taken again), "
+               f"{net.clipped_captures} clipped (ADC at full scale: lower rx_gain_db or add attenuation)")
     return "\n\n".join(out)
 
 

@@ -73,9 +73,12 @@ class PlutoRadio(Radio):
                              "and that no other program holds the device") from e
         with self._io("set the timeout"):
             self._sdr.ctx.set_timeout(max(1, round(timeout_s * 1000)))
+        with self._io("disabling the DDS"):
+            self._sdr.disable_dds()                     # a Pluto boots radiating its DDS tones
+        with self._io("setting one kernel RX buffer"):
+            self._sdr._rxadc.set_kernel_buffers_count(1)   # each capture's new buffer records one block
         self._tx_gain_on_device_db: float | None = None   # None: unknown
         self._tx_buffer: tuple[int, bool] | None = None     # (num_samples, cyclic) of the open TX buffer
-        self._rx_stale = True       # the next capture must start after the last TX change
 
     # --- error wrapping ---------------------------------------------------------------
     @contextmanager
@@ -159,7 +162,6 @@ class PlutoRadio(Radio):
             if (value != want) if tol is None else abs(float(value) - want) > tol:
                 raise RadioError(f"{self.name}: the Pluto at {self.uri} reads back {field}={value}, "
                                  f"asked for {want}")
-        self._rx_stale = True
 
     def _set_tx_gain(self, gain_db: float) -> None:
         """Write the TX gain (= minus the attenuation) and check the read-back."""
@@ -183,20 +185,21 @@ class PlutoRadio(Radio):
                 sdr.tx_cyclic_buffer = cyclic
             sdr.tx(samples)
         self._tx_buffer = (len(samples), cyclic)
-        self._rx_stale = True
 
     def _capture(self, num_samples: int) -> np.ndarray:
+        """A buffer recorded after this call began: the RX buffer is recreated every time, since
+        an open one holds blocks that may predate a TX change of any radio on the bench (this
+        driver cannot know the others'). One kernel block (set at open) keeps that cheap."""
         sdr = self._sdr
         with self._io(f"capturing {num_samples} samples"):
-            if self._rx_stale or sdr.rx_buffer_size != num_samples:
-                sdr.rx_destroy_buffer()        # a fresh buffer holds only samples taken after now
-                sdr.rx_buffer_size = num_samples
+            sdr.rx_destroy_buffer()
+            sdr.rx_buffer_size = num_samples
             x = sdr.rx()
-        self._rx_stale = False
         return (np.asarray(x) / RX_FULL_SCALE).astype(np.complex64)
 
     def _mute(self) -> None:
-        """Destroy the TX buffer, then set the lowest TX gain.
+        """Destroy the TX buffer, disable the DDS (the kernel re-selects it when a TX buffer
+        closes), then set the lowest TX gain.
 
         On a dead link this raises ``RadioError`` (the ``Radio.mute`` contract): a cyclic buffer
         plays on until the Pluto's iiod notices the lost connection, so the user must know.
@@ -206,10 +209,37 @@ class PlutoRadio(Radio):
         try:
             with self._io("muting"):
                 self._sdr.tx_destroy_buffer()
+                self._sdr.disable_dds()
             self._set_tx_gain(TX_GAIN_RANGE_DB[0])
         except RadioError as e:
             raise RadioError(f"{self.name}: could not confirm the mute of the Pluto at {self.uri}; it may still "
                              f"transmit until its iiod drops the connection: {e}") from e
+
+    # --- crystal ----------------------------------------------------------------------
+    def correct_lo(self, offset_hz: float) -> int:
+        """Move the LOs (and the sample clock, same crystal) down by ``offset_hz`` at the current
+        center: ``offset_hz`` is how far this radio's LO was measured above where it should be
+        (negative: below). Writes ad9361-phy ``xo_correction`` = xo × (1 + offset/center), the
+        reference the AD9361 then believes it has, and retunes both LOs. Returns the new value, Hz;
+        ValueError outside the Pluto's ``xo_correction_available`` (±200 ppm)."""
+        if self.settings is None:
+            raise RadioError(f"{self.name}: configure the Pluto at {self.uri} before correcting its LO")
+        center_hz = self.settings.center_hz
+        with self._io("reading xo_correction"):
+            xo = self._sdr.ctx.find_device("ad9361-phy").attrs["xo_correction"]
+            xo_hz = round(float(xo.value) * (1 + offset_hz / center_hz))
+        try:
+            with self._io("writing xo_correction"):
+                xo.value = str(xo_hz)
+        except RadioError as e:
+            cause = e.__cause__
+            if isinstance(cause, OSError) and cause.errno == errno.EINVAL:
+                raise ValueError(f"{self.name}: LO offset {offset_hz:.0f} Hz needs xo_correction={xo_hz} Hz, outside "
+                                 "the Pluto's range (xo_correction_available, about ±200 ppm)") from cause
+            raise
+        self._write("center_hz", "rx_lo", int(round(center_hz)))   # retune on the new reference
+        self._write("center_hz", "tx_lo", int(round(center_hz)))
+        return xo_hz
 
     def _close(self) -> None:
         """Destroy the buffers, then the context (in that order: libiio needs the context alive)."""

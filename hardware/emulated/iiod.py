@@ -28,6 +28,33 @@ answers with an errno:
 
 A server bound beyond loopback says so on stderr and with a RuntimeWarning.
 
+As unkind as a real Pluto (``ideal=True`` turns all of this off, for DSP tests that need RX "now"):
+
+- Kernel RX buffering. ``OPEN`` hands the kernel ``kernel_buffers`` blocks of the buffer's size
+  (default 4, libiio's; ``SET <dev> BUFFERS_COUNT <n>`` changes it for the next OPEN, -EBUSY
+  while one is open), and recording starts then. ``READBUF`` gives back the block the client read
+  last time (libiio's mmap refill does the same) and returns the oldest recorded one. Realtime:
+  a recorder fills free blocks at the sample clock; with none free, samples are dropped and the
+  RX core's overflow bit is latched. Non-realtime (no wall clock): the kernel records a block the
+  instant it gets one, i.e. at OPEN and at each READBUF, so it always holds blocks recorded at the
+  previous reads, the worst case of a client slower than the air. Either way a buffer kept open
+  across a TX change returns pre-change samples for the next ``kernel_buffers - 1`` reads (none
+  with 1 kernel buffer), as a real Pluto does; a new buffer (or BUFFERS_COUNT 1) holds only the
+  present.
+- The boot DDS tone. The DAC plays the DDS (altvoltage0–3: two tones per rail at 9.28 MHz,
+  scale 0.25 each, −6 dBFS together) from boot until a TX buffer is opened or ``raw`` is written
+  0 (writing ``raw`` 1 selects it again); the frequency aliases into ±fs/2 like a phase
+  accumulator and is rounded to a bin of a 2^16-sample period. After a TX buffer closes the DAC
+  outputs zeros. (The cf-axi-dds kernel driver re-selects the DDS when a TX buffer closes, so a
+  real Pluto whose DDS is still enabled radiates the tone again: disable it.)
+- The crystal: ``crystal_ppm`` off its nominal 40 MHz. The AD9361 derives both LOs and the sample
+  clock from it, believing it to run at ``xo_correction`` Hz, so the LOs on the medium are the
+  requested ones times crystal / xo_correction, and in realtime mode the sample clock paces at that
+  ratio too (the medium does not resample: non-realtime samples stay on its one clock).
+- TX underflow (realtime, one-shot buffers pushed later than the previous one ran out) latches
+  the TX core's underflow bit; a one-shot WRITEBUF in realtime waits while ``kernel_buffers``
+  buffers are queued ahead of it.
+
 RF: TX buffers (int16 I/Q, full scale 2^15 - 1) are scaled by the TX gain and put on an RF medium port;
 RX buffers are what the port receives, scaled by the RX gain and quantised to the 12-bit ADC
 (full scale 2^11). Several emulators attached to one medium hear each other. With the debug
@@ -48,6 +75,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +83,8 @@ import numpy as np
 from hardware.config import HardwareConfig
 from hardware.drivers.pluto import RX_FULL_SCALE, TX_FULL_SCALE
 from hardware.emulated.medium import RfMedium
-from hardware.emulated.pluto_model import LIBIIO_VERSION, AttrError, PlutoModel
+from hardware.emulated.pluto_model import (LIBIIO_VERSION, RX_OVERFLOW, TX_UNDERFLOW, XO_NOMINAL_HZ, AttrError,
+                                           PlutoModel)
 from hardware.emulated.scene import TaskScene
 from sim.params import NetworkParams
 from sim.units import db_to_amplitude
@@ -71,8 +100,13 @@ MAX_BUFFER_BYTES = 16 << 20      # a buffer: the ADI kernel's largest DMA block,
 CHUNK_SAMPLES = 1 << 16          # a larger READBUF is computed and sent this many samples at a time
 MAX_CONNECTIONS = 16             # clients served at once (iiod 0.24 listens with a backlog of 16)
 COMMAND_TIMEOUT_S = 10.0         # the longest a command, once begun, may pause mid-line or mid-data, in s
+KERNEL_BUFFERS = 4               # kernel blocks per buffer (libiio's default)
+MAX_KERNEL_BUFFERS = 64          # BUFFERS_COUNT above this is refused
+MAX_KERNEL_BYTES = 4 * MAX_BUFFER_BYTES   # all kernel blocks of one RX buffer (as int16 I/Q words)
+DDS_PERIOD = 1 << 16             # samples of the DDS tone's period on the medium
 
-_TX_RF_ATTRS = {(("out", "voltage0"), "hardwaregain"), (("out", "altvoltage1"), "frequency")}
+_TX_AIR_ATTRS = {("ad9361-phy", ("out", "voltage0"), "hardwaregain"), ("ad9361-phy", ("out", "altvoltage1"), "frequency"),
+                 ("ad9361-phy", "dev", "xo_correction")}
 _BUFFER_DEVICES = {"cf-ad9361-lpc": False, "cf-ad9361-dds-core-lpc": True}   # name -> is TX
 
 
@@ -87,6 +121,12 @@ class _OpenBuffer:
     conn: socket.socket
     opened_s: float = field(default_factory=time.monotonic)
     samples_done: int = 0
+    blocks: deque = field(default_factory=deque)   # RX: recorded blocks (int16 I/Q words [n, 2]), oldest first
+    held: bool = False                 # RX: the client holds the block it read last
+    free: int = 0                      # RX realtime: blocks the kernel may still record into
+    closed: bool = False
+    ready: threading.Condition = field(default_factory=threading.Condition)
+    recorder: threading.Thread | None = None
 
     @property
     def channels(self) -> list[int]:
@@ -124,19 +164,31 @@ class IIODEmulator:
     """One emulated Pluto on ``host:port`` (port 0 = a free port), its RF side on ``medium``.
 
     ``realtime``: pace RX buffers to the configured sample rate (off = as fast as possible).
-    Use as a context manager, or ``start()`` / ``stop()``. A host other than loopback gets a
-    warning (stderr and RuntimeWarning): anyone who reaches the port can drive the radio.
+    ``ideal``: no kernel buffering (RX is always "now"), no DDS tone. ``crystal_ppm``: the
+    crystal's error, ppm; ``xo_correction_hz``: the reference it boots believing (a Pluto reads it
+    from its environment). Use as a context manager, or ``start()`` / ``stop()``. A host other
+    than loopback gets a warning (stderr and RuntimeWarning): anyone who reaches the port can
+    drive the radio.
     """
 
     command_timeout_s: float = COMMAND_TIMEOUT_S
 
     def __init__(self, medium: RfMedium | None = None, name: str = "pluto", host: str = "127.0.0.1",
-                 port: int = 0, realtime: bool = False):
+                 port: int = 0, realtime: bool = False, ideal: bool = False, crystal_ppm: float = 0.0,
+                 xo_correction_hz: int = XO_NOMINAL_HZ):
+        if not abs(crystal_ppm) < 1000:
+            raise ValueError(f"crystal_ppm must be within ±1000 ppm, got {crystal_ppm}")
         self.name = name
         self.model = PlutoModel()
+        self.model.write(self.model.device("ad9361-phy"), "dev", "xo_correction", str(xo_correction_hz))
         self.medium = medium if medium is not None else RfMedium(sample_rate_hz=DEFAULT_SAMPLE_RATE_HZ)
         self.rf_port = self.medium.attach(name)
         self.realtime = realtime
+        self.ideal = ideal
+        self.crystal_ppm = float(crystal_ppm)
+        self.kernel_buffers = {dev: KERNEL_BUFFERS for dev in _BUFFER_DEVICES}   # device name -> BUFFERS_COUNT
+        self._dds_selected = not ideal                   # the DAC plays the DDS (from boot until a TX buffer opens)
+        self._tx_until_s: float | None = None            # realtime: when the queued one-shot TX buffers run out
         self.host = host
         self._listener = socket.create_server((host, port))
         self.port = self._listener.getsockname()[1]
@@ -155,6 +207,8 @@ class IIODEmulator:
         self._answering = threading.Event()
         self._answering.set()
         self._stopping = False
+        with self._lock:
+            self._air()
 
     @property
     def uri(self) -> str:
@@ -253,6 +307,9 @@ class IIODEmulator:
                 for buf in buffers.values():
                     self._release(buf)
                 self._conns.pop(conn, None)
+            for buf in buffers.values():
+                if buf.recorder is not None:
+                    buf.recorder.join()
             rfile.close()
             conn.close()
 
@@ -290,6 +347,8 @@ class IIODEmulator:
             if cmd == "GETTRIG":
                 self.model.device(args[0])
                 return b"%d\n" % -errno.ENOENT
+            if cmd == "SET" and len(args) == 3 and args[1].upper() == "BUFFERS_COUNT":
+                return self._set_buffers_count(args)
             return b"%d\n" % -errno.EINVAL             # ZPRINT, SETTRIG, BINARY, unknown
         except AttrError as e:
             return b"%d\n" % -e.code
@@ -332,8 +391,11 @@ class IIODEmulator:
             if not rest:
                 return b"%d\n" % -errno.ENOSYS           # write-all is not emulated
             self.model.write(dev, section, rest[0], data.split(b"\0", 1)[0].decode("ascii", "replace"))
-            if self._tx is not None and self._tx[1] and (section, rest[0]) in _TX_RF_ATTRS:
-                self._radiate()
+            dds = dev.name == "cf-ad9361-dds-core-lpc" and section != "debug"
+            if dds and rest[0] == "raw":
+                self._dds_selected = self.model.dds_enabled and not self.ideal
+            if (dds or (dev.name, section, rest[0]) in _TX_AIR_ATTRS) and (self._tx is None or self._tx[1]):
+                self._air()
         return b"%d\n" % num_bytes
 
     # --- buffers ----------------------------------------------------------------------
@@ -347,14 +409,46 @@ class IIODEmulator:
             return b"%d\n" % -errno.EINVAL
         if num_samples * 2 * mask.bit_count() > MAX_BUFFER_BYTES:
             return b"%d\n" % -errno.ENOMEM
+        is_tx = _BUFFER_DEVICES[dev.name]
+        buf = _OpenBuffer(dev.name, num_samples, mask, cyclic, conn)
+        kernel = not is_tx and not self.ideal
+        if kernel and num_samples * 4 * self.kernel_buffers[dev.name] > MAX_KERNEL_BYTES:
+            return b"%d\n" % -errno.ENOMEM
         with self._lock:
-            if _BUFFER_DEVICES[dev.name]:
+            if is_tx:
                 if self._tx_owner is not None:
                     return b"%d\n" % -errno.EBUSY
                 self._tx_owner = conn
+                self._tx_until_s = None
+                self._dds_selected = False          # the DAC now plays the DMA buffer (zeros until data)
+                self._air()
             else:
                 self._rx_readers.add(conn)
-        buffers[dev.name] = _OpenBuffer(dev.name, num_samples, mask, cyclic, conn)
+        replaced = buffers.get(dev.name)
+        buffers[dev.name] = buf
+        if replaced is not None:
+            self._end_recording(replaced)
+        if kernel and self.realtime:                # the kernel records from now, at the sample clock
+            buf.free = self.kernel_buffers[dev.name]
+            buf.recorder = threading.Thread(target=self._record_loop, args=(buf,), daemon=True,
+                                            name=f"iiod-{self.name}-rx")
+            buf.recorder.start()
+        elif kernel:                                # every block recorded the moment the kernel has it
+            for _ in range(self.kernel_buffers[dev.name]):
+                buf.blocks.append(self._record(buf))
+        return b"0\n"
+
+    def _set_buffers_count(self, args: list[str]) -> bytes:
+        """SET <dev> BUFFERS_COUNT <n>: kernel blocks of the device's next buffer."""
+        dev = self.model.device(args[0])
+        count = _length(args[2])
+        if dev.name not in _BUFFER_DEVICES or not 1 <= count <= MAX_KERNEL_BUFFERS:
+            return b"%d\n" % -errno.EINVAL
+        with self._lock:
+            busy = self._tx_owner is not None if _BUFFER_DEVICES[dev.name] else bool(self._rx_readers)
+            if busy:
+                return b"%d\n" % -errno.EBUSY
+            self.kernel_buffers[dev.name] = count
         return b"0\n"
 
     def _close(self, args: list[str], buffers: dict[str, _OpenBuffer]) -> bytes:
@@ -364,6 +458,8 @@ class IIODEmulator:
             return b"%d\n" % -errno.EBADF
         with self._lock:
             self._release(buf)
+        if buf.recorder is not None:
+            buf.recorder.join()
         return b"0\n"
 
     def _release(self, buf: _OpenBuffer) -> None:
@@ -371,9 +467,19 @@ class IIODEmulator:
         if _BUFFER_DEVICES[buf.dev_name]:
             self._tx_owner = None
             self._tx = None
-            self.rf_port.mute()
+            self._air()
         else:
             self._rx_readers.discard(buf.conn)
+            self._end_recording(buf, join=False)
+
+    @staticmethod
+    def _end_recording(buf: _OpenBuffer, join: bool = True) -> None:
+        """Stop an RX buffer's recorder (join it unless the caller holds the emulator's lock)."""
+        with buf.ready:
+            buf.closed = True
+            buf.ready.notify_all()
+        if join and buf.recorder is not None:
+            buf.recorder.join()
 
     def _readbuf(self, args: list[str], buffers: dict[str, _OpenBuffer], conn) -> bytes:
         """Send up to one buffer of samples, CHUNK_SAMPLES at a time (after one header)."""
@@ -386,27 +492,88 @@ class IIODEmulator:
         if num_samples <= 0:
             return b"%d\n" % -errno.EINVAL
         head = b"%d\n%08x\n" % (num_samples * bytes_per_sample, buf.mask)
+        if self.ideal:
+            for start in range(0, num_samples, CHUNK_SAMPLES):
+                conn.sendall(head + self._rx_samples(buf, min(CHUNK_SAMPLES, num_samples - start)))
+                head = b""
+            return b""
+        block = self._next_block(buf)
+        if block is None:
+            return b"%d\n" % -errno.EBADF            # the buffer closed meanwhile (server stopping)
         for start in range(0, num_samples, CHUNK_SAMPLES):
-            conn.sendall(head + self._rx_samples(buf, min(CHUNK_SAMPLES, num_samples - start)))
+            conn.sendall(head + block[start:min(start + CHUNK_SAMPLES, num_samples)][:, buf.channels].tobytes())
             head = b""
         return b""
 
+    def _next_block(self, buf: _OpenBuffer) -> np.ndarray | None:
+        """Give back the block the client held (the kernel records into it again) and take the oldest
+        recorded one, waiting for it in realtime."""
+        if not self.realtime:
+            if buf.held:
+                buf.blocks.append(self._record(buf))
+            buf.held = True
+            return buf.blocks.popleft()
+        with buf.ready:
+            if buf.held:
+                buf.free += 1
+                buf.held = False
+            while not buf.blocks:
+                if buf.closed or self._stopping:
+                    return None
+                buf.ready.wait(0.1)
+            buf.held = True
+            return buf.blocks.popleft()
+
+    def _record_loop(self, buf: _OpenBuffer) -> None:
+        """Realtime kernel: at each block period record into a free block (claimed at the period's
+        start, complete at its end), or drop the period and latch the overflow bit."""
+        due_s, pending = buf.opened_s, None
+        while True:
+            with buf.ready:
+                if pending is not None:
+                    buf.blocks.append(pending)
+                    buf.ready.notify_all()
+                if buf.closed or self._stopping:
+                    return
+                claimed = buf.free > 0
+                buf.free -= claimed
+            if claimed:
+                pending = self._record(buf)
+            else:
+                pending = None
+                with self._lock:
+                    self.model.flag_status("cf-ad9361-lpc", RX_OVERFLOW)
+            due_s += buf.num_samples / self._sample_clock_hz()
+            with buf.ready:
+                buf.ready.wait_for(lambda: buf.closed or self._stopping, max(0.0, due_s - time.monotonic()))
+
+    def _record(self, buf: _OpenBuffer) -> np.ndarray:
+        """One block of what the ADC hears now: int16 I/Q words [num_samples, 2]."""
+        out = np.empty((buf.num_samples, 2), "<i2")
+        for start in range(0, buf.num_samples, CHUNK_SAMPLES):
+            n = min(CHUNK_SAMPLES, buf.num_samples - start)
+            out[start:start + n] = self._adc(n)
+        return out
+
     def _rx_samples(self, buf: _OpenBuffer, num_samples: int) -> bytes:
-        """The next num_samples of an RX buffer as the ADC's int16 words, paced if realtime."""
+        """Ideal RX: the next num_samples of an RX buffer as the ADC's int16 words, paced if realtime."""
         if self.realtime:
-            due = buf.opened_s + (buf.samples_done + num_samples) / self.model.sample_rate_hz
+            due = buf.opened_s + (buf.samples_done + num_samples) / self._sample_clock_hz()
             time.sleep(max(0.0, due - time.monotonic()))
+        buf.samples_done += num_samples
+        return self._adc(num_samples)[:, buf.channels].tobytes()
+
+    def _adc(self, num_samples: int) -> np.ndarray:
+        """The next num_samples the ADC converts: int16 I/Q words [num_samples, 2]."""
         with self._lock:
             if self.model.digital_loopback:
                 rx, scale = self._looped_back(num_samples), RX_FULL_SCALE
             else:
                 rx = self.rf_port.receive(num_samples, self._rf_state())      # [num_samples] complex
                 scale = RX_FULL_SCALE * db_to_amplitude(self.model.rx_gain_db)
-        buf.samples_done += num_samples
         iq = np.empty((num_samples, 2), np.float64)
         iq[:, 0], iq[:, 1] = rx.real, rx.imag
-        data = np.clip(np.rint(iq * scale), -RX_FULL_SCALE, RX_FULL_SCALE - 1).astype("<i2")
-        return data[:, buf.channels].tobytes()
+        return np.clip(np.rint(iq * scale), -RX_FULL_SCALE, RX_FULL_SCALE - 1).astype("<i2")
 
     def _looped_back(self, num_samples: int) -> np.ndarray:
         """The AD936x digital loopback: the TX samples themselves, before DAC, gain and medium."""
@@ -440,33 +607,72 @@ class IIODEmulator:
         with self._lock:
             self._tx = (iq, buf.cyclic)
             self._loop_pos = 0
-            self._radiate()
+            self._air()
+            wait_s = 0.0 if buf.cyclic or not self.realtime or self.ideal else self._queue_one_shot(len(iq))
+        time.sleep(wait_s)
         return b"%d\n" % num_bytes
 
-    def _radiate(self) -> None:
-        """Put the current TX buffer on the medium at the current TX gain and LO (caller holds the lock).
+    def _queue_one_shot(self, num_samples: int) -> float:
+        """Realtime one-shot TX: latch underflow if the queue ran dry; returns how long the push
+        blocks (while kernel_buffers buffers are queued ahead). Caller holds the lock."""
+        now_s = time.monotonic()
+        duration_s = num_samples / self._sample_clock_hz()
+        if self._tx_until_s is not None and now_s > self._tx_until_s:
+            self.model.flag_status("cf-ad9361-dds-core-lpc", TX_UNDERFLOW)
+        self._tx_until_s = max(now_s, self._tx_until_s or now_s) + duration_s
+        return max(0.0, self._tx_until_s - self.kernel_buffers["cf-ad9361-dds-core-lpc"] * duration_s - now_s)
 
-        Called again when the TX gain or LO changes under a cyclic buffer (its phase restarts).
+    def _air(self) -> None:
+        """Put on the medium what the DAC plays (caller holds the lock): the TX buffer, else the DDS
+        tone while it is selected and enabled, else nothing; at the current TX gain and LO.
+
+        Called again when the TX gain, LO or DDS changes under a cyclic buffer (its phase restarts).
         """
-        iq, cyclic = self._tx
         gain = db_to_amplitude(self.model.tx_gain_db)
-        self.rf_port.transmit((iq * gain).astype(np.complex64), cyclic, self._rf_state())
+        if self._tx is not None:
+            iq, cyclic = self._tx
+            self.rf_port.transmit((iq * gain).astype(np.complex64), cyclic, self._rf_state())
+        elif self._dds_selected and self._tx_owner is None and self.model.dds_enabled:
+            self.rf_port.transmit((self._dds_tone() * gain).astype(np.complex64), True, self._rf_state())
+        else:
+            self.rf_port.mute()
+
+    def _dds_tone(self) -> np.ndarray:
+        """One DDS_PERIOD of the DDS output at full scale 1 (each tone aliased into ±fs/2 and rounded
+        to a bin of the period). complex [DDS_PERIOD]"""
+        fs = self.model.sample_rate_hz
+        n = np.arange(DDS_PERIOD)
+        rails = {"I": np.zeros(DDS_PERIOD), "Q": np.zeros(DDS_PERIOD)}
+        for rail, f_hz, scale, phase_deg in self.model.dds_tones():
+            k = round(((f_hz + fs / 2) % fs - fs / 2) * DDS_PERIOD / fs)
+            rails[rail] += scale * np.sin(2 * np.pi * k * n / DDS_PERIOD + np.deg2rad(phase_deg))
+        return rails["I"] + 1j * rails["Q"]
+
+    def _clock_ratio(self) -> float:
+        """Actual over believed reference frequency: what every clock derived from the crystal is off by."""
+        return XO_NOMINAL_HZ * (1 + self.crystal_ppm * 1e-6) / self.model.xo_correction_hz
+
+    def _sample_clock_hz(self) -> float:
+        return self.model.sample_rate_hz * self._clock_ratio()
 
     def _rf_state(self) -> dict:
-        return {"tx_lo_hz": self.model.tx_lo_hz, "rx_lo_hz": self.model.rx_lo_hz}
+        """The LOs as they are on air (the crystal's error and xo_correction applied)."""
+        ratio = self._clock_ratio()
+        return {"tx_lo_hz": self.model.tx_lo_hz * ratio, "rx_lo_hz": self.model.rx_lo_hz * ratio}
 
 
 def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime: bool = False,
           sample_rate_hz: float = DEFAULT_SAMPLE_RATE_HZ, noise_fs: float = 1e-10, link_gain_db: float = 0.0,
-          interferers: tuple[tuple[float, float, float], ...] = (), seed: int = 0) -> list[IIODEmulator]:
+          interferers: tuple[tuple[float, float, float], ...] = (), seed: int = 0,
+          ideal: bool = False) -> list[IIODEmulator]:
     """Start num_radios emulated Plutos (pluto0, pluto1, ...) sharing one new medium.
 
     Every link between them (a radio hearing itself included) has ``link_gain_db``; each
-    interferer (f_lo_hz, f_hi_hz, power_fs) is heard by every radio at 0 dB.
+    interferer (f_lo_hz, f_hi_hz, power_fs) is heard by every radio at 0 dB. Crystals are exact.
     """
     medium = RfMedium(sample_rate_hz=sample_rate_hz, noise_fs=noise_fs, seed=seed)
     names = [f"pluto{i}" for i in range(num_radios)]
-    emulators = [IIODEmulator(medium, name=n, host=host, port=port + i if port else 0, realtime=realtime)
+    emulators = [IIODEmulator(medium, name=n, host=host, port=port + i if port else 0, realtime=realtime, ideal=ideal)
                  for i, n in enumerate(names)]
     for tx in names:
         for rx in names:
@@ -477,15 +683,29 @@ def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime:
 
 
 def serve_bench(hw: HardwareConfig, params: NetworkParams, host: str = "127.0.0.1", realtime: bool = False,
-                seed: int = 0) -> tuple[list[IIODEmulator], HardwareConfig]:
+                seed: int = 0, ideal: bool = False, crystal_ppm: float = 25.0,
+                calibration_ppm: float | None = 0.1) -> tuple[list[IIODEmulator], HardwareConfig]:
     """Emulate the radios of a bench config: one Pluto per radio entry, all on one medium set as
     the mock bench's (``hardware.emulated.scene.TaskScene``): N0 in every band at the radios' samples under
     ``full_scale_dbm``, and each UE radio hearing the BS radios with its ``link_gain_db``.
 
+    Each Pluto's crystal error is drawn (seeded) uniformly from ±``crystal_ppm`` (0 when ideal).
+    A bench's owner measures each Pluto once and stores its reference in the Pluto's
+    ``xo_correction`` (it boots with it): each boots with xo_correction = its crystal's frequency
+    within ±``calibration_ppm`` (None: uncalibrated, all boot at the nominal 40 MHz, and two
+    Plutos sit up to 2·crystal_ppm apart, ~120 kHz at 2.4 GHz, far beyond the pilots' ±fs/(2P)).
+
     Returns the started emulators and ``hw`` with every radio's uri pointing at its emulator.
     """
     medium = RfMedium(hw.sample_rate_hz, seed=seed)
-    emulators = {e.name: IIODEmulator(medium, name=e.name, host=host, realtime=realtime) for e in hw.radios}
+    rng = np.random.default_rng([seed, 0x9A3])
+    emulators = {}
+    for e in hw.radios:
+        ppm = 0.0 if ideal else float(rng.uniform(-crystal_ppm, crystal_ppm))
+        stored_ppm = 0.0 if calibration_ppm is None or not ppm else ppm + float(rng.uniform(-calibration_ppm,
+                                                                                            calibration_ppm))
+        emulators[e.name] = IIODEmulator(medium, name=e.name, host=host, realtime=realtime, ideal=ideal,
+                                         crystal_ppm=ppm, xo_correction_hz=round(XO_NOMINAL_HZ * (1 + stored_ppm * 1e-6)))
     TaskScene(medium, hw, hw.pilot_plan(params.num_bs, params.num_bands), params)
     radios = tuple(dataclasses.replace(e, uri=emulators[e.name].uri) for e in hw.radios)
     return [emu.start() for emu in emulators.values()], dataclasses.replace(hw, radios=radios)
@@ -511,9 +731,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interferer", type=_interferer, action="append", default=[], metavar="F_LO_HZ,F_HI_HZ,POWER_FS",
                     help="external band-limited noise (RF Hz, full scale = 1) heard by every radio; repeatable")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    ap.add_argument("--ideal", action="store_true", help="no kernel RX buffering and no boot DDS tone")
     args = ap.parse_args(argv)
     serve_until_signal(serve(args.num_radios, args.port, args.host, args.realtime, args.sample_rate_hz,
-                             args.noise_fs, args.link_gain_db, tuple(args.interferer), args.seed))
+                             args.noise_fs, args.link_gain_db, tuple(args.interferer), args.seed, args.ideal))
 
 
 def serve_until_signal(emulators: list[IIODEmulator]) -> None:

@@ -6,6 +6,17 @@ Used by the IIOD emulator (``hardware.emulated.iiod``). Ranges are those of a st
 0.25 dB steps, RX gain -3..71 dB (-1..73 dB below 1.3 GHz) in 1 dB steps. Writes outside a range
 raise :class:`AttrError` with ``-EINVAL`` like the ad9361 driver; the driver's quantisation
 (TX attenuation truncated to 0.25 dB, RX gain to whole dB) is reproduced.
+
+Attributes the kernel shares by channel type carry the shared file name (``in_voltage_rf_bandwidth``,
+``out_voltage_sampling_frequency``), as gr-iio looks them up. ``direct_reg_access`` (debug) reads and
+writes registers as the kernel's debugfs does (write ``addr`` then read ``0x<value>``, or write
+``addr value``): SPI registers 0x000–0x3FF on ad9361-phy, AXI core registers 0x80000000+ on the
+streaming cores, where 0x80000088 is the status register (write 1 to clear): bit 2 RX overflow on
+cf-ad9361-lpc, bit 0 TX underflow on cf-ad9361-dds-core-lpc (what gr-iio and
+``iio_adi_xflow_check`` poll). ``xo_correction`` (Hz, the reference clock the AD9361 assumes) is
+settable within ``xo_correction_available``. The DDS (altvoltage0–3) is enabled at boot with the
+stock tones (9.28 MHz, scale 0.25 each: the two tones of a channel sum to −6 dBFS); ``raw`` is one
+enable for all four, as in the cf-axi-dds driver.
 """
 from __future__ import annotations
 
@@ -23,6 +34,16 @@ RATE_MAX_HZ = 61_440_000
 RATE_MIN_HZ = 25_000_000 // 12               # 2083333 S/s without the FIR
 FIR_MAX_INPUT_HZ = 122_880_000             # sample rate times FIR decimation may not exceed this
 TX_ATTEN_MAX_MDB = 89_750
+XO_NOMINAL_HZ = 40_000_000
+XO_RANGE_HZ = (39_992_000, 40_008_000)     # xo_correction_available of a stock Pluto (±200 ppm)
+STATUS_REG = 0x80000088                    # AXI ADC/DAC core status (ADI_REG_STATUS), write 1 to clear
+RX_OVERFLOW = 1 << 2
+TX_UNDERFLOW = 1 << 0
+_REG_RANGES = {"ad9361-phy": (0, 0x3FF), "cf-ad9361-lpc": (0x80000000, 0x8000FFFF),
+               "cf-ad9361-dds-core-lpc": (0x80000000, 0x8000FFFF)}
+_REG_DEFAULTS = {"ad9361-phy": {0x037: 0x0A},                  # product ID
+                 "cf-ad9361-lpc": {0x80000000: 0x000A0162},    # core version 10.01.b
+                 "cf-ad9361-dds-core-lpc": {0x80000000: 0x00090162}}
 GAIN_MODES = ("manual", "fast_attack", "slow_attack", "hybrid")
 
 
@@ -61,6 +82,7 @@ class _Channel:
     name: str | None = None
     scan_index: int | None = None
     fmt: str | None = None               # scan-element format, e.g. "le:S12/16>>0"
+    shared: frozenset = frozenset()      # attributes shared by channel type: file name without the index
 
 
 @dataclass
@@ -103,9 +125,13 @@ def _pluto_devices() -> list[_Device]:
         "rf_bandwidth_available": f"[{BW_RANGE_HZ[0]} 1 {BW_RANGE_HZ[1]}]", "rf_port_select": "A",
         "rf_port_select_available": "A B", "rssi": "0.00 dB", "sampling_frequency": "30720000",
         "sampling_frequency_available": f"[{RATE_MIN_HZ} 1 {RATE_MAX_HZ}]"}
+    in_shared = frozenset(k for k in phy_in if k not in ("hardwaregain", "hardwaregain_available", "rssi",
+                                                         "rf_port_select", "gain_control_mode"))
+    out_shared = frozenset(k for k in phy_out if k not in ("hardwaregain", "hardwaregain_available", "rssi",
+                                                           "rf_port_select"))
     phy = _Device("iio:device0", "ad9361-phy", [
-        _lo("altvoltage1", "TX_LO"), _Channel("voltage0", False, phy_in),
-        _Channel("voltage0", True, phy_out), _lo("altvoltage0", "RX_LO"),
+        _lo("altvoltage1", "TX_LO"), _Channel("voltage0", False, phy_in, shared=in_shared),
+        _Channel("voltage0", True, phy_out, shared=out_shared), _lo("altvoltage0", "RX_LO"),
         _Channel("temp0", False, {"input": "31500"}),
         _Channel("out", False, {"voltage_filter_fir_en": "0"})],
         attrs={"calib_mode": "auto",
@@ -113,26 +139,28 @@ def _pluto_devices() -> list[_Device]:
                "ensm_mode": "fdd", "ensm_mode_available": "sleep wait alert fdd pinctrl pinctrl_fdd_indep",
                "filter_fir_config": "", "rx_path_rates": "", "tx_path_rates": "",
                "trx_rate_governor": "nominal", "trx_rate_governor_available": "nominal highest_osr",
-               "xo_correction": "40000000", "xo_correction_available": "[39992000 1 40008000]"},
-        debug={"loopback": "0", "bist_prbs": "0", "bist_tone": "0", "initialize": "0"})
+               "xo_correction": str(XO_NOMINAL_HZ), "xo_correction_available": f"[{XO_RANGE_HZ[0]} 1 {XO_RANGE_HZ[1]}]"},
+        debug={"loopback": "0", "bist_prbs": "0", "bist_tone": "0", "initialize": "0", "direct_reg_access": "0x0"})
     xadc = _Device("iio:device1", "xadc", [
         _Channel("temp0", False, {"offset": "-2219", "raw": "2627", "scale": "123.040771484"}),
         _Channel("voltage0", False, {"raw": "1371", "scale": "0.732421875"}, name="vccint")],
         attrs={"sampling_frequency": "961538"})
     dds_attrs = {"calibphase": "0.000000", "calibscale": "1.000000", "sampling_frequency": "30720000"}
-    tx_chans = [_Channel(f"voltage{i}", True, dict(dds_attrs), scan_index=i, fmt="le:S16/16>>0")
-                for i in range(2)]
+    tx_chans = [_Channel(f"voltage{i}", True, dict(dds_attrs), scan_index=i, fmt="le:S16/16>>0",
+                         shared=frozenset({"sampling_frequency"})) for i in range(2)]
     tone_names = ("TX1_I_F1", "TX1_I_F2", "TX1_Q_F1", "TX1_Q_F2")
     tones = [_Channel(f"altvoltage{i}", True, name=n, attrs={
-        "frequency": "9279985", "phase": "90000" if "Q" in n else "0", "raw": "1",
-        "sampling_frequency": "30720000", "scale": "0.250000"}) for i, n in enumerate(tone_names)]
+        "frequency": "9279985", "phase": "90000" if "_I_" in n else "0", "raw": "1",
+        "sampling_frequency": "30720000", "scale": "0.250000"}, shared=frozenset({"sampling_frequency"}))
+        for i, n in enumerate(tone_names)]
     dds = _Device("iio:device2", "cf-ad9361-dds-core-lpc", tx_chans + tones,
-                  buffer={"data_available": "0"})
+                  buffer={"data_available": "0"}, debug={"direct_reg_access": "0x0"})
     adc_attrs = {"calibbias": "0", "calibphase": "0.000000", "calibscale": "1.000000",
                  "samples_pps": "0", "sampling_frequency": "30720000"}
-    rx_chans = [_Channel(f"voltage{i}", False, dict(adc_attrs), scan_index=i, fmt="le:S12/16>>0")
-                for i in range(2)]
-    adc = _Device("iio:device3", "cf-ad9361-lpc", rx_chans, buffer={"data_available": "0"})
+    rx_chans = [_Channel(f"voltage{i}", False, dict(adc_attrs), scan_index=i, fmt="le:S12/16>>0",
+                         shared=frozenset({"sampling_frequency", "samples_pps"})) for i in range(2)]
+    adc = _Device("iio:device3", "cf-ad9361-lpc", rx_chans, buffer={"data_available": "0"},
+                  debug={"direct_reg_access": "0x0"})
     return [phy, xadc, dds, adc]
 
 
@@ -178,6 +206,8 @@ class PlutoModel:
             for ch in dev.channels:
                 for name, v in ch.attrs.items():
                     self.values[(dev.id, ("out" if ch.output else "in", ch.id), name)] = v
+        self.regs = {name: dict(regs) for name, regs in _REG_DEFAULTS.items()}   # device name -> {address: value}
+        self._reg_addr = {name: 0 for name in _REG_DEFAULTS}                    # address the next read returns
         self.fir_dec = 4              # decimation of the loaded FIR (applies when it is enabled)
         self.fir_taps = 128
         self._writers = self._writer_table()
@@ -209,6 +239,8 @@ class PlutoModel:
         key = (dev.id, section, name)
         if key not in self.values:
             raise AttrError(errno.ENOENT, f"{dev.name}: no attribute {name!r}")
+        if section == "debug" and name == "direct_reg_access":
+            return f"0x{self.regs[dev.name].get(self._reg_addr[dev.name], 0):X}"
         return self.values[key]
 
     def write(self, dev: _Device, section, name: str, text: str) -> None:
@@ -248,7 +280,14 @@ class PlutoModel:
             ("ad9361-phy", "out", "filter_fir_en"): self._w_fir_en,
             ("ad9361-phy", "dev", "filter_fir_config"): self._w_fir_config,
             ("ad9361-phy", "debug", "loopback"): self._w_loopback,
+            ("ad9361-phy", "dev", "xo_correction"): self._w_xo,
+            ("ad9361-phy", "debug", "direct_reg_access"): self._w_reg,
+            ("cf-ad9361-lpc", "debug", "direct_reg_access"): self._w_reg,
+            ("cf-ad9361-dds-core-lpc", "debug", "direct_reg_access"): self._w_reg,
             ("cf-ad9361-dds-core-lpc", "out", "raw"): self._w_dds_raw,
+            ("cf-ad9361-dds-core-lpc", "out", "frequency"): self._w_dds_frequency,
+            ("cf-ad9361-dds-core-lpc", "out", "scale"): self._w_dds_scale,
+            ("cf-ad9361-dds-core-lpc", "out", "phase"): self._w_dds_phase,
             ("cf-ad9361-dds-core-lpc", "out", "sampling_frequency"): self._w_readonly_rate,
             ("cf-ad9361-lpc", "in", "sampling_frequency"): self._w_readonly_rate,
         }
@@ -318,7 +357,50 @@ class PlutoModel:
         self.values[(dev.id, section, name)] = str(_int_in(text, 0, 2, what="loopback"))
 
     def _w_dds_raw(self, dev, section, name, text):
-        self.values[(dev.id, section, name)] = str(_int_in(text, 0, 1, what="raw"))
+        """One enable for the whole DDS: every tone's raw reads the value written."""
+        on = str(_int_in(text, 0, 1, what="raw"))
+        for ch in dev.channels:
+            if "raw" in ch.attrs:
+                self.values[(dev.id, ("out", ch.id), "raw")] = on
+
+    def _w_dds_frequency(self, dev, section, name, text):
+        self.values[(dev.id, section, name)] = str(_int_in(text, 0, RATE_MAX_HZ // 2, what="frequency"))
+
+    def _w_dds_scale(self, dev, section, name, text):
+        try:
+            scale = float(text)
+        except ValueError:
+            raise AttrError(errno.EINVAL, f"scale: not a number: {text!r}") from None
+        if not 0.0 <= scale <= 1.0:
+            raise AttrError(errno.EINVAL, f"scale={scale} outside [0, 1]")
+        self.values[(dev.id, section, name)] = f"{scale:.6f}"
+
+    def _w_dds_phase(self, dev, section, name, text):
+        self.values[(dev.id, section, name)] = str(_int_in(text, 0, 360_000, what="phase"))
+
+    def _w_xo(self, dev, section, name, text):
+        self.values[(dev.id, section, name)] = str(_int_in(text, *XO_RANGE_HZ, what="xo_correction"))
+
+    def _w_reg(self, dev, section, name, text):
+        """debugfs direct_reg_access: 'addr' selects the register the next read returns, 'addr value'
+        writes it (the status register clears the bits written)."""
+        try:
+            words = [int(w, 0) for w in text.split()]
+        except ValueError:
+            raise AttrError(errno.EINVAL, f"direct_reg_access: not 'addr [value]': {text!r}") from None
+        lo, hi = _REG_RANGES[dev.name]
+        if len(words) not in (1, 2) or not lo <= words[0] <= hi or (len(words) == 2 and not 0 <= words[1] < 1 << 32):
+            raise AttrError(errno.EINVAL, f"direct_reg_access: {text!r} not a register of {dev.name}")
+        regs = self.regs[dev.name]
+        self._reg_addr[dev.name] = words[0]
+        if len(words) == 2 and words[0] == STATUS_REG and dev.name != "ad9361-phy":
+            regs[STATUS_REG] = regs.get(STATUS_REG, 0) & ~words[1]
+        elif len(words) == 2:
+            regs[words[0]] = words[1]
+
+    def flag_status(self, dev_name: str, bit: int) -> None:
+        """Latch a status bit of a streaming core (overflow, underflow)."""
+        self.regs[dev_name][STATUS_REG] = self.regs[dev_name].get(STATUS_REG, 0) | bit
 
     # --- derived values ---------------------------------------------------------------
     def _set_rate(self, hz: int) -> None:
@@ -342,6 +424,25 @@ class PlutoModel:
         self.values[("iio:device0", ("in", "voltage0"), "hardwaregain_available")] = f"[{lo} 1 {hi}]"
         gain = float(self.values[key].split()[0])
         self.values[key] = f"{min(max(gain, lo), hi):.6f} dB"
+
+    @property
+    def xo_correction_hz(self) -> int:
+        return int(self.values[("iio:device0", "dev", "xo_correction")])
+
+    @property
+    def dds_enabled(self) -> bool:
+        return self.values[("iio:device2", ("out", "altvoltage0"), "raw")] == "1"
+
+    def dds_tones(self) -> list[tuple[str, float, float, float]]:
+        """The DDS tones as (I or Q, frequency Hz, scale, phase in degrees); each tone is
+        scale·sin(2π·f·t + phase) on its rail, so the stock I 90° / Q 0° pair is a tone at +f."""
+        out = []
+        for i in range(4):
+            ch = self.devices[2].channels[2 + i]
+            key = ("iio:device2", ("out", ch.id))
+            out.append((ch.name.split("_")[1], float(self.values[key + ("frequency",)]),
+                        float(self.values[key + ("scale",)]), float(self.values[key + ("phase",)]) / 1000))
+        return out
 
     @property
     def fir_enabled(self) -> bool:
@@ -395,8 +496,9 @@ class PlutoModel:
                 if ch.scan_index is not None:
                     out.append(f'<scan-element index="{ch.scan_index}" format={quoteattr(ch.fmt)} />')
                 prefix = f'{"out" if ch.output else "in"}_{ch.id}' + (f"_{ch.name}" if ch.name else "")
+                shared = f'{"out" if ch.output else "in"}_{ch.id.rstrip("0123456789")}'
                 for a in ch.attrs:
-                    out.append(f'<attribute name="{a}" filename="{prefix}_{a}" />')
+                    out.append(f'<attribute name="{a}" filename="{shared if a in ch.shared else prefix}_{a}" />')
                 out.append("</channel>")
             out += [f'<attribute name="{a}" />' for a in dev.attrs]
             out += [f'<buffer-attribute name="{a}" />' for a in dev.buffer]

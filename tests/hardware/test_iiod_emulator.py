@@ -519,3 +519,101 @@ def test_binding_beyond_loopback_warns(capsys):
         for host in ("127.0.0.1", "localhost"):
             IIODEmulator(host=host).stop()
     assert capsys.readouterr().err == ""
+
+
+# --- impairments: kernel buffers, the boot DDS tone, the crystal --------------------------------
+def rx_power(client: Raw, n: int) -> float:
+    """Mean power of one READBUF of n I/Q samples, full scale 1."""
+    assert client.cmd(f"READBUF iio:device3 {4 * n}") == 4 * n
+    client.rfile.readline()
+    return float(np.mean((np.frombuffer(client.rfile.read(4 * n), "<i2") / RX_FULL_SCALE) ** 2) * 2)
+
+
+def start_dc(client: Raw, n: int = 256) -> None:
+    data = np.zeros((n, 2), "<i2")
+    data[:, 0] = 16000
+    assert client.cmd(f"OPEN iio:device2 {n} 00000003 CYCLIC") == 0
+    client.send(f"WRITEBUF iio:device2 {data.nbytes}", data.tobytes())
+    assert client.integer() == 0 and client.integer() == data.nbytes
+
+
+@pytest.mark.parametrize("kernel_buffers, stale_reads", [(4, 3), (2, 1), (1, 0)])
+def test_an_open_rx_buffer_returns_blocks_from_before_a_tx_change(pluto_emulator, kernel_buffers, stale_reads):
+    """Reads after a TX change return the kernel_buffers - 1 blocks recorded before it, as a real Pluto does."""
+    dds_off = b"0\0"
+    tx, rx = Raw(pluto_emulator), Raw(pluto_emulator)
+    try:
+        assert tx.cmd(f"WRITE iio:device2 OUTPUT altvoltage0 raw {len(dds_off)}", dds_off) == len(dds_off)
+        for attr, value in (("gain_control_mode", b"manual\0"), ("hardwaregain", b"0\0")):
+            assert rx.cmd(f"WRITE iio:device0 INPUT voltage0 {attr} {len(value)}", value) == len(value)
+        assert rx.cmd(f"SET iio:device3 BUFFERS_COUNT {kernel_buffers}") == 0
+        assert rx.cmd("OPEN iio:device3 1024 00000003") == 0
+        assert rx.cmd("SET iio:device3 BUFFERS_COUNT 2") == -errno.EBUSY
+        assert rx_power(rx, 1024) < 1e-6
+        start_dc(tx)
+        powers = [rx_power(rx, 1024) for _ in range(stale_reads + 1)]
+        assert all(p < 1e-6 for p in powers[:-1]) and powers[-1] > 0.01, powers
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_buffers_count_refusals(raw):
+    assert raw.cmd("SET iio:device3 BUFFERS_COUNT 0") == -errno.EINVAL
+    assert raw.cmd("SET iio:device3 BUFFERS_COUNT 65") == -errno.EINVAL
+    assert raw.cmd("SET ad9361-phy BUFFERS_COUNT 2") == -errno.EINVAL
+    assert raw.cmd("SET iio:device9 BUFFERS_COUNT 2") == -errno.ENODEV
+    assert raw.cmd("SET iio:device3 BUFFERS_COUNT 5") == 0
+    assert raw.cmd(f"OPEN iio:device3 {MAX_BUFFER_BYTES // 4} 00000003") == -errno.ENOMEM   # 5 x 16 MiB
+
+
+def test_realtime_reader_too_slow_overflows_and_the_bit_clears(pluto_emulator):
+    pluto_emulator.realtime = True
+    client = Raw(pluto_emulator)
+    try:
+        assert client.read_attr("READ iio:device3 DEBUG direct_reg_access") == "0x0"
+        assert client.cmd("OPEN iio:device3 1024 00000003") == 0       # 33 us a block at 30.72 MS/s
+        rx_power(client, 1024)
+        time.sleep(0.05)                                               # far more than 4 blocks
+        rx_power(client, 1024)
+        select = b"2147483784\0"                                       # 0x80000088, as libiio writes it
+        assert client.cmd(f"WRITE iio:device3 DEBUG direct_reg_access {len(select)}", select) == len(select)
+        assert int(client.read_attr("READ iio:device3 DEBUG direct_reg_access"), 0) & 4
+        clear = b"0x80000088 0x4\0"
+        assert client.cmd(f"WRITE iio:device3 DEBUG direct_reg_access {len(clear)}", clear) == len(clear)
+        assert client.read_attr("READ iio:device3 DEBUG direct_reg_access") == "0x0"
+    finally:
+        client.close()
+
+
+def test_boot_dds_tone_until_disabled_or_a_tx_buffer(pluto_emulator, raw):
+    port = pluto_emulator.rf_port
+    assert port.transmitting                                            # from boot
+    off, on = b"0\0", b"1\0"
+    assert raw.cmd(f"WRITE iio:device2 OUTPUT altvoltage3 raw {len(off)}", off) == len(off)
+    assert not port.transmitting
+    assert raw.read_attr("READ iio:device2 OUTPUT altvoltage0 raw") == "0"     # one enable for all four
+    assert raw.cmd(f"WRITE iio:device2 OUTPUT altvoltage0 raw {len(on)}", on) == len(on)
+    assert port.transmitting
+    assert raw.cmd("OPEN iio:device2 256 00000003 CYCLIC") == 0                # the DAC plays DMA (zeros yet)
+    assert not port.transmitting
+    bad = b"1.5\0"
+    assert raw.cmd(f"WRITE iio:device2 OUTPUT altvoltage0 scale {len(bad)}", bad) == -errno.EINVAL
+    with IIODEmulator(ideal=True) as ideal:
+        assert not ideal.rf_port.transmitting
+
+
+def test_crystal_error_shifts_the_los_and_xo_correction_corrects_it():
+    with IIODEmulator(crystal_ppm=20.0) as emu:
+        assert emu._rf_state()["rx_lo_hz"] == pytest.approx(2.4e9 * (1 + 20e-6), abs=1.0)
+        client = Raw(emu)
+        try:
+            xo = str(round(40e6 * (1 + 20e-6))).encode() + b"\0"
+            assert client.cmd(f"WRITE ad9361-phy xo_correction {len(xo)}", xo) == len(xo)
+            assert emu._rf_state()["tx_lo_hz"] == pytest.approx(2.4e9, abs=1.0)
+            far = b"40010000\0"
+            assert client.cmd(f"WRITE ad9361-phy xo_correction {len(far)}", far) == -errno.EINVAL
+        finally:
+            client.close()
+    with pytest.raises(ValueError, match="crystal_ppm"):
+        IIODEmulator(crystal_ppm=5000.0)

@@ -386,3 +386,67 @@ def test_digital_loopback_returns_the_tx_samples(sdr):
     sdr.rx_buffer_size = 2 * n
     x = np.asarray(sdr.rx()) / 2048.0
     np.testing.assert_allclose(x, np.tile(iq / 32767, 2), atol=1.5 / 2048)
+
+
+# --- a Pluto as unkind as a real one: boot DDS tone, kernel RX buffers, crystal ------------------
+def test_open_and_mute_disable_the_boot_dds_tone(medium):
+    with IIODEmulator(medium, name="pluto0") as emu:
+        assert emu.rf_port.transmitting                               # the boot DDS tone
+        r = open_radio(emu, WIDE_LIMITS)
+        try:
+            assert not emu.rf_port.transmitting and not emu.model.dds_enabled
+            phy_dds = adi.Pluto(emu.uri)                              # someone enables the DDS again
+            phy_dds.dds_enabled = [1, 1, 1, 1]
+            del phy_dds
+            assert emu.rf_port.transmitting
+            r.mute()
+            assert not emu.rf_port.transmitting and not emu.model.dds_enabled
+        finally:
+            r.close()
+
+
+def test_capture_after_another_radios_send_holds_it(medium):
+    """bs sends while ue's RX buffer would still hold older blocks: the driver's capture holds only the present."""
+    medium.set_noise(1e-10)
+    with IIODEmulator(medium, name="bs") as bs_emu, IIODEmulator(medium, name="ue") as ue_emu:
+        bs, ue = open_radio(bs_emu, WIDE_LIMITS, "bs"), open_radio(ue_emu, WIDE_LIMITS, "ue")
+        try:
+            for r in (bs, ue):
+                r.configure(settings(tx_gain_db=0.0, rx_gain_db=0.0))
+            for _ in range(3):
+                assert np.mean(np.abs(ue.capture(4096)) ** 2) < 1e-6  # silence, buffer-sized captures
+            bs.send(burst(tone(1024, 5, 0.5)))
+            assert np.mean(np.abs(ue.capture(4096)) ** 2) == pytest.approx(0.25, rel=0.02)
+            bs.mute()
+            assert np.mean(np.abs(ue.capture(4096)) ** 2) < 1e-6
+            assert ue_emu.kernel_buffers["cf-ad9361-lpc"] == 1
+        finally:
+            bs.close()
+            ue.close()
+
+
+def test_correct_lo_cancels_a_measured_crystal_offset(medium):
+    """ue's crystal runs 20 ppm fast: bs's tone arrives about 49 kHz low; correct_lo of the measured
+    offset brings it back to its bin."""
+    medium.set_noise(1e-10)
+    n, k = 4096, 64
+    bin_hz = FS_HZ / n
+    with IIODEmulator(medium, name="bs") as bs_emu, IIODEmulator(medium, name="ue", crystal_ppm=20.0) as ue_emu:
+        bs, ue = open_radio(bs_emu, WIDE_LIMITS, "bs"), open_radio(ue_emu, WIDE_LIMITS, "ue")
+        try:
+            for r in (bs, ue):
+                r.configure(settings(tx_gain_db=0.0, rx_gain_db=0.0))
+            bs.send(burst(tone(n, k, 0.5)))
+
+            def tone_hz() -> float:
+                return np.fft.fftfreq(n, 1 / FS_HZ)[np.argmax(np.abs(np.fft.fft(ue.capture(n))))]
+            offset_hz = k * bin_hz - tone_hz()                        # how far ue's LO sits above bs's
+            assert offset_hz == pytest.approx(CENTER_HZ * 20e-6, abs=bin_hz)
+            xo_hz = ue.correct_lo(offset_hz)
+            assert xo_hz == ue_emu.model.xo_correction_hz == pytest.approx(40e6 * (1 + 20e-6), abs=40e6 * bin_hz / CENTER_HZ)
+            assert abs(tone_hz() - k * bin_hz) <= bin_hz
+            with pytest.raises(ValueError, match="xo_correction"):
+                ue.correct_lo(CENTER_HZ * 1e-3)                       # 1000 ppm: beyond the Pluto's range
+        finally:
+            bs.close()
+            ue.close()
