@@ -6,9 +6,10 @@ It is written to a temporary file, flushed to disk and renamed over the old one,
 sees either the old or the new checkpoint, never half of one. It is read with
 ``torch.load(..., weights_only=True)``: tensors and plain containers only, no pickled code.
 
-``metrics.jsonl`` holds one JSON line per finished episode. On resume, ``truncate_metrics``
-keeps the complete lines of the episodes before the checkpoint and drops the rest (a torn last
-line, episodes that will be replayed), so every episode ends up with exactly one line.
+``metrics.jsonl`` holds one JSON object per line, one line per finished episode. On resume,
+``truncate_metrics`` keeps the lines of the episodes before the checkpoint and drops the rest
+(a last line torn by a kill, episodes that will be replayed), so every episode ends up with
+exactly one line. Any other line that is not a JSON object is an error naming the file and line.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ FORMAT = 1
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or not one of ours."""
+    """A run file (checkpoint, metrics log) is missing, unreadable or not one of ours."""
 
 
 def save_checkpoint(path: Path, agent: str, config: dict, episode: int, state: dict) -> None:
@@ -49,7 +50,31 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a testbed checkpoint (format {FORMAT})")
+    for key, kind in (("agent", str), ("config", dict), ("episode", int), ("state", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path}: not a complete testbed checkpoint: {key!r} is missing or not a {kind.__name__}")
     return payload
+
+
+def _rows(path: Path) -> list[tuple[int, str, dict]]:
+    """(line number, line, object) of every complete line; a last line torn by a kill (no newline
+    at its end) is left out, any other line that is not a JSON object raises ``CheckpointError``."""
+    text = Path(path).read_text()
+    lines = text.split("\n")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):     # no newline after it: torn by a kill
+                break
+            row = None
+        if not isinstance(row, dict):
+            raise CheckpointError(f"{path}:{number}: not a JSON object: {line[:60]!r}")
+        rows.append((number, line, row))
+    return rows
 
 
 def truncate_metrics(path: Path, num_episodes: int) -> int:
@@ -58,12 +83,11 @@ def truncate_metrics(path: Path, num_episodes: int) -> int:
     if not path.exists():
         return 0
     kept = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break                       # a line torn by a kill: nothing after it was written
-        if row.get("episode", num_episodes) < num_episodes:
+    for number, line, row in _rows(path):
+        episode = row.get("episode")
+        if isinstance(episode, bool) or not isinstance(episode, int):
+            raise CheckpointError(f"{path}:{number}: no integer 'episode' in {line[:60]!r}")
+        if episode < num_episodes:
             kept.append(line)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
@@ -94,11 +118,8 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """All complete lines of a metrics log."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    """The rows of a metrics log (a last line torn by a kill left out)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no metrics log at {path}")
+    return [row for _, _, row in _rows(path)]

@@ -1,19 +1,60 @@
 """The handlers of the `testbed` subcommands (`demo`, `train`, `adapt`, `evaluate`, `reproduce`)
-and their argument parsers; errors of a run become a message and an exit status."""
+and their argument parsers; errors of a run become a message and an exit status.
+
+Exit status: 0 done (also a training whose run folder has all its episodes done), 2 bad input
+(an option out of range, a config error, a run folder that cannot continue as asked, such as
+``--episodes`` fewer than the episodes done), 3 the radio backend failed (``EXIT_BACKEND``),
+130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM. A stopped train, adapt or reproduce
+prints the command that resumes it.
+"""
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from agents.config import AgentConfig
+from testbed import provenance
 from testbed.agent_factory import AGENTS, RunError, policy_of_checkpoint
-from testbed.checkpoint import CheckpointError, load_checkpoint
-from testbed.config import Config, load_config
+from testbed.checkpoint import CheckpointError, load_checkpoint, read_metrics
+from testbed.config import Config, EnvConfig, RunConfig, load_config
 from testbed.demo import run_demo
+from testbed.metrics import TABLE_KEYS
 from testbed.reproduce import reproduce
-from testbed.runner import EXIT_BACKEND, RADIO_ERRORS, BackendFailure, adapt, evaluate, train
+from testbed.runner import (EXIT_BACKEND, RADIO_ERRORS, BackendFailure, Interrupted, StopSignals, adapt,
+                            evaluate, signal_exit_status, train)
+from testbed.tracking import TRACKERS, TrackingError
+
+AGENT_HELP = "agent: ppo (MLP policy, PPO), maml (MAML meta-learner), rnn (RL² GRU), rnn_attention (GRU + attention)"
+MAX_SEEDS = 1000
+MAX_WORKERS = 1024
 
 
+# numeric options --------------------------------------------------------------------------
+def bounded(lo: int, hi: int):
+    """An argparse type: an integer in [lo, hi], else the config's one-line error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; allowed [{lo}, {hi}]")
+        return value
+    return parse
+
+
+def config_range(cls, name: str) -> tuple[int, int]:
+    """The allowed range of config field ``name`` of dataclass ``cls``."""
+    return next(f.metadata["range"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+# helpers ----------------------------------------------------------------------------------
 def _checkpoint_config(args, ck: dict) -> Config:
     """The checkpoint's config, or ``--config`` (backend, radios, sizes) with the checkpoint's agent
     section; tasks from ``--tasks``."""
@@ -23,13 +64,62 @@ def _checkpoint_config(args, ck: dict) -> Config:
     return load_config(args.config, {"agent": ck["config"]["agent"], **tasks})
 
 
-def _run_dir(args, config: Config, default: str) -> Path:
-    return Path(args.run_dir) if args.run_dir else Path(config.run.out_dir) / f"{default}-{time.strftime('%Y%m%d-%H%M%S')}"
+def config_name(source: str) -> str:
+    """The name a run folder gives a config: the preset name or the YAML file's stem."""
+    return Path(source).stem
 
 
+def _new_run_dir(args, config: Config, name: str) -> Path:
+    """``--run-dir``, or a new folder ``<run.out_dir>/<name>-<time>``."""
+    if args.run_dir:
+        return Path(args.run_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, i = Path(config.run.out_dir) / f"{name}-{stamp}", 1
+    while path.exists():
+        path, i = Path(config.run.out_dir) / f"{name}-{stamp}-{i}", i + 1
+    return path
+
+
+def resume_command(args, option: str, value: Path) -> str:
+    """The command line of this invocation with ``option`` set to ``value`` (replacing any given)."""
+    argv, out, skip = list(args.argv), [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == option:
+            skip = True
+        elif not token.startswith(option + "="):
+            out.append(token)
+    return shlex.join(["testbed", *out, option, str(value)])
+
+
+def _metric_lines(values: dict[str, str]) -> list[str]:
+    """One line per metric, named by its key in metrics.jsonl."""
+    width = max(len(k) for k in values)
+    return [f"  {k:>{width}}: {v}" for k, v in values.items()]
+
+
+def _tail_means(rows: list[dict]) -> tuple[int, dict[str, float]]:
+    """The last tenth (at least one) of the episodes, and the mean of each table metric over them."""
+    tail = max(1, len(rows) // 10)
+    return tail, {k: float(np.mean([r[k] for r in rows[-tail:]])) for k in TABLE_KEYS}
+
+
+# handlers ---------------------------------------------------------------------------------
 def _cmd_demo(args) -> int:
     overrides = {"run": {"out_dir": args.out}} if args.out else {}
-    run_demo(load_config(args.config, overrides), args.episodes)
+    config = load_config(args.config, overrides)
+    record = provenance.collect(args.argv, config.env.device)
+    with StopSignals() as stop:        # a demo keeps nothing until it ends: a signal stops it at once
+        try:
+            run_dir = run_demo(config, args.episodes)
+        except KeyboardInterrupt:
+            name = stop.signal_name or "SIGINT"
+            print(f"\ndemo stopped by {name}; a demo saves its metrics only when it ends. Rerun: "
+                  f"{shlex.join(['testbed', *args.argv])}", file=sys.stderr)
+            return signal_exit_status(name)
+    provenance.start(run_dir, record)
+    provenance.finish(run_dir, record, "finished")
     return 0
 
 
@@ -38,38 +128,80 @@ def _cmd_train(args) -> int:
     if args.seed is not None:
         overrides["env"] = {"seed": args.seed}
     config = load_config(args.config, overrides)
-    run_dir = train(config, args.agent, args.run_dir)
-    print(f"run folder: {run_dir}")
+    if args.run_dir is None:
+        args.run_dir = str(Path(config.run.out_dir) / f"train-{args.agent}-{config_name(args.config)}-seed{config.env.seed}")
+    run_dir = train(config, args.agent, Path(args.run_dir), command=args.argv, track=args.track)
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    tail, means = _tail_means(rows)
+    ck = run_dir / "checkpoints" / "latest.pt"
+    lines = [f"\ntrain {args.agent}: {len(rows)} episodes x {config.env.num_envs} networks in {run_dir}",
+             "final metrics (means over the networks, " + (f"averaged over the last {tail} episodes):" if tail > 1
+                                                           else "last episode):"),
+             *_metric_lines({k: f"{v:.4g}" for k, v in means.items()}),
+             f"checkpoint: {ck}",
+             "next: adapt it online to held-out tasks, or evaluate it without learning:",
+             f"  {shlex.join(['testbed', 'adapt', '--checkpoint', str(ck), '--episodes', '20'])}",
+             f"  {shlex.join(['testbed', 'evaluate', '--checkpoint', str(ck)])}"]
+    print("\n".join(lines))
     return 0
 
 
 def _cmd_adapt(args) -> int:
     ck = load_checkpoint(args.checkpoint)
     config = _checkpoint_config(args, ck)
-    run_dir = _run_dir(args, config, f"adapt-{ck['agent']}")
-    policy = policy_of_checkpoint(ck)
-    adapt(config, ck["agent"], policy, args.episodes, run_dir)
-    print(f"run folder: {run_dir}")
+    suffix = f"-{config_name(args.config)}" if args.config else ""
+    args.run_dir = str(_new_run_dir(args, config, f"adapt-{ck['agent']}{suffix}"))
+    run_dir = adapt(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, Path(args.run_dir),
+                    command=args.argv, track=args.track, source=Path(args.checkpoint))
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    first, last = rows[0], rows[-1]
+    lines = [f"\nadapt {ck['agent']}: {len(rows)} episodes on {args.tasks} tasks x {config.env.num_envs} networks "
+             f"(one task per network) in {run_dir}",
+             "first → last episode (means over the networks):",
+             *_metric_lines({k: f"{first[k]:.4g} → {last[k]:.4g}" for k in TABLE_KEYS}),
+             f"checkpoint (adapted agent): {run_dir / 'checkpoints' / 'latest.pt'}",
+             "next: the same agent without adaptation, for comparison:",
+             f"  {shlex.join(['testbed', 'evaluate', '--checkpoint', args.checkpoint, '--tasks', args.tasks])}"]
+    print("\n".join(lines))
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     ck = load_checkpoint(args.checkpoint)
     config = _checkpoint_config(args, ck)
-    run_dir = _run_dir(args, config, f"evaluate-{ck['agent']}")
-    summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, run_dir)
-    print(f"\n{ck['agent']} on {args.tasks} tasks, {args.episodes} episodes x {config.env.num_envs} networks "
-          f"(mean ± std over episodes)")
-    for k, v in summary.items():
-        print(f"  {k:>20}: {v['mean']:.4g} ± {v['std']:.2g}")
-    print(f"run folder: {run_dir}")
+    suffix = f"-{config_name(args.config)}" if args.config else ""
+    args.run_dir = str(_new_run_dir(args, config, f"evaluate-{ck['agent']}{suffix}"))
+    summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, Path(args.run_dir),
+                       command=args.argv, source=Path(args.checkpoint))
+    lines = [f"\nevaluate {ck['agent']} on {args.tasks} tasks: {args.episodes} episodes x {config.env.num_envs} "
+             f"networks, no learning (mean ± std over episodes of the means over the networks):",
+             *_metric_lines({k: f"{summary[k]['mean']:.4g} ± {summary[k]['std']:.2g}" for k in TABLE_KEYS}),
+             f"checkpoint: {args.checkpoint}",
+             f"run folder: {args.run_dir}",
+             "next: adapt it online to the same tasks:",
+             f"  {shlex.join(['testbed', 'adapt', '--checkpoint', args.checkpoint, '--tasks', args.tasks])}"]
+    print("\n".join(lines))
     return 0
 
 
 def _cmd_reproduce(args) -> int:
-    out = reproduce(args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out, workers=args.workers)
+    out = reproduce(args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out, workers=args.workers,
+                    command=args.argv)
     print(f"results: {out}")
     return 0
+
+
+def _stopped(args, err: Interrupted) -> str:
+    """What a stop signal left behind and the command that continues."""
+    if args.command == "reproduce":
+        return (f"\nreproduce stopped by {err.signal_name}; the finished runs and the checkpoints of the unfinished "
+                f"ones are saved in {err.run_dir}.\nresume with: {resume_command(args, '--out', err.run_dir)}")
+    if args.command == "evaluate":
+        return (f"\nevaluate stopped by {err.signal_name} after {err.episodes} episodes; their metrics are in "
+                f"{err.run_dir}. An evaluation is not resumed; rerun it to start over:\n"
+                f"  {resume_command(args, '--run-dir', err.run_dir)}")
+    return (f"\n{args.command} stopped by {err.signal_name} after {err.episodes} finished episodes; their metrics "
+            f"and checkpoint are saved in {err.run_dir}.\nresume with: {resume_command(args, '--run-dir', err.run_dir)}")
 
 
 def _guarded(func):
@@ -77,12 +209,21 @@ def _guarded(func):
     def run(args) -> int:
         try:
             return func(args)
+        except Interrupted as err:
+            print(_stopped(args, err), file=sys.stderr)
+            return err.exit_status
+        except KeyboardInterrupt:
+            again = f"rerun: {resume_command(args, '--run-dir', args.run_dir)}" if getattr(args, "run_dir", None) \
+                else "rerun the command"
+            print(f"\n{args.command} stopped by SIGINT outside the episode loop; nothing it had saved was lost; {again}",
+                  file=sys.stderr)
+            return 130
         except BackendFailure as err:
             print(f"\nerror: {err}\nThe metrics of the finished episodes and the last checkpoint are saved in "
-                  f"{err.run_dir}. Check the radios and rerun the same command with --run-dir {err.run_dir} "
-                  f"to continue.", file=sys.stderr)
+                  f"{err.run_dir}. Check the radios and rerun to continue:\n"
+                  f"  {resume_command(args, '--run-dir', err.run_dir)}", file=sys.stderr)
             return EXIT_BACKEND
-        except (CheckpointError, RunError) as err:
+        except (CheckpointError, RunError, TrackingError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except RADIO_ERRORS as err:
@@ -94,37 +235,53 @@ def _guarded(func):
 
 def add_commands(subparsers) -> None:
     """Add `demo`, `train`, `adapt`, `evaluate` and `reproduce` to the `testbed` command."""
+    config_help = "YAML path or preset name (default: paper)"
     p = subparsers.add_parser("demo", help="run the reference policies on a simulated network")
-    p.add_argument("--config", default="paper", help="YAML path or preset name (default: paper)")
-    p.add_argument("--episodes", type=int, default=None, help="episodes per policy (default: run.episodes)")
+    p.add_argument("--config", default="paper", help=config_help)
+    p.add_argument("--episodes", type=bounded(*config_range(RunConfig, "episodes")), default=None,
+                   help="episodes per policy (default: run.episodes)")
     p.add_argument("--out", default=None, help="output folder (default: run.out_dir)")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_guarded(_cmd_demo))
 
     p = subparsers.add_parser("train", help="(meta-)train an agent on the task stream")
-    p.add_argument("--agent", required=True, choices=AGENTS)
-    p.add_argument("--config", default="paper", help="YAML path or preset name (default: paper)")
-    p.add_argument("--episodes", type=int, default=None, help="training episodes (default: agent.episodes)")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: env.seed)")
-    p.add_argument("--run-dir", default=None, help="run folder (default: <run.out_dir>/train-<agent>-seed<seed>); "
-                                                    "a folder with a checkpoint is resumed")
+    p.add_argument("--agent", required=True, choices=AGENTS, help=AGENT_HELP)
+    p.add_argument("--config", default="paper", help=config_help)
+    p.add_argument("--episodes", type=bounded(*config_range(AgentConfig, "episodes")), default=None,
+                   help="training episodes in all (default: agent.episodes); a resumed run may grow, "
+                        "fewer than it has done is an error")
+    p.add_argument("--seed", type=bounded(*config_range(EnvConfig, "seed")), default=None,
+                   help="seed (default: env.seed)")
+    p.add_argument("--run-dir", default=None,
+                   help="run folder (default: <run.out_dir>/train-<agent>-<config name>-seed<seed>); "
+                        "a folder with a checkpoint is resumed")
+    p.add_argument("--track", choices=TRACKERS, default=None,
+                   help="also log scalars for TensorBoard into <run folder>/tensorboard (extra 'track')")
     p.set_defaults(func=_guarded(_cmd_train))
 
     for cmd, helptext, default_eps in (("adapt", "adapt a trained agent online to new tasks", 20),
                                        ("evaluate", "metrics of a trained agent on held-out tasks, no learning", 10)):
         p = subparsers.add_parser(cmd, help=helptext)
         p.add_argument("--checkpoint", required=True, help="checkpoint file of a training run")
-        p.add_argument("--episodes", type=int, default=default_eps, help=f"episodes (default: {default_eps})")
+        p.add_argument("--episodes", type=bounded(*config_range(EnvConfig, "episodes_per_task")),
+                       default=default_eps, help=f"episodes (default: {default_eps})")
         p.add_argument("--config", default=None, help="YAML path or preset for the env and backend "
                                                        "(default: the checkpoint's config)")
         p.add_argument("--tasks", choices=("train", "test"), default="test",
                        help="task distribution (default: the held-out test tasks)")
-        p.add_argument("--run-dir", default=None, help="run folder (default: a new one under run.out_dir)")
+        p.add_argument("--run-dir", default=None,
+                       help="run folder (default: a new one under run.out_dir)"
+                            + ("; a folder with a checkpoint is resumed" if cmd == "adapt" else "; a rerun starts over"))
+        if cmd == "adapt":
+            p.add_argument("--track", choices=TRACKERS, default=None,
+                           help="also log scalars for TensorBoard into <run folder>/tensorboard (extra 'track')")
         p.set_defaults(func=_guarded(_cmd_adapt if cmd == "adapt" else _cmd_evaluate))
 
     p = subparsers.add_parser("reproduce", help="the paper's experiment: Fig. 3, tables, adaptation curves")
-    p.add_argument("--config", default="paper", help="YAML path or preset name (default: paper)")
+    p.add_argument("--config", default="paper", help=config_help)
     p.add_argument("--quick", action="store_true", help="a small version that finishes in minutes")
-    p.add_argument("--seeds", type=int, default=3, help="seeds (default: 3)")
-    p.add_argument("--workers", type=int, default=None, help="parallel processes (default: one per core)")
-    p.add_argument("--out", default=None, help="output folder (default: <run.out_dir>/reproduce[-quick])")
+    p.add_argument("--seeds", type=bounded(1, MAX_SEEDS), default=3, help="seeds (default: 3)")
+    p.add_argument("--workers", type=bounded(1, MAX_WORKERS), default=None,
+                   help="parallel processes (default: one per core)")
+    p.add_argument("--out", default=None, help="results folder (default: <run.out_dir>/reproduce[-quick]); "
+                                               "a rerun resumes the unfinished runs in it")
     p.set_defaults(func=_guarded(_cmd_reproduce))

@@ -6,6 +6,9 @@ run the reference policies on the same distribution; then adapt on the held-out 
 multi-task policy and PPO from scratch, beside the reference policies on the same tasks; and a
 baseline-strength check, PPO on one fixed task with a throughput-only reward against the
 per-band oracle. Jobs run in parallel processes; a rerun resumes unfinished trainings.
+Ctrl-C (SIGINT) or SIGTERM drops the queued jobs and stops the running trainings and
+adaptations after their episode in progress, with a checkpoint; the results folder gets a
+``provenance.json``.
 
 The run folders go under ``runs/`` in the results folder; ``collect`` aggregates them into
 the summary ``testbed.report`` writes out: ``fig3.png`` (four panels against episode, mean over
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -25,14 +29,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from testbed import policies
+from testbed import policies, provenance
 from testbed.agent_factory import AGENTS, policy_of_checkpoint
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, truncate_metrics
 from testbed.config import Config, load_config, to_dict
 from testbed.demo import run_policy
 from testbed.metrics import METRIC_KEYS, lane_means
 from testbed.report import write_outputs
-from testbed.runner import adapt, opened_env, train
+from testbed.runner import Interrupted, StopSignals, adapt, opened_env, train
 
 ADAPT_POINTS = (0, 1, 2, 5, 10, 20)
 ADAPTERS = ("maml", "rnn", "rnn_attention", "ppo_finetune", "ppo_scratch")
@@ -63,14 +67,14 @@ def _seeded(config: dict, seed: int, **sections) -> Config:
 
 # jobs (run in worker processes) ---------------------------------------------------------------
 def _job_train(config: dict, agent: str, seed: int, run_dir: str) -> str:
-    _one_thread()
+    _start_job(run_dir)
     train(_seeded(config, seed), agent, Path(run_dir), progress=False)
     return run_dir
 
 
 def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distribution: str, per_task: int) -> str:
     """The reference policies, every one on the same tasks and draws; metrics.jsonl rows per policy and episode."""
-    _one_thread()
+    _start_job(run_dir)
     cfg = _seeded(config, seed, env={"task_distribution": distribution, "episodes_per_task": per_task})
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,7 @@ def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distri
 
 def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: str) -> str:
     """Adaptation on the held-out tasks for every adapter; same tasks for all (same seed)."""
-    _one_thread()
+    _start_job(out)
     cfg = _seeded(config, seed, env={"task_distribution": "test"})
     for label in ADAPTERS:
         run_dir = Path(out) / f"adapt-{label}-seed{seed}"
@@ -104,7 +108,7 @@ def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: st
 
 def _job_fixed(config: dict, seed: int, episodes: int, run_dir: str) -> str:
     """Baseline strength: PPO on one fixed task, throughput-only reward, then the oracle on that task."""
-    _one_thread()
+    _start_job(run_dir)
     cfg = _seeded(config, seed, network=THROUGHPUT_ONLY, env={"task_seed": 1000 + seed},
                   agent={"episodes": episodes})
     train(cfg, "ppo", Path(run_dir), progress=False)
@@ -112,8 +116,27 @@ def _job_fixed(config: dict, seed: int, episodes: int, run_dir: str) -> str:
     return run_dir
 
 
-def _one_thread() -> None:
+def _start_job(run_dir: str) -> None:
+    """One torch thread; a job that starts after its worker was asked to stop ends at once."""
     torch.set_num_threads(1)
+    if StopSignals.noted is not None:
+        raise Interrupted(run_dir, StopSignals.noted)
+
+
+def _worker_init() -> None:
+    """A worker in its own process group (a terminal's Ctrl-C reaches only the parent, which passes
+    one SIGINT on) that keeps a stop request made outside its episode loops (``StopSignals.note``)."""
+    os.setpgrp()
+    signal.signal(signal.SIGINT, StopSignals.note)
+
+
+def _stop_jobs(pending: dict) -> None:
+    """Cancel the jobs not started yet and ask every worker to stop: running trainings and adaptations
+    stop after their episode in progress, with a checkpoint; a job that starts later ends at once."""
+    for fut in pending:
+        fut.cancel()
+    for proc in multiprocessing.active_children():
+        os.kill(proc.pid, signal.SIGINT)
 
 
 def _complete(run_dir: Path, episodes: int) -> bool:
@@ -127,8 +150,9 @@ def _trained_policy(run_dir: Path) -> dict:
 
 # orchestration ------------------------------------------------------------------------------
 def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | None = None,
-              workers: int | None = None) -> Path:
-    """Run the whole experiment; returns the results folder."""
+              workers: int | None = None, command: list[str] | None = None) -> Path:
+    """Run the whole experiment; returns the results folder. ``command``: the command line recorded
+    in provenance.json (default: this process's). A stop signal raises ``runner.Interrupted``."""
     config = load_config(source, QUICK if quick else None)
     plan = Plan(config, quick, num_seeds)
     out = Path(out_dir or Path(config.run.out_dir) / ("reproduce-quick" if quick else "reproduce"))
@@ -141,7 +165,9 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
     cost = {"rnn_attention": 4, "rnn": 3, "maml": 2, "ppo": 2}          # longest first
     total = num_seeds * (len(AGENTS) * plan.train_episodes + 4)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool, \
+    with provenance.recorded(out, command, config.env.device), \
+            StopSignals("stopping: the running trainings finish their episode and save a checkpoint") as stop, \
+            ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool, \
             tqdm(total=total, desc="reproduce", unit="ep") as bar:
         pending = {}
         for agent in sorted(AGENTS, key=lambda a: -cost[a]):
@@ -155,20 +181,26 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
             pending[pool.submit(_job_fixed, cfg, s, plan.fixed_episodes, str(runs / f"fixed-ppo-seed{s}"))] = ("other", s)
         trained = {s: 0 for s in range(num_seeds)}
         others = 0
-        while pending:
-            done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-            for fut in done:
-                kind, s = pending.pop(fut)
-                fut.result()
-                if kind == "train":
-                    trained[s] += 1
-                    if trained[s] == len(AGENTS):
-                        pending[pool.submit(_job_adapt, cfg, s, plan.adapt_episodes, train_dirs[s], str(runs))] = ("other", s)
-                else:
-                    others += 1
-            lines = sum(_count_lines(Path(d) / "metrics.jsonl") for s in train_dirs for d in train_dirs[s].values())
-            bar.n = lines + others
-            bar.refresh()
+        try:
+            while pending:
+                if stop.signal_name is not None:
+                    raise Interrupted(out, stop.signal_name)
+                done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    kind, s = pending.pop(fut)
+                    fut.result()
+                    if kind == "train":
+                        trained[s] += 1
+                        if trained[s] == len(AGENTS):
+                            pending[pool.submit(_job_adapt, cfg, s, plan.adapt_episodes, train_dirs[s], str(runs))] = ("other", s)
+                    else:
+                        others += 1
+                lines = sum(_count_lines(Path(d) / "metrics.jsonl") for s in train_dirs for d in train_dirs[s].values())
+                bar.n = lines + others
+                bar.refresh()
+        except Interrupted as err:
+            _stop_jobs(pending)
+            raise Interrupted(out, err.signal_name) from None
     wall_s = time.perf_counter() - clock
     write_outputs(out, collect(out, plan, config, wall_s, workers))
     return out

@@ -75,3 +75,36 @@ def test_truncate_keeps_complete_lines_before_the_checkpoint(tmp_path):
     with MetricsLog(path) as log:
         log.write({"episode": 3})
     assert [json.loads(line)["episode"] for line in path.read_text().splitlines()] == [0, 1, 2, 3]
+
+
+def test_a_line_that_is_not_a_json_object_is_an_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    for bad in ("[1, 2]", "{not json", "17", '"text"'):
+        path.write_text(f'{{"episode": 0}}\n{bad}\n{{"episode": 1}}\n')
+        for read in (read_metrics, lambda p: truncate_metrics(p, 1)):
+            with pytest.raises(CheckpointError, match=f"^{path}:2: not a JSON object"):
+                read(path)
+    path.write_text('{"episode": 0}\n{"return": 1.0}\n')
+    with pytest.raises(CheckpointError, match=f"^{path}:2: no integer 'episode'"):
+        truncate_metrics(path, 1)
+    assert read_metrics(path) == [{"episode": 0}, {"return": 1.0}]
+
+
+def test_only_a_torn_last_line_is_left_out(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"episode": 0}\n\n{"episode": 1}\n{"episode": 2, "ret')
+    assert [r["episode"] for r in read_metrics(path)] == [0, 1]
+    path.write_text('{"episode": 0}\n{"episode": 1, "ret\n')        # ended by a newline: not torn, broken
+    with pytest.raises(CheckpointError, match=":2: not a JSON object"):
+        read_metrics(path)
+    with pytest.raises(CheckpointError, match="no metrics log"):
+        read_metrics(tmp_path / "none.jsonl")
+
+
+def test_a_checkpoint_missing_a_field_is_refused(tmp_path):
+    for missing in ("agent", "config", "episode", "state"):
+        payload = {"format": 1, "agent": "ppo", "config": {}, "episode": 3, "state": {}}
+        del payload[missing]
+        torch.save(payload, tmp_path / "ck.pt")
+        with pytest.raises(CheckpointError, match=f"not a complete testbed checkpoint: '{missing}' is missing"):
+            load_checkpoint(tmp_path / "ck.pt")

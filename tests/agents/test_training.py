@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -259,3 +261,166 @@ def test_adapt_after_a_radio_failure_resumes_with_the_same_run_dir(tmp_path, mon
     assert main(args) == 0
     assert "resuming" in capsys.readouterr().err
     assert [r["episode"] for r in read_metrics(adapt_dir / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+# stopping, resuming and refusing ------------------------------------------------------------
+TINY = {"network": {"episode_steps": 5}, "env": {"num_envs": 2}}
+
+
+def _wait_for_lines(proc: subprocess.Popen, log: Path, lines: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not log.exists() or len(read_metrics(log)) < lines:
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be stopped"
+        time.sleep(0.02)
+
+
+def _resume_command(stderr: str) -> list[str]:
+    (line,) = [line for line in stderr.splitlines() if line.startswith("resume with: ")]
+    argv = shlex.split(line.removeprefix("resume with: "))
+    assert argv[0] == "testbed"
+    return argv[1:]
+
+
+def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_exits_130(tmp_path):
+    """checkpoint_every (50) larger than the run: the stop itself saves the finished episodes."""
+    config = write_config(tmp_path, TINY, episodes=2000, checkpoint_every=50)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", "ppo", "--config", str(config),
+                             "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ONE_THREAD)
+    _wait_for_lines(proc, run / "metrics.jsonl", 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    done = load_checkpoint(run / "checkpoints" / "latest.pt")["episode"]
+    assert done >= 3 and [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == list(range(done))
+    assert f"after {done} finished episodes" in err
+    argv = _resume_command(err)
+    assert argv[argv.index("--run-dir") + 1] == str(run)
+    res = cli(*argv, "--episodes", done + 2)               # the printed command, made short
+    assert res.returncode == 0, res.stderr
+    assert f"resuming {run} at episode {done}" in res.stderr
+    assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == list(range(done + 2))
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == done + 2
+    record = json.loads((run / "provenance.json").read_text())
+    assert record["outcome"] == "finished" and record["previous"][0]["outcome"].startswith("Interrupted: ")
+
+
+def test_sigterm_also_stops_cleanly_with_status_143(tmp_path):
+    config = write_config(tmp_path, TINY, episodes=2000, checkpoint_every=50)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", "rnn", "--config", str(config),
+                             "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=ONE_THREAD)
+    _wait_for_lines(proc, run / "metrics.jsonl", 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == len(read_metrics(run / "metrics.jsonl"))
+
+
+def test_a_kill_before_the_first_checkpoint_is_reported_and_the_rerun_starts_over(tmp_path):
+    """SIGKILL with checkpoint_every larger than the run: less than one block is lost, and the rerun says so."""
+    config = write_config(tmp_path, TINY, episodes=2000, checkpoint_every=50)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", "ppo", "--config", str(config),
+                             "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
+    _wait_for_lines(proc, run / "metrics.jsonl", 2)
+    proc.kill()
+    proc.wait()
+    killed_at = len(read_metrics(run / "metrics.jsonl"))
+    assert 2 <= killed_at < 50 and not (run / "checkpoints" / "latest.pt").exists()
+    res = cli("train", "--agent", "ppo", "--config", config, "--run-dir", run, "--episodes", 4)
+    assert res.returncode == 0, res.stderr
+    assert f"{run} has no checkpoint" in res.stderr and "starting at episode 0" in res.stderr
+    assert f"dropping the metrics lines of episodes 0-{killed_at - 1}" in res.stderr
+    assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+def test_resuming_with_another_config_names_the_differing_keys(tmp_path, capsys):
+    from testbed.cli import main
+
+    config = write_config(tmp_path, TINY, episodes=2)
+    run = tmp_path / "run"
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(run)]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    changed = {"network": {"episode_steps": 6}, "env": {"num_envs": 4}}
+    other_config = write_config(other, changed, episodes=2)
+    capsys.readouterr()
+    assert main(["train", "--agent", "ppo", "--config", str(other_config), "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "network.episode_steps: 5 → 6" in err and "env.num_envs: 2 → 4" in err
+    many = write_config(other, {**changed, "agent": {"gamma": 0.123, "gae_lambda": 0.456, "hidden_size": 7}}, episodes=2)
+    assert main(["train", "--agent", "ppo", "--config", str(many), "--run-dir", str(run)]) == 2
+    assert "and 2 more" in capsys.readouterr().err
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--seed", "4", "--run-dir", str(run)]) == 2
+    assert "env.seed: 0 → 4" in capsys.readouterr().err
+    assert main(["train", "--agent", "rnn", "--config", str(config), "--run-dir", str(run)]) == 2
+    assert "holds a 'ppo' run, not 'rnn'" in capsys.readouterr().err
+    assert [r["episode"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1]     # untouched
+
+
+def test_episodes_below_or_at_what_is_done_are_said_plainly(tmp_path, capsys):
+    from testbed.cli import main
+
+    config = write_config(tmp_path, TINY, episodes=3)
+    run = tmp_path / "run"
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(run), "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} has 3 episodes done; 2 episodes" in err and "nothing to do" in err
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(run)]) == 0
+    out = capsys.readouterr()
+    assert f"{run} has all 3 episodes done: nothing to do" in out.err and "final metrics" in out.out
+    assert len(read_metrics(run / "metrics.jsonl")) == 3
+
+
+def test_train_ends_with_a_summary_and_the_next_commands(tmp_path, capsys):
+    from testbed.cli import main
+
+    config = write_config(tmp_path, TINY, episodes=2)
+    out_dir = tmp_path / "runs"
+    config.write_text(config.read_text() + f"run:\n  out_dir: {out_dir}\n")
+    assert main(["train", "--agent", "ppo", "--config", str(config)]) == 0
+    run = out_dir / "train-ppo-config-seed0"             # agent, config name (file stem), seed
+    ck = run / "checkpoints" / "latest.pt"
+    out = capsys.readouterr().out
+    assert "final metrics (means over the networks, last episode)" in out and "throughput_mbps: " in out
+    assert f"checkpoint: {ck}" in out
+    assert f"testbed adapt --checkpoint {ck}" in out and f"testbed evaluate --checkpoint {ck}" in out
+    assert main(["adapt", "--checkpoint", str(ck), "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "first → last episode" in out and f"testbed evaluate --checkpoint {ck}" in out
+
+
+def test_a_long_run_prints_a_time_estimate_after_its_first_episodes(capsys):
+    from testbed.runner import _print_estimate
+
+    _print_estimate(0.9, 0, 2, 1200)
+    assert "about 9 min for the remaining 1198 of 1200 episodes at 0.45 s/episode" in capsys.readouterr().err
+    _print_estimate(0.9, 0, 2, 100)                    # 45 s in all: no estimate
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_sigint_to_reproduce_stops_every_job_with_its_checkpoint_and_prints_the_resume_command(tmp_path):
+    out = tmp_path / "repro"
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "reproduce", "--quick", "--seeds", "1",
+                             "--workers", "2", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ONE_THREAD)
+    deadline = time.monotonic() + 300
+    while sum(len(read_metrics(p)) for p in (out / "runs").glob("train-*/metrics.jsonl")) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert _resume_command(err) == ["reproduce", "--quick", "--seeds", "1", "--workers", "2", "--out", str(out)]
+    for run in (out / "runs").glob("train-*"):
+        rows = read_metrics(run / "metrics.jsonl")
+        assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == len(rows) < 8
+    assert json.loads((out / "provenance.json").read_text())["outcome"].startswith("Interrupted")
