@@ -5,7 +5,7 @@ import argparse
 import importlib.metadata
 import sys
 
-from testbed import commands, radio_check
+from testbed import commands, keys, radio_check
 from testbed.config import ConfigError
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands.add_commands(sub)
     radio_check.add_command(sub)
+    keys.add_command(sub)
     return parser
 
 

@@ -117,3 +117,11 @@ def test_a_checkpoint_without_its_fields_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "partial.pt: not a complete testbed checkpoint: 'episode' is missing" in err
     assert not (tmp_path / "e").exists()
+
+
+def test_keys_generate_is_a_testbed_command(tmp_path):
+    from testbed.cli import main
+
+    assert main(["keys", "generate", str(tmp_path / "keys")]) == 0
+    assert {p.name for p in (tmp_path / "keys").iterdir()} >= {"server.key", "server.key_secret", "client.key",
+                                                                "client.key_secret", "clients"}
