@@ -34,11 +34,22 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1).sum(-1)
 
 
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) of factorised heads (sum over heads), logits [..., H, L] -> [...] in nats."""
+    logp, logq = torch.log_softmax(logits_p, dim=-1), torch.log_softmax(logits_q, dim=-1)
+    return (logp.exp() * (logp - logq)).sum(-1).sum(-1)
+
+
 def sample(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one level per head by the Gumbel-max trick (one uniform draw for the batch). -> [..., H] long."""
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
     gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
     return (logits + gumbel).argmax(-1)
+
+
+def act(logits: torch.Tensor, generator: torch.Generator | None, greedy: bool) -> torch.Tensor:
+    """The most likely level per head if ``greedy`` (deterministic), else a sample. -> [..., H] long."""
+    return logits.argmax(-1) if greedy else sample(logits, generator)
 
 
 def _mlp(in_dim: int, hidden: int, num_layers: int, out_dim: int, out_gain: float) -> nn.Sequential:
@@ -84,8 +95,8 @@ class RecurrentPolicy(nn.Module):
     """RL² policy: encoder, GRU, optional causal multi-head self-attention over the last
     ``window`` GRU outputs (with a residual and layer norm), then actor and critic heads.
 
-    The input of a step is (observation, one-hot previous action, previous reward, done) made
-    by :meth:`make_input`. The recurrent state is ``(h [N, Hd], memory [N, W-1, Hd],
+    The input of a step is (observation, one-hot previous action, previous reward, done, the
+    step's index within the trial as a fraction of the trial length) made by :meth:`make_input`. The recurrent state is ``(h [N, Hd], memory [N, W-1, Hd],
     valid [N, W-1])``: the hidden state and the previous W-1 outputs the attention reads.
     :meth:`step` (acting) and :meth:`sequence` (training) compute the same function.
     """
@@ -100,7 +111,7 @@ class RecurrentPolicy(nn.Module):
         self.num_heads, self.num_levels = num_heads, num_levels
         self.hidden_size, self.mask_slice = hidden_size, mask_slice
         self.memory_len = window - 1 if attention else 0
-        self.input_dim = obs_dim + num_heads * num_levels + 2
+        self.input_dim = obs_dim + num_heads * num_levels + 3
         self.encoder = nn.Sequential(_orthogonal(nn.Linear(self.input_dim, hidden_size), 2 ** 0.5), nn.Tanh())
         self.gru = nn.GRU(hidden_size, hidden_size)
         self.attention = nn.MultiheadAttention(hidden_size, num_attention_heads, batch_first=True) if attention else None
@@ -109,11 +120,12 @@ class RecurrentPolicy(nn.Module):
         self.critic = _orthogonal(nn.Linear(hidden_size, 1), 1.0)
 
     def make_input(self, obs: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor,
-                   done: torch.Tensor) -> torch.Tensor:
-        """obs [..., D], prev_action [..., H] long, prev_reward [...], done [...] -> [..., input_dim]."""
+                   done: torch.Tensor, progress: torch.Tensor) -> torch.Tensor:
+        """obs [..., D], prev_action [..., H] long, prev_reward, done and progress (step in trial / trial
+        length) [...] -> [..., input_dim]."""
         onehot = nn.functional.one_hot(prev_action, self.num_levels).flatten(-2).to(obs.dtype)
-        return torch.cat([obs, onehot, prev_reward.unsqueeze(-1).to(obs.dtype),
-                          done.unsqueeze(-1).to(obs.dtype)], dim=-1)
+        scalars = [x.unsqueeze(-1).to(obs.dtype) for x in (prev_reward, done, progress)]
+        return torch.cat([obs, onehot, *scalars], dim=-1)
 
     def initial_state(self, num_envs: int, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h = torch.zeros(num_envs, self.hidden_size, device=device)

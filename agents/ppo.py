@@ -5,7 +5,8 @@ epochs of shuffled minibatches of the clipped surrogate, clipped value loss and 
 ``num_learners`` G splits the lanes into G groups with independent parameters and optimiser
 state (see ``agents.functional``): G = 1 is ordinary PPO over the task stream; G = N fine-tunes
 one copy per lane, i.e. per task (online adaptation). ``mode`` 'train' and 'adapt' learn,
-'eval' only acts.
+'eval' only acts (argmax actions unless ``agent.eval_actions`` is 'sample'). With
+``agent.anneal_lr`` the step size falls linearly to 0 over the ``agent.episodes`` of training.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import torch
 
 from agents.config import AgentConfig
 from agents.functional import batched_call, clip_grad_norm_per_learner, stack_params
-from agents.policies import MLPPolicy, log_prob, sample
+from agents.policies import MLPPolicy, act, log_prob
 from agents.rollout import RolloutStorage
-from agents.update import (Batch, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
+from agents.update import (Batch, anneal_lr, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
                            shuffled_minibatches)
 
 
@@ -36,6 +37,8 @@ class PPO:
         self.storage = RolloutStorage(num_steps * self.cfg.rollout_episodes, num_envs,
                                       policy.actor[0].in_features, policy.num_heads, self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.greedy = mode == "eval" and config.eval_actions == "argmax"
+        self.total_updates = max(1, config.episodes // self.cfg.rollout_episodes)
         self.obs: torch.Tensor | None = None
         self.num_updates = 0
 
@@ -58,7 +61,7 @@ class PPO:
         for t in range(self.num_steps):
             with torch.no_grad():
                 logits, value = self._forward(self.obs)
-                action = sample(logits, self.generator)
+                action = act(logits, self.generator, self.greedy)
             obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
             if on_step is not None:
                 on_step(reward, info)
@@ -96,6 +99,8 @@ class PPO:
             return ppo_loss(logits, newvalue, b, cfg.clip_coef, cfg.ent_coef, cfg.vf_coef, cfg.norm_adv,
                             cfg.clip_coef if cfg.clip_vloss else None)
 
+        if self.config.anneal_lr and self.mode == "train":
+            anneal_lr(self.optimizer, cfg.learning_rate, self.num_updates, self.total_updates)
         minibatches = shuffled_minibatches(batch.obs.shape[1], cfg.num_minibatches, cfg.update_epochs, self.generator)
         stats = optimise(self.optimizer, minibatch_loss, minibatches, cfg.max_grad_norm, clip_grad_norm_per_learner)
         self.num_updates += 1

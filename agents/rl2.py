@@ -1,21 +1,24 @@
 """RL²-style recurrent meta-learner trained with recurrent PPO.
 
 The policy (``agents.policies.RecurrentPolicy``, GRU or GRU + causal self-attention) reads
-(observation, previous action, previous reward, done). Its state persists across the episodes
-of one task (a trial) and is zeroed when the env starts a new task (``info["new_task"]``), so
-it adapts to a task by memory, without gradient steps. Training runs PPO on whole episodes:
+(observation, previous action, previous reward, done, progress = step index within the trial /
+(``recurrent.episodes_per_trial`` · episode steps)). Its state persists across the episodes of
+one task (a trial) and is zeroed when the env starts a new task (``info["new_task"]``), so it
+adapts to a task by memory, without gradient steps. Training runs PPO on whole episodes:
 each update re-runs the network over the episode from the state it started with. Advantages
 flow across episode boundaries inside a trial and stop at the trial's end.
-``mode`` 'train' learns; 'adapt' and 'eval' only act (the state does the adapting).
+``mode`` 'train' learns; 'adapt' and 'eval' only act (the state does the adapting); 'eval'
+takes argmax actions unless ``agent.eval_actions`` is 'sample'. An adaptation run longer than
+the training trial feeds progress above 1.
 """
 from __future__ import annotations
 
 import torch
 
 from agents.config import AgentConfig
-from agents.policies import RecurrentPolicy, log_prob, sample
+from agents.policies import RecurrentPolicy, act, log_prob
 from agents.rollout import RolloutStorage
-from agents.update import (Batch, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
+from agents.update import (Batch, anneal_lr, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
                            shuffled_minibatches)
 
 
@@ -31,6 +34,8 @@ class RL2:
         self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.cfg.learning_rate, eps=1e-5)
         self.storage = RolloutStorage(num_steps, num_envs, policy.input_dim, policy.num_heads, self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.greedy = mode == "eval" and config.eval_actions == "argmax"
+        self.trial_steps = self.cfg.episodes_per_trial * num_steps
         self.num_updates = 0
         self.obs: torch.Tensor | None = None
 
@@ -43,6 +48,7 @@ class RL2:
         self.prev_action = torch.zeros(n, self.policy.num_heads, dtype=torch.long, device=self.device)
         self.prev_reward = torch.zeros(n, device=self.device)
         self.prev_done = torch.ones(n, device=self.device)
+        self.trial_step = torch.zeros(n, device=self.device)
         self.new_task = torch.as_tensor(info["new_task"], device=self.device)
 
     def _begin_task(self, lanes: torch.Tensor) -> None:
@@ -50,9 +56,11 @@ class RL2:
         self.state = self.policy.reset_state(self.state, lanes)
         self.prev_action = self.prev_action * ~lanes.unsqueeze(-1)
         self.prev_reward = self.prev_reward * ~lanes
+        self.trial_step = self.trial_step * ~lanes
 
     def _input(self) -> torch.Tensor:
-        return self.policy.make_input(self.obs, self.prev_action, self.prev_reward, self.prev_done)
+        return self.policy.make_input(self.obs, self.prev_action, self.prev_reward, self.prev_done,
+                                      self.trial_step / self.trial_steps)
 
     def run_episode(self, env, on_step=None) -> dict[str, float]:
         """Play one episode on every lane; in mode 'train', one PPO update on it."""
@@ -62,7 +70,7 @@ class RL2:
             inp = self._input()
             with torch.no_grad():
                 logits, value, self.state = self.policy.step(inp, self.state)
-                action = sample(logits, self.generator)
+                action = act(logits, self.generator, self.greedy)
             obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
             if on_step is not None:
                 on_step(reward, info)
@@ -74,6 +82,7 @@ class RL2:
             self.obs = torch.as_tensor(obs, device=self.device)
             self.prev_action, self.prev_reward = action, reward_t
             self.prev_done = torch.as_tensor(ended, dtype=torch.float32, device=self.device)
+            self.trial_step = self.trial_step + 1
         self.new_task = torch.as_tensor(info["new_task"], device=self.device)
         if self.mode != "train":
             return {}
@@ -95,8 +104,11 @@ class RL2:
             b = batch.map(lambda x: x[:, mb])
             logits, newvalue, _ = self.policy.sequence(b.obs, tuple(x[mb] for x in state0))
             flat = lambda x: x.flatten(0, 1)   # noqa: E731  [T, n, ...] -> [T*n, ...], one learner
-            return ppo_loss(flat(logits), flat(newvalue), b.map(flat), cfg.clip_coef, cfg.ent_coef, cfg.vf_coef)
+            return ppo_loss(flat(logits), flat(newvalue), b.map(flat), cfg.clip_coef, cfg.ent_coef, cfg.vf_coef,
+                            value_clip=cfg.clip_coef if cfg.clip_vloss else None)
 
+        if self.config.anneal_lr:
+            anneal_lr(self.optimizer, cfg.learning_rate, self.num_updates, self.config.episodes)
         minibatches = shuffled_minibatches(self.num_envs, cfg.num_minibatches, cfg.update_epochs, self.generator)
         stats = optimise(self.optimizer, minibatch_loss, minibatches, cfg.max_grad_norm)
         self.num_updates += 1

@@ -127,6 +127,12 @@ def optimise(optimizer: torch.optim.Optimizer, minibatch_loss: Callable, minibat
     return stats
 
 
+def anneal_lr(optimizer: torch.optim.Optimizer, base_lr: float, done: int, total: int) -> None:
+    """Linear annealing: set the step size to ``base_lr · (1 − done/total)`` (``done`` of ``total`` updates made)."""
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * max(0.0, 1.0 - done / total)
+
+
 def mean_stats(stats: list[torch.Tensor]) -> dict[str, float]:
     """The ``STATS`` of ``ppo_loss``, averaged over the steps of an update."""
     return dict(zip(STATS, torch.stack(stats).mean(0).tolist()))

@@ -21,14 +21,15 @@ class RunError(RuntimeError):
 def agent_config(name: str, config: Config, mode: str, episodes: int | None = None) -> Config:
     """The config the agent's env runs with: the task schedule each agent and mode needs.
 
-    train: MAML plays 1 + query episodes per task, the recurrent agents whole trials, PPO the
+    train: MAML plays support + query episodes per task, the recurrent agents whole trials, PPO the
     config's schedule. adapt: each lane keeps one task for all ``episodes``. eval: trials for
     the recurrent agents (their memory is how they adapt), the config's schedule otherwise.
     """
     a = config.agent
     trial = {"rnn": a.recurrent.episodes_per_trial, "rnn_attention": a.recurrent.episodes_per_trial}
     if mode == "train":
-        per_task = {"maml": 1 + a.maml.query_episodes, **trial}.get(name, config.env.episodes_per_task)
+        per_task = {"maml": a.maml.support_episodes + a.maml.query_episodes, **trial}.get(
+            name, config.env.episodes_per_task)
     elif mode == "adapt":
         per_task = episodes
     else:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from agents.policies import MLPPolicy, RecurrentPolicy, entropy, log_prob, mask_logits, sample
+from agents.policies import MLPPolicy, RecurrentPolicy, act, entropy, kl_divergence, log_prob, mask_logits, sample
 
 OBS_DIM, HEADS, LEVELS = 12, 3, 4
 MASK = slice(6, 9)   # 3 mask entries, one per head
@@ -38,6 +38,22 @@ def test_log_prob_and_entropy_match_torch_distributions():
     dist = torch.distributions.Categorical(logits=logits)
     torch.testing.assert_close(log_prob(logits, actions), dist.log_prob(actions).sum(-1))
     torch.testing.assert_close(entropy(logits), dist.entropy().sum(-1))
+
+
+def test_kl_divergence_matches_torch_distributions():
+    p, q = torch.randn(5, HEADS, LEVELS), torch.randn(5, HEADS, LEVELS)
+    expected = torch.distributions.kl_divergence(torch.distributions.Categorical(logits=p),
+                                                 torch.distributions.Categorical(logits=q)).sum(-1)
+    torch.testing.assert_close(kl_divergence(p, q), expected)
+    torch.testing.assert_close(kl_divergence(p, p), torch.zeros(5))
+
+
+def test_greedy_acting_takes_the_most_likely_level_whatever_the_generator():
+    logits = torch.randn(50, HEADS, LEVELS)
+    draws = [act(logits, torch.Generator().manual_seed(s), greedy=True) for s in range(3)]
+    assert all(torch.equal(d, logits.argmax(-1)) for d in draws)
+    assert not torch.equal(act(logits, torch.Generator().manual_seed(0), greedy=False),
+                           act(logits, torch.Generator().manual_seed(1), greedy=False))
 
 
 def test_sampling_follows_the_probabilities():

@@ -1,9 +1,12 @@
-"""PPO: learners of a stacked PPO are independent; a rollout bootstraps from the final observation."""
+"""PPO: learners of a stacked PPO are independent; a rollout bootstraps from the final observation;
+evaluation acts by argmax; the step size can anneal."""
+import numpy as np
 import pytest
 import torch
 
 from agents.config import AgentConfig, PPOConfig
 from agents.functional import clip_grad_norm_per_learner
+from agents.maml import MAML
 from agents.policies import MLPPolicy
 from agents.ppo import PPO
 from agents.update import EpisodeLengthError
@@ -82,3 +85,45 @@ def test_an_env_with_another_episode_length_is_refused():
     agent.start(env, seed=0)
     with pytest.raises(EpisodeLengthError, match="step 3"):
         agent.run_episode(env)
+
+
+def eval_actions(eval_actions: str, agent_seed: int, agent: str = "ppo") -> np.ndarray:
+    """The actions an eval-mode agent sends in one episode of a fixed env, [steps, lanes, heads]."""
+    env = SpectrumVectorEnv({"network": {"episode_steps": 5}, "env": {"num_envs": 3}})
+    obs_dim, config = env.single_observation_space.shape[0], AgentConfig(eval_actions=eval_actions)
+    torch.manual_seed(0)
+    policy = MLPPolicy(obs_dim, 15, 4, 16, 1, env.obs_layout["mask"])
+    with torch.no_grad():       # away from the near-uniform start, so the argmax is not a tie
+        policy.actor[-1].weight.mul_(300.0)
+    if agent == "ppo":
+        agent = PPO(policy, config, 3, 5, mode="eval", seed=agent_seed)
+    else:
+        agent = MAML(policy, config, 3, 5, mode="eval", seed=agent_seed)
+    agent.start(env, seed=7)
+    sent, step = [], env.step
+    env.step = lambda actions: (sent.append(actions.copy()), step(actions))[1]
+    agent.run_episode(env)
+    return np.stack(sent)
+
+
+@pytest.mark.parametrize("agent", ["ppo", "maml"])
+def test_eval_mode_takes_argmax_actions_that_reruns_reproduce(agent):
+    a, b = eval_actions("argmax", 1, agent), eval_actions("argmax", 2, agent)
+    np.testing.assert_array_equal(a, b)                 # the agent's random generator plays no part
+    assert len(np.unique(a)) > 1
+    assert not np.array_equal(eval_actions("sample", 1, agent), eval_actions("sample", 2, agent))
+
+
+def test_annealing_lowers_the_step_size_linearly_to_zero():
+    config = AgentConfig(episodes=4, anneal_lr=True, ppo=PPOConfig(learning_rate=1e-3))
+    agent = PPO(MLPPolicy(OBS, HEADS, LEVELS, 8, 1), config, 2, STEPS)
+    rates = []
+    for _ in range(4):
+        agent.storage.step = STEPS
+        agent.update()
+        rates.append(agent.optimizer.param_groups[0]["lr"])
+    np.testing.assert_allclose(rates, [1e-3, 0.75e-3, 0.5e-3, 0.25e-3])
+    agent = PPO(MLPPolicy(OBS, HEADS, LEVELS, 8, 1), AgentConfig(episodes=4), 2, STEPS)
+    agent.storage.step = STEPS
+    agent.update()
+    assert agent.optimizer.param_groups[0]["lr"] == 1e-3               # off by default
