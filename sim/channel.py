@@ -1,5 +1,6 @@
-"""Per-step physics: AR(1) fading, incumbents, round-robin scheduling, SINR (Eq. 6) and the
-interference map (Eq. 7). All linear powers in W, gains in dB or linear as named."""
+"""Per-step physics: AR(1) fading, incumbents, round-robin scheduling, SINR (Eq. 6), the
+interference map (Eq. 7) and the power amplifier of the hardware family. All linear powers in W,
+gains in dB or linear as named."""
 from __future__ import annotations
 
 import torch
@@ -76,3 +77,24 @@ def interference_map(power_w: torch.Tensor, bs_gain_lin: torch.Tensor,
     bs_gain_lin [N, B', B] must be 0 on its diagonal.
     """
     return torch.bmm(bs_gain_lin.transpose(1, 2), power_w) + external_w
+
+
+def pa_output_dbm(level_dbm: torch.Tensor, gain_offset_db: torch.Tensor,
+                  compression_dbm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hardware-family PA: radiated power min(P + o, P_c) in dBm and overdrive max(0, P + o − P_c) in dB.
+
+    level_dbm: nominal power P of the executed level (−inf for off); o and P_c broadcast against it.
+    With o <= 0 the radiated power never exceeds the nominal one.
+    """
+    driven = level_dbm + gain_offset_db
+    return torch.minimum(driven, compression_dbm), (driven - compression_dbm).clamp_min(0.0)
+
+
+def pa_sdr_db(overdrive_db: torch.Tensor, sdr_max_db: float, slope_db: float) -> torch.Tensor:
+    """Signal-to-distortion ratio of a PA driven ``overdrive_db`` above compression: SDR_max − s·Δ, in dB."""
+    return sdr_max_db - slope_db * overdrive_db
+
+
+def distortion_limited(sinr_lin: torch.Tensor, sdr_lin: torch.Tensor) -> torch.Tensor:
+    """SINR with the transmitter's own distortion as extra noise: 1 / (1/SINR + 1/SDR), linear (0 stays 0)."""
+    return sinr_lin * sdr_lin / (sinr_lin + sdr_lin)

@@ -3,7 +3,8 @@
 Step t, for every backend:
   1. the safety filter (Eq. 4) reads the interference map prepared at the end of step t-1;
   2. round-robin scheduling; gains = mean gains + current fading;
-  3. SINR of every link (``link_sinr``: analytic here, measured on radios);
+  3. SINR of every link (``link_sinr``: analytic here, measured on radios), from the power the PAs
+     radiate (``radiated_w``: the executed power, or in the hardware family its PA response);
   4. rates, queues, throughput, Jain, cost, penalty, reward;
   5. fading and incumbents advance; ``sense_external_w`` gives the external interference of
      step t+1 (sensed with TX off on radios) and the map for the next filter is
@@ -21,7 +22,7 @@ from sim import channel, reward as rw
 from sim.params import NetworkParams, TaskRanges
 from sim.safety import SafePowers, apply_safety_filter, safety_mask
 from sim.tasks import Tasks, sample_tasks
-from sim.units import db_to_lin, lin_to_db
+from sim.units import db_to_lin, dbm_to_w, lin_to_db
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class StepResult:
     latency_violations: torch.Tensor  # [N]
     blocked_unsafe: torch.Tensor    # [N]
     executed_violations: torch.Tensor  # [N], must be 0
+    radiated_w: torch.Tensor        # [N, B, K] power the PAs radiated (the executed power in the standard family)
 
 
 class SimNetwork:
@@ -100,6 +102,7 @@ class SimNetwork:
         self.task_seed = task_seed
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.level_power_w = torch.tensor(params.level_power_w, dtype=torch.float32, device=self.device)
+        self.level_power_dbm = torch.tensor(params.level_power_dbm, dtype=torch.float32, device=self.device)
         self.tasks: Tasks | None = None
         self.state: NetworkState | None = None
 
@@ -156,9 +159,29 @@ class SimNetwork:
 
     def link_sinr(self, safe: SafePowers, served_ue: torch.Tensor, gain_db: torch.Tensor,
                   external_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Linear SINR [N, B, K] of every link and which were measured [N, B, K] bool (Eq. 6)."""
-        value = channel.sinr(safe.power_w, db_to_lin(gain_db), served_ue, external_w, self.params.noise_w)
+        """Linear SINR [N, B, K] of every link and which were measured [N, B, K] bool (Eq. 6, from the
+        radiated powers; in the hardware family limited by each link's own PA distortion)."""
+        power_w, sdr_lin = self.radiated_w(safe)
+        value = channel.sinr(power_w, db_to_lin(gain_db), served_ue, external_w, self.params.noise_w)
+        if sdr_lin is not None:
+            value = channel.distortion_limited(value, sdr_lin)
         return value, torch.zeros_like(safe.mask)
+
+    # --- the power amplifiers ----------------------------------------------------------
+    def pa_response(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hardware family: radiated power in W and SDR (linear) of levels [..., N, B, K] (leading
+        candidate axes broadcast), from the tasks' hidden PA gain offsets and compression points."""
+        t, p = self.tasks, self.params
+        out_dbm, over_db = channel.pa_output_dbm(self.level_power_dbm[level], t.pa_gain_offset_db,
+                                                 t.pa_compression_dbm.unsqueeze(-1))
+        return dbm_to_w(out_dbm), db_to_lin(channel.pa_sdr_db(over_db, p.pa_sdr_max_db, p.pa_sdr_slope_db))
+
+    def radiated_w(self, safe: SafePowers) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Power [N, B, K] in W the PAs radiate for the executed powers, and the links' SDR (linear;
+        None in the standard family, whose PAs are ideal: they radiate the executed power)."""
+        if self.params.task_family == "standard":
+            return safe.power_w, None
+        return self.pa_response(safe.level)
 
     # --- stepping ----------------------------------------------------------------------
     def draw_noise(self) -> StepNoise:
@@ -184,6 +207,7 @@ class SimNetwork:
         served = channel.round_robin(s.t, tasks.ue_by_rank, tasks.num_assoc, p.num_bands)
         gain_db = tasks.gain_mean_db + s.fading_db
         sinr_lin, measured = self.link_sinr(safe, served, gain_db, s.external_w)
+        radiated_w, _ = self.radiated_w(safe)
 
         active = (safe.power_w > 0) & (served >= 0)
         link_rate = rw.link_rate_bps(sinr_lin, active, p.bandwidth_hz)
@@ -207,15 +231,16 @@ class SimNetwork:
             sinr_violations=sinr_viol, latency_violations=latency_viol,
             blocked_unsafe=safe.blocked.sum((1, 2)),
             executed_violations=((safe.power_w > 0) & ~safety_mask(s.map_w, p.i_max_w)).sum((1, 2)),
+            radiated_w=radiated_w,
         )
-        self._advance(safe, queue, delay, rate, noise)
+        self._advance(safe, radiated_w, queue, delay, rate, noise)
         return result
 
     def _bs_gain_lin(self) -> torch.Tensor:
         """h(b', b) linear with fading, 0 on the diagonal. [N, B, B]."""
         return db_to_lin(self.tasks.bs_gain_mean_db + self.state.bs_fading_db)
 
-    def _advance(self, safe: SafePowers, queue, delay, rate, noise: StepNoise) -> None:
+    def _advance(self, safe: SafePowers, radiated_w: torch.Tensor, queue, delay, rate, noise: StepNoise) -> None:
         p, tasks, s = self.params, self.tasks, self.state
         n, b, u = tasks.num_envs, p.num_bs, p.num_ue
         rho = tasks.coherence.view(n, 1, 1)
@@ -231,7 +256,7 @@ class SimNetwork:
         )
         external = self.sense_external_w()
         self.state = replace(self.state, external_w=external,
-                             map_w=channel.interference_map(safe.power_w, self._bs_gain_lin(), external))
+                             map_w=channel.interference_map(radiated_w, self._bs_gain_lin(), external))
 
     # --- observation -------------------------------------------------------------------
     def observation(self) -> torch.Tensor:
@@ -244,19 +269,27 @@ class SimNetwork:
         rate = s.rate_bps / p.bandwidth_hz / 10.0
         level = s.prev_level.float() / (p.num_levels - 1)
         parts = [gain, interference.clamp(-5.0, 5.0), mask, delay.clamp(0.0, 10.0), rate.clamp(0.0, 10.0), level]
+        if p.informed:
+            parts += [self.tasks.pa_gain_offset_db / 10.0, (self.tasks.pa_compression_dbm - p.max_power_dbm) / 10.0]
         return torch.cat([x.reshape(n, -1) for x in parts], dim=1).clamp(-10.0, 10.0)
 
     def obs_layout(self) -> dict[str, slice]:
         """Slices of the observation vector by name."""
-        p = self.params
-        sizes = [("gain", p.num_bs * p.num_ue), ("interference", p.num_bs * p.num_bands),
-                 ("mask", p.num_bs * p.num_bands), ("delay", p.num_ue), ("rate", p.num_ue),
-                 ("prev_level", p.num_bs * p.num_bands)]
-        out, start = {}, 0
-        for name, size in sizes:
-            out[name] = slice(start, start + size)
-            start += size
-        return out
+        return observation_layout(self.params)
 
     def close(self) -> None:
         """Nothing to release in the simulator."""
+
+
+def observation_layout(p: NetworkParams) -> dict[str, slice]:
+    """Slices of one env's flat observation by name (its size: the last slice's stop)."""
+    sizes = [("gain", p.num_bs * p.num_ue), ("interference", p.num_bs * p.num_bands),
+             ("mask", p.num_bs * p.num_bands), ("delay", p.num_ue), ("rate", p.num_ue),
+             ("prev_level", p.num_bs * p.num_bands)]
+    if p.informed:
+        sizes += [("pa_gain_offset", p.num_bs * p.num_bands), ("pa_compression", p.num_bs)]
+    out, start = {}, 0
+    for name, size in sizes:
+        out[name] = slice(start, start + size)
+        start += size
+    return out

@@ -61,6 +61,20 @@ class NetworkParams:
     penalty_sinr: float = param(0.04, "κ1, penalty per active link below γ_min", (0.0, 10.0))
     penalty_delay: float = param(0.04, "κ2, penalty per UE over D_max", (0.0, 10.0))
 
+    task_family: str = param("standard", "standard: the paper's tasks; hardware: each task also draws hidden PA gain "
+                             "offsets and compression points (docs/model.md)", choices=("standard", "hardware"))
+    informed: bool = param(False, "append the task's hidden hardware parameters (normalised) to the observation; "
+                           "needs task_family hardware", choices=(False, True))
+    pa_sdr_max_db: float = param(30.0, "SDR_max, signal-to-distortion ratio of a PA below compression in dB "
+                                 "(hardware family)", (0.0, 80.0))
+    pa_sdr_slope_db: float = param(3.0, "s, SDR lost per dB of overdrive above the compression point, in dB/dB "
+                                   "(hardware family)", (0.0, 10.0))
+
+    def __post_init__(self):
+        if self.informed and self.task_family != "hardware":
+            raise ValueError("informed: true needs task_family: hardware (the standard family has no hidden "
+                             "hardware parameters)")
+
     @property
     def level_power_dbm(self) -> list[float]:
         """Power of each level in dBm; level 0 (off) is -inf, the rest evenly spaced up to P_max."""
@@ -104,12 +118,18 @@ class TaskRanges:
     incumbent_occupancy: list = param([0.0, 0.3], "stationary on-probability of incumbents", (0.0, 0.95))
     incumbent_on_steps: list = param([10.0, 10.0], "mean on-time of incumbents in steps", (1.0, 1e6))
     incumbent_power_dbm: list = param([-85.0, -70.0], "incumbent power received when on, in dBm", (-150.0, 30.0))
+    pa_gain_offset_db: list = param([-20.0, 0.0], "o(b,k), PA gain offset per BS and band in dB (hardware family)",
+                                    (-60.0, 0.0))
+    pa_compression_dbm: list = param([10.0, 26.0], "P_c(b), PA output saturation power per BS in dBm "
+                                     "(hardware family)", (-30.0, 60.0))
 
 
 def held_out_task_ranges() -> TaskRanges:
-    """The held-out distribution: harsher propagation and denser incumbents."""
+    """The held-out distribution: harsher propagation, denser incumbents and (hardware family only) PAs
+    that compress lower."""
     return TaskRanges(
         path_loss_exponent=[4.0, 4.5],
         incumbent_occupancy=[0.3, 0.5],
         incumbent_on_steps=[20.0, 20.0],
+        pa_compression_dbm=[4.0, 14.0],
     )

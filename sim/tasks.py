@@ -1,5 +1,6 @@
 """Tasks: the per-episode random parameters of a network (geometry, propagation, traffic,
-incumbents), sampled in batches. A batch of N tasks is N independent networks."""
+incumbents and, in the hardware family, the hidden PA parameters), sampled in batches. A batch
+of N tasks is N independent networks."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,8 @@ from sim.units import dbm_to_w, w_to_dbm
 
 @dataclass(frozen=True)
 class Tasks:
-    """N sampled tasks. Every field is a tensor with leading axis N."""
+    """N sampled tasks. Every field is a tensor with leading axis N (the PA fields are None in the
+    standard family)."""
 
     bs_pos_m: torch.Tensor             # [N, B, 2]
     ue_pos_m: torch.Tensor             # [N, U, 2]
@@ -31,6 +33,8 @@ class Tasks:
     assoc: torch.Tensor                # [N, U] long, serving BS of each UE
     ue_by_rank: torch.Tensor           # [N, B, U] long, j-th UE of BS b (padded with 0)
     num_assoc: torch.Tensor            # [N, B] long, UEs associated with each BS
+    pa_gain_offset_db: torch.Tensor | None = None   # [N, B, K] o(b,k), hardware family only
+    pa_compression_dbm: torch.Tensor | None = None  # [N, B] P_c(b), hardware family only
 
     @property
     def num_envs(self) -> int:
@@ -40,11 +44,12 @@ class Tasks:
         """The tasks at ``index`` (an int, slice or index tensor) along N; keeps the N axis."""
         if isinstance(index, int):
             index = slice(index, index + 1)
-        return Tasks(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Tasks(**{name: None if v is None else v[index] for name, v in values.items()})
 
     def describe(self) -> dict:
         """Scalar task parameters per env, for ``info["task"]`` (tensors [N])."""
-        return {
+        out = {
             "path_loss_exponent": self.path_loss_exponent,
             "path_loss_ref_db": self.path_loss_ref_db,
             "shadowing_std_db": self.shadowing_std_db,
@@ -55,6 +60,10 @@ class Tasks:
             "incumbent_power_dbm": w_to_dbm(self.incumbent_power_w),
             "mean_traffic_bps": self.traffic_bps.mean(-1),
         }
+        if self.pa_gain_offset_db is not None:
+            out["mean_pa_gain_offset_db"] = self.pa_gain_offset_db.mean((1, 2))
+            out["mean_pa_compression_dbm"] = self.pa_compression_dbm.mean(-1)
+        return out
 
 
 def _uniform(gen: torch.Generator, bounds, shape, device) -> torch.Tensor:
@@ -94,7 +103,8 @@ def path_gain_db(distance_m: torch.Tensor, exponent: torch.Tensor, ref_db: torch
 
 
 def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, device="cpu") -> Tasks:
-    """Draw n tasks from the ranges ``r``."""
+    """Draw n tasks from the ranges ``r``; the hardware family draws its PA parameters last, so its
+    geometry, propagation, traffic and incumbents are those of the standard family's draw."""
     u = lambda bounds, shape=(n,): _uniform(gen, bounds, shape, device)  # noqa: E731
     exponent, ref_db = u(r.path_loss_exponent), u(r.path_loss_ref_db)
     shadow_std, rho, fade_std = u(r.shadowing_std_db), u(r.coherence).clamp(0.0, 1.0), u(r.fading_std_db)
@@ -118,10 +128,14 @@ def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, 
     member = assoc.unsqueeze(1) == torch.arange(p.num_bs, device=device).view(1, -1, 1)  # [N, B, U]
     # UEs of each BS first (in index order), others after: a stable sort on "not a member"
     ue_by_rank = torch.sort((~member).to(torch.int8), dim=-1, stable=True).indices
+    hardware = {}
+    if p.task_family == "hardware":
+        hardware = {"pa_gain_offset_db": u(r.pa_gain_offset_db, (n, p.num_bs, p.num_bands)),
+                    "pa_compression_dbm": u(r.pa_compression_dbm, (n, p.num_bs))}
     return Tasks(
         bs_pos_m=bs, ue_pos_m=ue, path_loss_exponent=exponent, path_loss_ref_db=ref_db,
         shadowing_std_db=shadow_std, coherence=rho, fading_std_db=fade_std, traffic_bps=traffic,
         incumbent_occupancy=occupancy, incumbent_on_steps=on_steps, incumbent_power_w=inc_power_w,
         gain_mean_db=gain, bs_gain_mean_db=bs_gain, assoc=assoc, ue_by_rank=ue_by_rank,
-        num_assoc=member.sum(-1),
+        num_assoc=member.sum(-1), **hardware,
     )
