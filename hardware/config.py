@@ -87,6 +87,13 @@ class HardwareConfig:
     sample_rate_range_hz: list = param([1e6, 4e6], "hard limit: [low, high] sample rate in Hz", (1e5, 1e8))
     max_amplitude: float = param(0.7, "hard limit: peak |IQ| of any TX burst relative to full scale", (0.001, 1.0))
     dry_run: bool = param(False, "build and check every burst, capture, but never transmit")
+    calibrate: bool = param(True, "at start, measure every radio's frequency offset against the first UE radio "
+                                  "and correct it where the driver can (Pluto: xo_correction)")
+    max_cfo_hz: float = param(130e3, "largest offset between two radios the start-up search covers, in Hz "
+                                     "(two ±25 ppm Plutos at 2.44 GHz: up to 122 kHz)", (0.0, 1e6))
+    max_residual_cfo_hz: float = param(50.0, "largest offset between the BS radios left after calibration, as "
+                                             "each UE radio sees them, in Hz; beyond it the run is refused",
+                                       (0.0, 1e4))
     start_bridge: bool = param(False, "backend gnuradio: start the radios' flowgraph(s) with the run on free "
                                       "127.0.0.1 ports (the entries' addresses are then unused) and stop them "
                                       "when it ends")

@@ -118,14 +118,20 @@ class PilotPlan:
             raise ValueError(f"signature must be 0 or 1, got {signature!r}")
         return (self.pilot_bins, self.pilot_phase) if signature == 0 else (self.alt_pilot_bins, self.alt_pilot_phase)
 
-    def calibration_waveform(self, power: float) -> np.ndarray:
-        """One period (complex64 [P]) of the calibration burst: total power ``power`` (mean |IQ|²,
-        full-scale units) on the irregular calibration tones."""
-        if not (np.isfinite(power) and power >= 0):
-            raise ValueError(f"power must be finite and >= 0, got {power}")
+    def calibration_tones(self, bands: np.ndarray | None = None) -> np.ndarray:
+        """The calibration bins of the bands where ``bands`` [K] is True (default: all). [C]"""
+        per_band = self.calibration_bins.reshape(self.num_bands, -1)
+        return per_band.ravel() if bands is None else per_band[np.asarray(bands, dtype=bool)].ravel()
+
+    def calibration_waveform(self, power_per_band: float, bands: np.ndarray | None = None) -> np.ndarray:
+        """One period (complex64 [P]) of the calibration burst: ``power_per_band`` (mean |IQ|²,
+        full-scale units) in each band where ``bands`` [K] is True (default: all), on the
+        irregular calibration tones."""
+        if not (np.isfinite(power_per_band) and power_per_band >= 0):
+            raise ValueError(f"power_per_band must be finite and >= 0, got {power_per_band}")
+        tones = self.calibration_tones(bands)
         spectrum = np.zeros(self.fft_size, dtype=np.complex128)
-        spectrum[self.calibration_bins] = np.sqrt(power / self.calibration_bins.size) * _newman_phases(
-            self.calibration_bins)
+        spectrum[tones] = np.sqrt(power_per_band / _CALIBRATION_TONES_PER_BAND) * _newman_phases(tones)
         return (np.fft.ifft(spectrum) * self.fft_size).astype(np.complex64)
 
     def waveform(self, tx_power: np.ndarray, signature: int = 0) -> np.ndarray:
@@ -258,10 +264,12 @@ class OffsetEstimate:
     clear: np.ndarray     # [...] bool: coherent, and exactly one whole-bin shift fits
 
 
-def estimate_offset(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, max_cfo_hz: float) -> OffsetEstimate:
+def estimate_offset(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, max_cfo_hz: float,
+                    bands: np.ndarray | None = None) -> OffsetEstimate:
     """CFO of a capture of the calibration burst, searched within ±max_cfo_hz: the fine offset
     from the period correlation, then the whole-bin shift in range whose calibration bins hold
     the most periodic energy; clear when that shift holds over 4x the runner-up's energy.
+    ``bands`` [K]: the bands the burst was sent in (default: all).
     Cost: one FFT per block and one gather per candidate shift. iq [..., N]."""
     if not (np.isfinite(max_cfo_hz) and max_cfo_hz >= 0):
         raise ValueError(f"max_cfo_hz must be finite and >= 0, got {max_cfo_hz}")
@@ -270,7 +278,7 @@ def estimate_offset(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float, max_
     bin_hz = sample_rate_hz / plan.fft_size
     max_shift = int(np.ceil(max(max_cfo_hz - bin_hz / 2, 0.0) / bin_hz))
     shifts = np.arange(-max_shift, max_shift + 1)
-    idx = (plan.calibration_bins[None, :] + shifts[:, None]) % plan.fft_size   # [S, C]
+    idx = (plan.calibration_tones(bands)[None, :] + shifts[:, None]) % plan.fft_size   # [S, C]
     energy = (np.abs(periodic[..., idx]) ** 2).sum(axis=-1)            # [..., S]
     ranked = np.sort(energy, axis=-1)
     runner_up = ranked[..., -2] if shifts.size > 1 else np.zeros(ranked.shape[:-1])

@@ -30,6 +30,16 @@ turn whose radios last saw different sets is sent twice, once per set), so whate
 block holds, it is not this burst. A stale capture is discarded and taken again
 (MAX_RECAPTURES times at most, then a ``RadioError``), and counted in ``stale_captures``.
 
+Calibration at start (``hardware.calibrate``): every BS radio in turn sends the calibration
+burst (``PilotPlan.calibration_waveform``, through the Transmitter and the safety filter, on the
+bands the noise-floor capture found free) and every UE radio measures its offset with the coarse
+search (``hardware.dsp.estimate_offset``, ±``max_cfo_hz``). Taking the first UE radio as the
+reference, every other radio whose driver can (``Radio.correct_lo``: Pluto's xo_correction, the
+mock's LO) is moved onto it; the offsets are measured again, and the run is refused (a
+``RadioError`` naming the radio and its offset) if a UE radio's common offset is beyond what the
+per-step estimator removes or its BS radios still disagree by more than ``max_residual_cfo_hz``.
+``calibration`` holds the figures per radio.
+
 A capture with I or Q at the ADC's full scale (``CLIP_LEVEL``) in more than ``CLIP_SHARE`` of its
 samples is clipped and counted in ``clipped_captures``: sensed with TX off, every band of its BSs
 counts as occupied above I_max (fail safe: the filter closes them); measured, its links keep the
@@ -48,12 +58,12 @@ import numpy as np
 import torch
 
 from hardware.config import HardwareConfig
-from hardware.dsp import BandEstimate, PilotPlan, band_power, estimate, external_power, link_sinr
+from hardware.dsp import BandEstimate, PilotPlan, band_power, estimate, estimate_offset, external_power, link_sinr
 from hardware.radio import Radio, RadioError, SafetyViolation
 from hardware.transmitter import Transmitter
 from sim.network import SimNetwork
 from sim.params import NetworkParams, TaskRanges
-from sim.safety import SafePowers
+from sim.safety import SafePowers, apply_safety_filter
 from sim.units import amplitude_to_db, db_to_lin, dbm_to_w
 
 if TYPE_CHECKING:
@@ -111,6 +121,9 @@ class MeasuredNetwork(SimNetwork):
             self.transmitter.mute_all()
             self.noise_floor = {name: band_power(self.plan, radios[name].capture(hw.capture_samples))
                                 for name in dict.fromkeys(self.bs_radio)}   # [K] full-scale units
+            self.calibration: dict[str, dict[str, float]] = {}
+            if hw.calibrate and not hw.dry_run:
+                self.calibration = self._calibrate()
 
     # --- hooks -------------------------------------------------------------------------
     def sense_external_w(self) -> torch.Tensor:
@@ -200,6 +213,69 @@ class MeasuredNetwork(SimNetwork):
                 measured[b, k] = True
         self.last_backoff_db = max(backoffs)
 
+    # --- calibration ---------------------------------------------------------------------
+    def _calibrate(self) -> dict[str, dict[str, float]]:
+        """Measure, correct and check every radio's LO offset against the first UE radio; returns
+        per radio its measured offset, the correction applied (Hz) and the residual after."""
+        bs_radios = list(dict.fromkeys(self.bs_radio))
+        ue_radios = [e.name for e in self.hw.radios_with_role("ue")]
+        ref = ue_radios[0]
+        offsets = self._measure_offsets(bs_radios, ue_radios)              # (bs, ue) -> Hz, f_bs - f_ue
+        lo_hz = {s: offsets[s, ref] for s in bs_radios}                    # relative to the reference
+        lo_hz.update({r: float(np.median([offsets[s, ref] - offsets[s, r] for s in bs_radios]))
+                      for r in ue_radios[1:]})
+        report = {name: {"offset_hz": lo_hz.get(name, 0.0), "corrected_hz": 0.0} for name in bs_radios + ue_radios}
+        for name, offset in lo_hz.items():
+            try:
+                self.radios[name].correct_lo(offset)
+            except RadioError:
+                continue                                                   # the driver cannot: checked below
+            report[name]["corrected_hz"] = offset
+        residual = self._measure_offsets(bs_radios, ue_radios)
+        edge_hz = 0.8 * self.hw.sample_rate_hz / (2 * self.plan.fft_size)
+        for r in ue_radios:
+            seen = {s: residual[s, r] for s in bs_radios}
+            common = float(np.median(list(seen.values())))
+            report[r]["residual_hz"] = -common
+            if abs(common) > edge_hz:
+                raise RadioError(f"{r}: offset {common:+.0f} Hz against the BS radios after calibration, beyond the "
+                                 f"±{edge_hz:.0f} Hz the per-step estimator removes; share a reference clock or "
+                                 "use radios whose LO can be corrected")
+            for s, value in seen.items():
+                report[s]["residual_hz"] = max(report[s].get("residual_hz", 0.0), value - common, key=abs)
+                if abs(value - common) > self.hw.max_residual_cfo_hz:
+                    raise RadioError(f"{s}: offset {value - common:+.0f} Hz from the other BS radios at {r} after "
+                                     f"calibration, more than max_residual_cfo_hz={self.hw.max_residual_cfo_hz:g}")
+        return report
+
+    def _measure_offsets(self, bs_radios: list[str], ue_radios: list[str]) -> dict[tuple[str, str], float]:
+        """The LO offset f_bs - f_ue of every BS radio at every UE radio, Hz, from calibration
+        bursts sent one BS radio at a time on the bands found free at start."""
+        p = self.params
+        shape = (1, p.num_bs, p.num_bands)
+        safe = apply_safety_filter(torch.ones(shape, dtype=torch.long), torch.zeros(shape),
+                                   torch.tensor([0.0, 1.0]), p.i_max_w)
+        weakest = min(self.radio_gain_lin[r] for r in ue_radios)
+        power_fs = self.pilot_floor_w / self.full_scale_w / weakest        # per band, pilot_snr_db above N0
+        limit = _HEADROOM * min(self.radios[s].limits.max_amplitude for s in bs_radios)
+        peak = float(np.abs(self.plan.calibration_waveform(power_fs)).max())
+        power_fs *= min(1.0, (limit / peak) ** 2) if peak > 0 else 1.0
+        out = {}
+        for s in bs_radios:
+            self.transmitter.transmit_calibration(safe, s, power_fs)
+            if self.hw.settle_s:
+                time.sleep(self.hw.settle_s)
+            for r in ue_radios:
+                found = estimate_offset(self.plan, self.radios[r].capture(self.hw.capture_samples),
+                                        self.hw.sample_rate_hz, self.hw.max_cfo_hz)
+                if not found.clear:
+                    self.transmitter.mute_all()
+                    raise RadioError(f"{r}: no clear calibration burst from {s} within ±{self.hw.max_cfo_hz:g} Hz "
+                                     "(check the cabling and link_gain_db, or raise hardware.max_cfo_hz)")
+                out[s, r] = float(found.cfo_hz)
+        self.transmitter.mute_all()
+        return out
+
     def _fresh_capture(self, name: str, fresh) -> np.ndarray:
         """A capture of radio ``name`` that ``fresh(iq)`` accepts; stale ones are counted and
         taken again, at most MAX_RECAPTURES times."""
@@ -208,8 +284,8 @@ class MeasuredNetwork(SimNetwork):
             if fresh(iq):
                 return iq
             self.stale_captures += 1
-        raise RadioError(f"{name}: {1 + MAX_RECAPTURES} captures in a row held an earlier burst (stale RX "
-                         "buffers); the radio does not deliver the present")
+        raise RadioError(f"{name}: {1 + MAX_RECAPTURES} captures in a row held no burst or an earlier one: stale "
+                         "RX buffers, or an LO offset beyond the estimator's range (hardware.calibrate)")
 
     def _holds_no_pilots(self, iq: np.ndarray) -> bool:
         """A TX-off capture: no BS's pilots (every tone of one set lit beyond a share of the

@@ -136,6 +136,11 @@ class Radio:
             self._closed = True
             self._close()
 
+    def correct_lo(self, offset_hz: float) -> None:
+        """Move this radio's LOs down by ``offset_hz``: how far above where it should be it was
+        measured (negative: below). Drivers that can override this; the others raise."""
+        raise RadioError(f"{self.name}: the {type(self).__name__} driver cannot correct its LO")
+
     @property
     def muted(self) -> bool:
         return self._muted

@@ -95,6 +95,36 @@ class Transmitter:
                 self.radios[name].send(bursts[name])
         return bursts
 
+    def transmit_calibration(self, safe: SafePowers, radio: str, power_per_band_fs: float) -> TxBurst | None:
+        """Start the calibration burst (``PilotPlan.calibration_waveform``) on ``radio`` alone, in
+        the bands the filter let every one of its BSs use (``safe`` of env 0, level > 0 where
+        asked); every other BS radio is muted. Checked against the radio's hard limits like any
+        burst; nothing is sent in dry run or when no band is open (returns None then)."""
+        if not isinstance(safe, SafePowers):
+            raise SafetyViolation(f"the Transmitter takes powers from the safety filter, got {type(safe).__name__}")
+        mine = np.array([r == radio for r in self.bs_radio])
+        if not mine.any():
+            raise ValueError(f"{radio} carries no BS")
+        power_w = safe.power_w[0].detach().cpu().numpy()[mine]          # [B_radio, K]
+        if np.any((power_w > 0) & ~safe.mask[0].cpu().numpy()[mine]):
+            raise SafetyViolation("calibration power on a band the safety mask closes")
+        bands = (power_w > 0).all(axis=0)                                 # [K]
+        for name in dict.fromkeys(self.bs_radio):
+            if name != radio:
+                self.radios[name].mute()
+        if self.dry_run or not bands.any():
+            self.radios[radio].mute()
+            return None
+        iq = self.plan.calibration_waveform(power_per_band_fs, bands)
+        target = self.radios[radio]
+        if target.settings is None:
+            raise RadioError(f"{radio}: configure() before transmitting")
+        target.limits.check_settings(target.settings)
+        target.limits.check_iq(iq)
+        burst = TxBurst(iq, cyclic=True, _key=_BURST_KEY)
+        target.send(burst)
+        return burst
+
     def mute_all(self) -> None:
         """Mute every BS radio; tries all of them and re-raises the first error."""
         first: Exception | None = None

@@ -34,6 +34,8 @@ class MockRadio(Radio):
         self._fault_countdown = 0
         self._disconnected = False
         self._previous_capture: np.ndarray | None = None
+        self.lo_error_hz = 0.0          # how far the LOs sit above the centre asked for (a crystal's error), Hz
+        self.lo_correction_hz = 0.0     # how far correct_lo moved the LOs down, Hz
 
     def inject_fault(self, kind: str, after_calls: int = 0) -> None:
         """Make the operation ``after_calls`` operations from now (configure/send/capture) fail."""
@@ -66,7 +68,14 @@ class MockRadio(Radio):
 
     def _state(self) -> dict:
         s = self.settings
-        return {"tx_lo_hz": s.center_hz, "rx_lo_hz": s.center_hz, "sample_rate_hz": s.sample_rate_hz}
+        lo_hz = s.center_hz + self.lo_error_hz - self.lo_correction_hz
+        return {"tx_lo_hz": lo_hz, "rx_lo_hz": lo_hz, "sample_rate_hz": s.sample_rate_hz}
+
+    def correct_lo(self, offset_hz: float) -> None:
+        """Move both LOs down by ``offset_hz`` (the medium shifts what a port hears by the TX-RX LO
+        difference)."""
+        self._check_open()
+        self.lo_correction_hz += float(offset_hz)
 
     # --- driver hooks -----------------------------------------------------------------
     def _configure(self, settings: RadioSettings) -> None:

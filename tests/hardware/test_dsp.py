@@ -193,7 +193,10 @@ def test_calibration_tones_are_irregular(plan):
     overlaps = [len(bins & {(b + m) % plan.fft_size for b in bins}) for m in range(1, 64)]
     assert max(overlaps) <= 4 and len(bins) == 4 * plan.num_bands
     x = plan.calibration_waveform(1e-3)
-    assert np.mean(np.abs(x) ** 2) == pytest.approx(1e-3, rel=1e-5)
+    assert np.mean(np.abs(x) ** 2) == pytest.approx(1e-3 * plan.num_bands, rel=1e-5)
+    two = plan.calibration_waveform(1e-3, bands=np.array([0, 1, 0, 0, 1], bool))
+    assert np.mean(np.abs(two) ** 2) == pytest.approx(2e-3, rel=1e-5)
+    assert set(np.flatnonzero(np.abs(np.fft.fft(two)) > 1e-3)) == set(plan.calibration_tones(np.array([0, 1, 0, 0, 1], bool)))
 
 
 @pytest.mark.parametrize("cfo_hz", [-61e3, -12.3e3, 2.5e3, 47.1e3, 118e3])

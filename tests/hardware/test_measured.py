@@ -390,3 +390,66 @@ def test_a_clipped_measurement_is_counted_and_not_measured():
         assert not (res.measured & ue0_links).any() and (res.measured & ~ue0_links).any()
     finally:
         net.close()
+
+
+# --- calibration ------------------------------------------------------------------------------
+CRYSTALS_HZ = {"bs0": 40e3, "bs1": -55e3, "bs2": 12e3, "ue0": -20e3, "ue1": 61e3}   # ±25 ppm at 2.44 GHz
+
+
+def _bench_with_crystals(errors: dict[str, float], **hardware):
+    """The mock bench's radios with LO errors, then the measured backend (which calibrates)."""
+    from hardware.measured import MeasuredNetwork
+    from testbed.backends import open_radios
+
+    config = load_config("bench_mock", {"hardware": hardware} if hardware else None)
+    hw, p = config.hardware, config.network
+    plan = hw.pilot_plan(p.num_bs, p.num_bands)
+    radios, scene = open_radios(hw, "mock", p, plan, seed=0)
+    for name, error in errors.items():
+        radios[name].lo_error_hz = error
+    return MeasuredNetwork(p, config.task_ranges, 1, hw, radios, scene=scene, plan=plan)
+
+
+def _sinr_errors_db(net, steps: int = 6) -> torch.Tensor:
+    net.reset(seed=7)
+    errors = []
+    for t in range(steps):
+        res = net.step(random_levels(t))
+        analytic, _ = SimNetwork.link_sinr(net, res.safe, res.served_ue, res.gain_db, res.external_w)
+        act = res.measured & res.active
+        errors.append((10 * torch.log10(res.sinr_lin[act] / analytic[act])).abs())
+    return torch.cat(errors)
+
+
+def test_calibration_puts_radios_tens_of_khz_apart_onto_one_frequency():
+    net = _bench_with_crystals(CRYSTALS_HZ)
+    try:
+        cal = net.calibration
+        ue0 = CRYSTALS_HZ["ue0"] - 300.0               # the reference as the BS radios see it (link CFO 300 Hz)
+        for name in ("bs0", "bs1", "bs2"):
+            assert cal[name]["offset_hz"] == pytest.approx(CRYSTALS_HZ[name] - ue0, abs=2.0)
+            assert abs(cal[name]["residual_hz"]) < 2.0
+        assert abs(cal["ue1"]["residual_hz"]) < 2.0
+        errors = _sinr_errors_db(net)
+        assert errors.numel() > 20 and errors.median() < 0.3
+    finally:
+        net.close()
+    uncalibrated = _bench_with_crystals(CRYSTALS_HZ, calibrate=False)
+    try:                                               # what the calibration is for: pilots off their bins
+        with pytest.raises(RadioError, match="no burst or an earlier one"):
+            _sinr_errors_db(uncalibrated)
+    finally:
+        uncalibrated.close()
+
+
+def test_a_bench_whose_offsets_cannot_be_corrected_is_refused(monkeypatch):
+    from hardware.emulated.mock import MockRadio
+
+    def cannot(self, offset_hz):
+        raise RadioError(f"{self.name}: cannot correct its LO")
+    monkeypatch.setattr(MockRadio, "correct_lo", cannot)
+    with pytest.raises(RadioError, match=r"bs1: offset [+-]\d+ Hz from the other BS radios"):
+        _bench_with_crystals({"bs1": 400.0})
+    with pytest.raises(RadioError, match="beyond the"):
+        _bench_with_crystals({"ue0": 5e3})
+    assert _bench_with_crystals({"bs1": 20.0}).calibration["bs1"]["corrected_hz"] == 0.0   # within tolerance
