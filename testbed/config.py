@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from sim.network import observation_layout
 from sim.params import NetworkParams, TaskRanges, held_out_task_ranges, param
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -337,9 +338,8 @@ def _merge(base: dict, extra: dict, path: str = "") -> dict:
 
 
 def observation_size(p: NetworkParams) -> int:
-    """Values in one env's observation: gains B·U, interference, mask and previous levels B·K each,
-    delay and rate U each (the layout of ``sim.network.SimNetwork.obs_layout``)."""
-    return p.num_bs * p.num_ue + 3 * p.num_bs * p.num_bands + 2 * p.num_ue
+    """Values in one env's observation (``sim.network.observation_layout``)."""
+    return list(observation_layout(p).values())[-1].stop
 
 
 def check_sizes(config: Config) -> None:
@@ -349,16 +349,17 @@ def check_sizes(config: Config) -> None:
     p, a, n = config.network, config.agent, config.env.num_envs
     b, u, k, levels, t = p.num_bs, p.num_ue, p.num_bands, p.num_levels, p.episode_steps
     obs = observation_size(p)
-    rnn_in = obs + b * k * levels + 2            # the recurrent policy's input size (obs, one-hot action, r, done)
+    rnn_in = obs + b * k * levels + 3            # the recurrent policy's input (obs, one-hot action, r, done, step)
     sizes = [
         ("the step's link tensors", "env.num_envs·B·K·(B+U)", n * b * k * (b + u), ""),
         ("the MLP policy's input layer", "agent.hidden_size·obs", a.hidden_size * obs, ""),
-        ("the recurrent policy's input layer", "3·agent.recurrent.hidden_size·(obs+B·K·L+2)",
+        ("the recurrent policy's input layer", "3·agent.recurrent.hidden_size·(obs+B·K·L+3)",
          3 * a.recurrent.hidden_size * rnn_in, ""),
         ("the PPO/MAML rollout storage",
-         "network.episode_steps·max(agent.ppo.rollout_episodes, agent.maml.query_episodes)·env.num_envs·obs",
-         t * max(a.ppo.rollout_episodes, a.maml.query_episodes) * n * obs, ""),
-        ("the RL² rollout storage", "network.episode_steps·env.num_envs·(obs+B·K·L+2)", t * n * rnn_in, ""),
+         "network.episode_steps·max(agent.ppo.rollout_episodes, agent.maml.support_episodes, "
+         "agent.maml.query_episodes)·env.num_envs·obs",
+         t * max(a.ppo.rollout_episodes, a.maml.support_episodes, a.maml.query_episodes) * n * obs, ""),
+        ("the RL² rollout storage", "network.episode_steps·env.num_envs·(obs+B·K·L+3)", t * n * rnn_in, ""),
     ]
     for name, formula, value in (("greedy", "L·env.num_envs·B²·K", levels * n * b * b * k),
                                  ("oracle", "L^B·env.num_envs·B²·K", levels ** b * n * b * b * k)):
