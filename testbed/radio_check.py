@@ -47,6 +47,14 @@ def report(net: MeasuredNetwork, seed: int) -> str:
            f"{hw.sample_rate_hz / 1e6:.3f} MS/s, {p.num_bands} bands, dry_run={hw.dry_run}",
            _table(f"noise floor at the BS radios (dBm, network-referred; N0 = {p.noise_dbm:.1f} dBm)",
                   names, [[f"{v:.1f}" for v in row] for row in floor_dbm])]
+    if net.calibration:
+        rows = [f"  {name:<8} {c['offset_hz']:>+12.1f} {c['corrected_hz']:>+12.1f} {c.get('residual_hz', 0.0):>+12.1f}"
+                for name, c in net.calibration.items()]
+        out.append("frequency calibration against the first UE radio (Hz: offset measured, correction applied, "
+                   "residual after)\n" + f"  {'radio':<8} {'offset':>12} {'corrected':>12} {'residual':>12}\n"
+                   + "\n".join(rows))
+    else:
+        out.append("frequency calibration: off (hardware.calibrate: false, or dry run)")
     net.reset(seed=seed)
     external = net.state.external_w[0].cpu().numpy()                  # [B, K]
     masked = ~net.mask()[0].cpu().numpy()                             # with TX off the map is X

@@ -59,3 +59,15 @@ def test_check_fails_cleanly_when_a_radio_times_out(monkeypatch, capsys):
 def test_missing_config_argument_is_a_usage_error():
     with pytest.raises(SystemExit):
         run(["radio", "check"])
+
+
+def test_check_prints_the_frequency_calibration_of_every_radio(capsys):
+    """bench_mock's UE radios hear the BS radios 300 Hz and -150 Hz off: the BS radios are moved
+    300 Hz down onto ue0, ue1 450 Hz down onto them, and what is left is printed per radio."""
+    assert run(["radio", "check", "--config", "bench_mock"]) == 0
+    table = capsys.readouterr().out.split("frequency calibration")[1].split("\n\n")[0]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in table.splitlines()[2:]}
+    assert set(rows) == {"bs0", "bs1", "bs2", "ue0", "ue1"}
+    assert rows["bs1"][:2] == pytest.approx([300.0, 300.0], abs=2.0)
+    assert rows["ue1"][:2] == pytest.approx([450.0, 450.0], abs=2.0)
+    assert all(abs(r[2]) < 2.0 for r in rows.values())
