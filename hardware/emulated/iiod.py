@@ -684,16 +684,17 @@ def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime:
 
 def serve_bench(hw: HardwareConfig, params: NetworkParams, host: str = "127.0.0.1", realtime: bool = False,
                 seed: int = 0, ideal: bool = False, crystal_ppm: float = 25.0,
-                calibration_ppm: float | None = 0.1) -> tuple[list[IIODEmulator], HardwareConfig]:
+                calibration_ppm: float | None = None) -> tuple[list[IIODEmulator], HardwareConfig]:
     """Emulate the radios of a bench config: one Pluto per radio entry, all on one medium set as
     the mock bench's (``hardware.emulated.scene.TaskScene``): N0 in every band at the radios' samples under
     ``full_scale_dbm``, and each UE radio hearing the BS radios with its ``link_gain_db``.
 
     Each Pluto's crystal error is drawn (seeded) uniformly from ±``crystal_ppm`` (0 when ideal).
-    A bench's owner measures each Pluto once and stores its reference in the Pluto's
-    ``xo_correction`` (it boots with it): each boots with xo_correction = its crystal's frequency
-    within ±``calibration_ppm`` (None: uncalibrated, all boot at the nominal 40 MHz, and two
-    Plutos sit up to 2·crystal_ppm apart, ~120 kHz at 2.4 GHz, far beyond the pilots' ±fs/(2P)).
+    By default (``calibration_ppm`` None) every Pluto boots at the nominal 40 MHz reference, so two
+    sit up to 2·crystal_ppm apart (~120 kHz at 2.4 GHz, far beyond the pilots' ±fs/(2P)) and the
+    measured backend's start-up calibration must find and correct them. With ``calibration_ppm``
+    each boots with xo_correction = its crystal's frequency within ±calibration_ppm, as a bench
+    whose owner stored each Pluto's measured reference.
 
     Returns the started emulators and ``hw`` with every radio's uri pointing at its emulator.
     """

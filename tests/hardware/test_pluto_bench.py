@@ -248,3 +248,16 @@ def test_emulator_killed_mid_adapt_ends_with_saved_data_and_exit_3(checkpoint, t
     assert "radio backend failed during episode" in err and any(u in err for u in uris)
     rows = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert 1 <= len(rows) < 50 and rows[0]["episode"] == 0
+
+
+def test_plutos_with_25_ppm_crystals_are_calibrated_onto_one_frequency(pluto_net):
+    """The emulated Plutos boot with crystals drawn from ±25 ppm, uncorrected (tens of kHz apart
+    at 2.44 GHz): the backend's start-up calibration finds the offset and writes the BS Pluto's
+    xo_correction, leaving a residual the per-step estimator does not notice."""
+    b, net = pluto_net
+    bs, ue = b.emulators
+    apart_hz = (bs.crystal_ppm - ue.crystal_ppm) * 1e-6 * net.hw.center_hz
+    assert abs(apart_hz) > 2e3                                      # beyond the estimator's ±977 Hz
+    cal = net.calibration["bs0"]
+    assert cal["offset_hz"] == pytest.approx(apart_hz, abs=50.0)
+    assert cal["corrected_hz"] == cal["offset_hz"] and abs(cal["residual_hz"]) < 20.0
