@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from hardware.addresses import is_loopback
 from hardware.drivers.pluto import check_pluto_settings
 from hardware.dsp import PilotPlan
-from hardware.gnuradio_bridge.curve import is_loopback
 from hardware.radio import RadioSettings, TxLimits
 from sim.params import param
 from sim.safety import SafetyViolation

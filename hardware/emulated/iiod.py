@@ -67,7 +67,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
-import ipaddress
 import select
 import signal
 import socket
@@ -80,11 +79,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hardware.addresses import is_loopback
 from hardware.config import HardwareConfig
 from hardware.drivers.pluto import RX_FULL_SCALE, TX_FULL_SCALE
 from hardware.emulated.medium import RfMedium
-from hardware.emulated.pluto_model import (LIBIIO_VERSION, RX_OVERFLOW, TX_UNDERFLOW, XO_NOMINAL_HZ, AttrError,
-                                           PlutoModel)
+from hardware.emulated.pluto_model import (
+    LIBIIO_VERSION,
+    RX_OVERFLOW,
+    TX_UNDERFLOW,
+    XO_NOMINAL_HZ,
+    AttrError,
+    PlutoModel,
+)
 from hardware.emulated.scene import TaskScene
 from sim.params import NetworkParams
 from sim.units import db_to_amplitude
@@ -146,13 +152,6 @@ def _length(text: str) -> int:
     return int(text, 10)
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _peer_closed(conn: socket.socket) -> bool:
     """Whether the client has hung up (even with commands of its own still unread)."""
     poller = select.poll()
@@ -192,7 +191,7 @@ class IIODEmulator:
         self.host = host
         self._listener = socket.create_server((host, port))
         self.port = self._listener.getsockname()[1]
-        if not _is_loopback(host):
+        if not is_loopback(host):
             message = (f"IIOD emulator {name!r} listens on {host}:{self.port}, beyond loopback: "
                        "anyone who can reach that port can drive the emulated radio")
             print(f"WARNING: {message}", file=sys.stderr, flush=True)

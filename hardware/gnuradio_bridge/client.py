@@ -42,7 +42,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import zmq
 
-from hardware.gnuradio_bridge.curve import ClientKeys, is_loopback
+from hardware.addresses import is_loopback
+from hardware.gnuradio_bridge.curve import ClientKeys
 from hardware.radio import RadioError, RadioSettings, RadioTimeout
 
 __all__ = ["Bridge", "REPLY_SCHEMA", "TAG_HEADER", "endpoint_host", "parse_rx_message"]

@@ -7,7 +7,6 @@ encrypts (ZMQ CURVE); without them every address must be loopback.
 """
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 import zmq
@@ -15,17 +14,7 @@ import zmq.auth
 
 from hardware.radio import RadioError
 
-__all__ = ["ClientKeys", "is_loopback"]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether host (an IP address or 'localhost') is loopback; names and interfaces are not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["ClientKeys"]
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ class NoUsrpError(RuntimeError):
 
 
 def is_loopback(host: str) -> bool:
-    """Whether host (an IP address or 'localhost') is loopback; names and interfaces are not."""
+    """Whether host (an IP address or 'localhost') is loopback; names and interfaces are not.
+    (The project's is ``hardware.addresses.is_loopback``; this file imports nothing of it.)"""
     if host == "localhost":
         return True
     try:

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import urlsplit
 
+from hardware.addresses import is_loopback
 from hardware.config import HardwareConfig, RadioEntry
-from hardware.gnuradio_bridge.curve import is_loopback
 from hardware.radio import RadioError
 
 __all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "entry_ports",
