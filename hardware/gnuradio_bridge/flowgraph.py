@@ -500,17 +500,26 @@ class UhdGraph(BridgeGraph):
         for name in self.settings:
             self.configure(name, dict(self.settings[name]))
 
+    def _ranges(self, key: str) -> list:
+        """The USRP's own ranges (UHD meta ranges) for a setting, one per device it applies to."""
+        devices = [d for d in (self.usrp_sink, self.usrp_source) if d is not None]
+        if key in ("tx_gain_db", "rx_gain_db"):
+            dev = self.usrp_sink if key == "tx_gain_db" else self.usrp_source
+            return [] if dev is None else [dev.get_gain_range(0)]
+        if key == "center_hz":
+            return [d.get_freq_range(0) for d in devices]
+        if key == "sample_rate_hz":
+            return [d.get_samp_rates() for d in devices]
+        if key == "bandwidth_hz":
+            return [d.get_bandwidth_range(0) for d in devices]
+        return []
+
     def configure(self, name: str, values: dict) -> None:
         for key, value in values.items():
-            dev_range = None
-            if key in ("tx_gain_db", "rx_gain_db"):
-                dev = self.usrp_sink if key == "tx_gain_db" else self.usrp_source
-                if dev is None:
-                    continue
-                dev_range = dev.get_gain_range(0)
-            if dev_range is not None and not dev_range.start() <= value <= dev_range.stop():
-                raise ControlError(f"{key}={value} is outside the USRP's range "
-                                   f"[{dev_range.start()}, {dev_range.stop()}] dB (UHD would clip it)")
+            for dev_range in self._ranges(key):
+                if not dev_range.start() <= value <= dev_range.stop():
+                    raise ControlError(f"{key}={value:g} is outside the USRP's range "
+                                       f"[{dev_range.start():g}, {dev_range.stop():g}] (as the device reports it)")
         super().configure(name, values)
         for dev in (self.usrp_sink, self.usrp_source):
             if dev is None:
@@ -518,14 +527,29 @@ class UhdGraph(BridgeGraph):
             s = self.settings[name]
             if "center_hz" in values:
                 dev.set_center_freq(s["center_hz"], 0)
+                self._check_coerced("center_hz", s["center_hz"], dev.get_center_freq(0))
+                self._check_lo_locked(dev)
             if "sample_rate_hz" in values:
                 dev.set_samp_rate(s["sample_rate_hz"])
+                self._check_coerced("sample_rate_hz", s["sample_rate_hz"], dev.get_samp_rate())
             if "bandwidth_hz" in values:
                 dev.set_bandwidth(s["bandwidth_hz"], 0)
         if self.usrp_sink is not None and "tx_gain_db" in values:
             self.usrp_sink.set_gain(self.settings[name]["tx_gain_db"], 0)
         if self.usrp_source is not None and "rx_gain_db" in values:
             self.usrp_source.set_gain(self.settings[name]["rx_gain_db"], 0)
+
+    @staticmethod
+    def _check_coerced(key: str, want: float, got: float) -> None:
+        """UHD coerces rates and frequencies to what the device can do: refuse beyond 1 ppm."""
+        if abs(got - want) > 1e-6 * abs(want):
+            raise ControlError(f"{key}={want:.0f} was coerced by the USRP to {got:.3f}; pick a value the device "
+                               "can set exactly")
+
+    @staticmethod
+    def _check_lo_locked(dev) -> None:
+        if "lo_locked" in dev.get_sensor_names(0) and not dev.get_sensor("lo_locked", 0).to_bool():
+            raise ControlError("the USRP's LO did not lock after tuning (sensor lo_locked is false)")
 
     def _apply_gate(self, name: str) -> None:  # the USRP applies the TX gain itself
         self.gates[name].set_k(1.0 if self.tx_enabled[name] else 0.0)

@@ -361,3 +361,57 @@ def _alive(pid: int) -> bool:
             return fh.read().split(")")[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+UHD_CHECKS = r'''
+import sys, types
+sys.path.insert(0, sys.argv[1])
+import flowgraph as fg
+
+class Range:
+    def __init__(self, lo, hi): self.lo, self.hi = lo, hi
+    def start(self): return self.lo
+    def stop(self): return self.hi
+
+class Sensor:
+    def __init__(self, value): self.value = value
+    def to_bool(self): return self.value
+
+class FakeUsrp:                      # what gr-uhd's usrp_source/usrp_sink report, for a B200-like device
+    locked = True
+    def get_gain_range(self, chan): return Range(0.0, 76.0)
+    def get_freq_range(self, chan): return Range(70e6, 6e9)
+    def get_samp_rates(self): return Range(200e3, 56e6)
+    def get_bandwidth_range(self, chan): return Range(200e3, 56e6)
+    def get_sensor_names(self, chan): return ["lo_locked"]
+    def get_sensor(self, name, chan): return Sensor(self.locked)
+
+graph = types.SimpleNamespace(usrp_sink=FakeUsrp(), usrp_source=FakeUsrp())
+def refused(call):
+    try:
+        call()
+    except fg.ControlError as err:
+        return str(err)
+    return ""
+print([(r.start(), r.stop()) for key in ("center_hz", "sample_rate_hz", "rx_gain_db")
+       for r in fg.UhdGraph._ranges(graph, key)])
+print(refused(lambda: fg.UhdGraph._check_coerced("sample_rate_hz", 2e6, 2e6 * (1 + 5e-6))))
+print(refused(lambda: fg.UhdGraph._check_coerced("sample_rate_hz", 2e6, 2e6 * (1 + 5e-7))))
+unlocked = FakeUsrp(); unlocked.locked = False
+print(refused(lambda: fg.UhdGraph._check_lo_locked(unlocked)))
+print(refused(lambda: fg.UhdGraph._check_lo_locked(FakeUsrp())))
+'''
+
+
+def test_uhd_mode_refuses_what_the_usrp_reports_it_cannot_do(tmp_path):
+    """The uhd flowgraph's checks, on a fake of gr-uhd's device objects (no USRP here): ranges as
+    the device reports them, a coerced rate beyond 1 ppm refused, an LO that did not lock refused."""
+    script = tmp_path / "uhd_checks.py"
+    script.write_text(UHD_CHECKS)
+    done = subprocess.run([GNURADIO_PYTHON, str(script), str(FLOWGRAPH.parent)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    outside, coerced, exact, unlocked, locked = done.stdout.splitlines()
+    assert outside == str([(70e6, 6e9), (70e6, 6e9), (200e3, 56e6), (200e3, 56e6), (0.0, 76.0)])
+    assert "coerced by the USRP" in coerced and exact == ""
+    assert "did not lock" in unlocked and locked == ""
