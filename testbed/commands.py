@@ -1,7 +1,8 @@
 """The handlers of the `testbed` subcommands (`demo`, `train`, `adapt`, `evaluate`, `reproduce`)
 and their argument parsers; errors of a run become a message and an exit status.
 
-Exit status: 0 done (also a training whose run folder has all its episodes done), 2 bad input
+Exit status: 0 done (also a training whose run folder has all its episodes done), 1 jobs of a
+`reproduce --cluster` run failed (named in its results.md), 2 bad input
 (an option out of range, a config error, a run folder that cannot continue as asked, such as
 ``--episodes`` fewer than the episodes done), 3 the radio backend failed (``EXIT_BACKEND``),
 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM. A stopped train, adapt or reproduce
@@ -25,7 +26,7 @@ from testbed.checkpoint import CheckpointError, load_checkpoint, read_metrics
 from testbed.config import Config, EnvConfig, RunConfig, load_config
 from testbed.demo import run_demo
 from testbed.metrics import TABLE_KEYS
-from testbed.reproduce import reproduce
+from testbed.reproduce import JobsFailed, reproduce
 from testbed.runner import (EXIT_BACKEND, RADIO_ERRORS, BackendFailure, Interrupted, StopSignals, adapt,
                             evaluate, signal_exit_status, train)
 from testbed.tracking import TRACKERS, TrackingError
@@ -184,9 +185,22 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def cluster_address(text: str) -> str:
+    """An argparse type: 'auto' or HOST:PORT (port 1-65535), else a one-line error."""
+    host, _, port = text.rpartition(":")
+    if text == "auto" or (host and port.isdigit() and 1 <= int(port) <= 65535):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is not a Ray address; allowed: auto or HOST:PORT (port 1-65535)")
+
+
 def _cmd_reproduce(args) -> int:
-    out = reproduce(args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out, workers=args.workers,
-                    command=args.argv)
+    try:
+        out = reproduce(args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out, workers=args.workers,
+                        command=args.argv, cluster=args.cluster)
+    except JobsFailed as err:
+        print(f"error: {err}; their errors are in {err.out / 'results.md'} and {err.out / 'logs'}; "
+              f"rerun to retry them: {shlex.join(['testbed', *args.argv])}", file=sys.stderr)
+        return 1
     print(f"results: {out}")
     return 0
 
@@ -280,8 +294,12 @@ def add_commands(subparsers) -> None:
     p.add_argument("--config", default="paper", help=config_help)
     p.add_argument("--quick", action="store_true", help="a small version that finishes in minutes")
     p.add_argument("--seeds", type=bounded(1, MAX_SEEDS), default=3, help="seeds (default: 3)")
-    p.add_argument("--workers", type=bounded(1, MAX_WORKERS), default=None,
-                   help="parallel processes (default: one per core)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=bounded(1, MAX_WORKERS), default=None,
+                       help="parallel processes (default: one per core)")
+    where.add_argument("--cluster", type=cluster_address, default=None, metavar="auto|ADDRESS",
+                       help="run every job as a task on the Ray cluster at ADDRESS (HOST:PORT of its head) or the "
+                            "one started on this machine (auto); extra 'cluster', see docs/cluster.md")
     p.add_argument("--out", default=None, help="results folder (default: <run.out_dir>/reproduce[-quick]); "
                                                "a rerun resumes the unfinished runs in it")
     p.set_defaults(func=_guarded(_cmd_reproduce))

@@ -5,7 +5,9 @@ run the reference policies on the same distribution; then adapt on the held-out 
 (each lane keeps one task) for 20 episodes: the three meta-learners, PPO fine-tuned from its
 multi-task policy and PPO from scratch, beside the reference policies on the same tasks; and a
 baseline-strength check, PPO on one fixed task with a throughput-only reward against the
-per-band oracle. Jobs run in parallel processes; a rerun resumes unfinished trainings.
+per-band oracle. Jobs run in parallel processes, or as tasks on a Ray cluster (``cluster``:
+``testbed.cluster``, where a job that fails is named in ``failed_jobs`` and the run goes on); a
+rerun resumes unfinished trainings.
 Ctrl-C (SIGINT) or SIGTERM drops the queued jobs and stops the running trainings and
 adaptations after their episode in progress, with a checkpoint; the results folder gets a
 ``provenance.json``.
@@ -18,6 +20,7 @@ seeds, and as fractions of the oracle), ``adaptation.csv/.md/.png``, ``summary.j
 """
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -130,6 +133,40 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, StopSignals.note)
 
 
+class _Pool:
+    """The local process pool behind ``submit``: a job's error ends the run."""
+
+    job_errors = ()
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_worker_init)
+
+    def submit(self, name: str, job, *args):
+        return self.pool.submit(job, *args)
+
+    def running(self, pending) -> int:
+        return sum(fut.running() for fut in pending)
+
+    def stop(self, pending) -> None:
+        _stop_jobs(pending)
+
+    def __enter__(self) -> "_Pool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown()
+
+
+def _executor(workers: int, cluster: str | None, out: Path):
+    """The local pool, or a connection to the Ray cluster at ``cluster`` ('auto' or HOST:PORT)."""
+    if cluster is None:
+        return _Pool(workers)
+    from testbed.cluster import Cluster          # Ray is imported only here
+    return Cluster(cluster, out)
+
+
 def _stop_jobs(pending: dict) -> None:
     """Cancel the jobs not started yet and ask every worker to stop: running trainings and adaptations
     stop after their episode in progress, with a checkpoint; a job that starts later ends at once."""
@@ -150,13 +187,14 @@ def _trained_policy(run_dir: Path) -> dict:
 
 # orchestration ------------------------------------------------------------------------------
 def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | None = None,
-              workers: int | None = None, command: list[str] | None = None) -> Path:
+              workers: int | None = None, command: list[str] | None = None, cluster: str | None = None) -> Path:
     """Run the whole experiment; returns the results folder. ``command``: the command line recorded
-    in provenance.json (default: this process's). A stop signal raises ``runner.Interrupted``."""
+    in provenance.json (default: this process's); ``cluster``: run the jobs on the Ray cluster at
+    that address instead of a local pool. A stop signal raises ``runner.Interrupted``."""
     config = load_config(source, QUICK if quick else None)
     plan = Plan(config, quick, num_seeds)
     out = Path(out_dir or Path(config.run.out_dir) / ("reproduce-quick" if quick else "reproduce"))
-    runs = out / "runs"
+    runs = out.resolve() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     cfg = to_dict(config)
     clock = time.perf_counter()
@@ -164,45 +202,81 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
     train_dirs = {s: {a: str(runs / f"train-{a}-seed{s}") for a in AGENTS} for s in range(num_seeds)}
     cost = {"rnn_attention": 4, "rnn": 3, "maml": 2, "ppo": 2}          # longest first
     total = num_seeds * (len(AGENTS) * plan.train_episodes + 4)
-    ctx = multiprocessing.get_context("spawn")
     with provenance.recorded(out, command, config.env.device), \
             StopSignals("stopping: the running trainings finish their episode and save a checkpoint") as stop, \
-            ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool, \
+            _executor(workers, cluster, out) as pool, \
             tqdm(total=total, desc="reproduce", unit="ep") as bar:
+        workers = pool.workers
         pending = {}
+
+        def submit(kind: str, s: int, name: str, job, *args) -> None:
+            pending[pool.submit(name, job, *args)] = (kind, s, name)
+
         for agent in sorted(AGENTS, key=lambda a: -cost[a]):
             for s in range(num_seeds):
-                pending[pool.submit(_job_train, cfg, agent, s, train_dirs[s][agent])] = ("train", s)
+                submit("train", s, f"train-{agent}-seed{s}", _job_train, cfg, agent, s, train_dirs[s][agent])
         for s in range(num_seeds):
-            pending[pool.submit(_job_references, cfg, s, plan.reference_episodes, str(runs / f"reference-seed{s}"),
-                                "train", config.env.episodes_per_task)] = ("other", s)
-            pending[pool.submit(_job_references, cfg, s, plan.adapt_episodes, str(runs / f"reference-test-seed{s}"),
-                                "test", plan.adapt_episodes)] = ("other", s)
-            pending[pool.submit(_job_fixed, cfg, s, plan.fixed_episodes, str(runs / f"fixed-ppo-seed{s}"))] = ("other", s)
+            submit("other", s, f"reference-seed{s}", _job_references, cfg, s, plan.reference_episodes,
+                   str(runs / f"reference-seed{s}"), "train", config.env.episodes_per_task)
+            submit("other", s, f"reference-test-seed{s}", _job_references, cfg, s, plan.adapt_episodes,
+                   str(runs / f"reference-test-seed{s}"), "test", plan.adapt_episodes)
+            submit("other", s, f"fixed-ppo-seed{s}", _job_fixed, cfg, s, plan.fixed_episodes,
+                   str(runs / f"fixed-ppo-seed{s}"))
         trained = {s: 0 for s in range(num_seeds)}
-        others = 0
+        others, failed = 0, {}
         try:
             while pending:
                 if stop.signal_name is not None:
                     raise Interrupted(out, stop.signal_name)
                 done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    kind, s = pending.pop(fut)
-                    fut.result()
+                    kind, s, name = pending.pop(fut)
+                    try:
+                        fut.result()
+                    except pool.job_errors as err:
+                        failed[name] = pool.describe(err)
+                        continue
                     if kind == "train":
                         trained[s] += 1
                         if trained[s] == len(AGENTS):
-                            pending[pool.submit(_job_adapt, cfg, s, plan.adapt_episodes, train_dirs[s], str(runs))] = ("other", s)
+                            submit("other", s, f"adapt-seed{s}", _job_adapt, cfg, s, plan.adapt_episodes,
+                                   train_dirs[s], str(runs))
                     else:
                         others += 1
                 lines = sum(_count_lines(Path(d) / "metrics.jsonl") for s in train_dirs for d in train_dirs[s].values())
                 bar.n = lines + others
+                bar.set_postfix_str(f"jobs done {sum(trained.values()) + others}, "
+                                    f"running {pool.running(pending)}, failed {len(failed)}", refresh=False)
                 bar.refresh()
         except Interrupted as err:
-            _stop_jobs(pending)
+            pool.stop(pending)
             raise Interrupted(out, err.signal_name) from None
     wall_s = time.perf_counter() - clock
-    write_outputs(out, collect(out, plan, config, wall_s, workers))
+    if failed:
+        failed.update({f"adapt-seed{s}": "not run: a training of its seed failed"
+                       for s, n in trained.items() if n < len(AGENTS)})
+        raise JobsFailed(_report_failures(out, plan, failed), failed)
+    write_outputs(out, {**collect(out, plan, config, wall_s, workers), "failed_jobs": {}})
+    return out
+
+
+class JobsFailed(RuntimeError):
+    """Jobs of a cluster run failed (``failed``: job name -> why); the others finished in ``out``."""
+
+    def __init__(self, out: Path, failed: dict[str, str]):
+        super().__init__(f"{len(failed)} jobs failed: {', '.join(failed)}")
+        self.out, self.failed = out, failed
+
+
+def _report_failures(out: Path, plan: Plan, failed: dict[str, str]) -> Path:
+    """``summary.json`` and ``results.md`` of a run with failed jobs: their names and errors, no figures."""
+    (out / "summary.json").write_text(json.dumps({"quick": plan.quick, "seeds": plan.num_seeds,
+                                                  "failed_jobs": failed}, indent=1))
+    lines = ["# Results: incomplete, jobs failed", "",
+             "These jobs failed, so no figures or tables were made; the finished runs are kept in runs/. "
+             "Rerun the same command to run the failed jobs again (finished trainings and adaptations are not repeated).", "",
+             "| job | error |", "|---|---|", *[f"| {name} | {why.replace('|', '/')} |" for name, why in failed.items()], ""]
+    (out / "results.md").write_text("\n".join(lines))
     return out
 
 
