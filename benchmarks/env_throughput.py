@@ -2,16 +2,23 @@
 stepped in a Python loop, measured in the same run. Prints one JSON line.
 
 Each figure runs in its own child process so its peak memory (max RSS) is its own.
-Usage: python benchmarks/env_throughput.py [--steps 200] [--device cpu]
+``--against REF`` instead measures the git revision REF (exported to a temporary folder, removed
+afterwards) beside the working tree: the vector env and the simulator's step alone at each N, the two
+trees interleaved (A, B, A, B, ...) ``--rounds`` times, medians and their ratio (working tree / REF).
+Usage: python benchmarks/env_throughput.py [--steps 200] [--device cpu] [--against HEAD~1 --rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,6 +42,27 @@ def vector_rate(num_envs: int, steps: int, device: str) -> dict:
     return {"env_steps_per_s": num_envs * steps / elapsed}
 
 
+def sim_rate(num_envs: int, steps: int, device: str) -> dict:
+    """The simulator's step alone (``SimNetwork.step``, no observation, no info)."""
+    from testbed.config import load_config
+    from testbed.env import make_network
+
+    net = make_network(load_config("paper"), num_envs, device)
+    gen = torch.Generator().manual_seed(0)
+    pool = [torch.randint(0, 4, (num_envs, 3, 5), generator=gen).to(net.device) for _ in range(16)]
+    net.reset(seed=0)
+    for i in range(10):
+        net.step(pool[i % 16])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(steps):
+        net.step(pool[i % 16])
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return {"env_steps_per_s": num_envs * steps / (time.perf_counter() - start)}
+
+
 def loop_rate(num_envs: int, steps: int) -> dict:
     from testbed.env import SpectrumEnv
 
@@ -52,18 +80,63 @@ def loop_rate(num_envs: int, steps: int) -> dict:
 
 
 def child(kind: str, num_envs: int, steps: int, device: str) -> None:
+    import testbed
+
     torch.set_num_threads(torch.get_num_threads())
-    out = vector_rate(num_envs, steps, device) if kind == "vector" else loop_rate(num_envs, steps)
+    if kind == "vector":
+        out = vector_rate(num_envs, steps, device)
+    elif kind == "sim":
+        out = sim_rate(num_envs, steps, device)
+    else:
+        out = loop_rate(num_envs, steps)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["tree"] = str(Path(testbed.__file__).resolve().parents[1])
     print(json.dumps(out))
 
 
-def run_child(kind: str, num_envs: int, steps: int, device: str) -> dict:
+def run_child(kind: str, num_envs: int, steps: int, device: str, tree: Path | None = None) -> dict:
+    """One figure in a fresh process; with ``tree``, the project is imported from that folder."""
     cmd = [sys.executable, __file__, "--child", kind, str(num_envs), "--steps", str(steps), "--device", device]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(tree)] + [p for p in [env.get("PYTHONPATH")] if p])
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} N={num_envs} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if tree is not None and Path(result["tree"]) != tree.resolve():
+        raise RuntimeError(f"the child imported the project from {result['tree']}, not from {tree}")
+    return result
+
+
+def export_revision(ref: str, dest: Path) -> None:
+    """The files of git revision ``ref`` of this repository, written into ``dest`` (git's own state untouched)."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", ref], capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"--against: git cannot export revision {ref!r}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+
+
+def against(ref: str, sizes: list[int], steps: int, rounds: int, device: str) -> dict:
+    """Median env-steps/s of REF and of the working tree, measured interleaved, and their ratio."""
+    repo = Path(__file__).resolve().parents[1]
+    result = {"device": device, "config": "paper", "threads": torch.get_num_threads(), "against": ref,
+              "rounds": rounds}
+    with tempfile.TemporaryDirectory(prefix="env_throughput_ref_") as tmp:
+        export_revision(ref, Path(tmp))
+        for kind in ("sim", "vector"):
+            for n in sizes:
+                n_steps = steps if n > 1 else max(steps, 1000)
+                rates = {"ref": [], "tree": []}
+                for _ in range(rounds):
+                    for name, tree in (("ref", Path(tmp)), ("tree", repo)):
+                        rates[name].append(run_child(kind, n, n_steps, device, tree)["env_steps_per_s"])
+                ref_rate, tree_rate = statistics.median(rates["ref"]), statistics.median(rates["tree"])
+                result[f"{kind}_n{n}_ref_steps_per_s"] = round(ref_rate)
+                result[f"{kind}_n{n}_tree_steps_per_s"] = round(tree_rate)
+                result[f"{kind}_n{n}_ratio"] = round(tree_rate / ref_rate, 2)
+    return result
 
 
 def main() -> None:
@@ -72,10 +145,18 @@ def main() -> None:
     parser.add_argument("--loop-steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="1,256,4096", help="comma-separated N of the vector env")
+    parser.add_argument("--against", metavar="REF", help="git revision to measure beside the working tree")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each tree with --against")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "N"))
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.steps, args.device)
+        return
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.against:
+        print(json.dumps(against(args.against, [int(x) for x in args.sizes.split(",")], args.steps, args.rounds,
+                                 args.device)))
         return
     result = {"device": args.device, "config": "paper", "threads": torch.get_num_threads()}
     for n in (int(x) for x in args.sizes.split(",")):

@@ -9,7 +9,18 @@ import torch
 def ar1_fading(prev_db: torch.Tensor, coherence: torch.Tensor, std_db: torch.Tensor,
                eps: torch.Tensor) -> torch.Tensor:
     """F_t = ρ F_{t-1} + sqrt(1 - ρ²) σ_f ε_t, ε ~ N(0, 1) (Eq. 5). ρ, σ_f broadcast over prev_db."""
-    return coherence * prev_db + torch.sqrt((1.0 - coherence * coherence).clamp_min(0.0)) * std_db * eps
+    return ar1_step(prev_db, coherence, ar1_innovation_db(coherence, std_db), eps)
+
+
+def ar1_innovation_db(coherence: torch.Tensor, std_db: torch.Tensor) -> torch.Tensor:
+    """sqrt(1 - ρ²) σ_f: the std in dB of the AR(1) fading's innovation, fixed per task."""
+    return torch.sqrt((1.0 - coherence * coherence).clamp_min(0.0)) * std_db
+
+
+def ar1_step(prev_db: torch.Tensor, coherence: torch.Tensor, innovation_db: torch.Tensor,
+             eps: torch.Tensor) -> torch.Tensor:
+    """F_t = ρ F_{t-1} + (sqrt(1 - ρ²) σ_f) ε_t with the innovation std precomputed (``ar1_innovation_db``)."""
+    return coherence * prev_db + innovation_db * eps
 
 
 def incumbent_switch(on: torch.Tensor, uniform: torch.Tensor, p_on: torch.Tensor,
@@ -30,10 +41,21 @@ def round_robin(t: int, ue_by_rank: torch.Tensor, num_assoc: torch.Tensor, num_b
 
     ue_by_rank [N, B, U], num_assoc [N, B] -> served [N, B, K] long.
     """
-    k = torch.arange(num_bands, device=ue_by_rank.device)
-    rank = (t + k).view(1, 1, -1) % num_assoc.clamp_min(1).unsqueeze(-1)  # [N, B, K]
-    served = ue_by_rank.gather(2, rank)
-    return torch.where(num_assoc.unsqueeze(-1) > 0, served, torch.full_like(served, -1))
+    table, count = round_robin_table(ue_by_rank, num_assoc)
+    return scheduled_ue(t, table, count, torch.arange(num_bands, device=ue_by_rank.device))
+
+
+def round_robin_table(ue_by_rank: torch.Tensor, num_assoc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``scheduled_ue`` reads, fixed per task: the UEs by rank [N, B, U] with -1 for BSs that have
+    none, and the cycle length max(1, n_b) [N, B, 1]."""
+    table = torch.where(num_assoc.unsqueeze(-1) > 0, ue_by_rank, torch.full_like(ue_by_rank, -1))
+    return table, num_assoc.clamp_min(1).unsqueeze(-1)
+
+
+def scheduled_ue(t: int, table: torch.Tensor, count: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
+    """Round robin at step t from ``round_robin_table``: entry (t + k) mod n_b of each BS's row, for the
+    band indices ``band`` [K] = 0..K-1. -> served [N, B, K] long."""
+    return table.gather(2, (t + band).view(1, 1, -1) % count)
 
 
 def link_gains(gain_lin: torch.Tensor, served_ue: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,34 @@ class StepResult:
     radiated_w: torch.Tensor        # [N, B, K] power the PAs radiated (the executed power in the standard family)
 
 
+@dataclass(frozen=True)
+class TaskConstants:
+    """The per-task tensors every step reads, computed once per batch of tasks (``SimNetwork.constants``)."""
+
+    tasks: Tasks                     # the tasks they were computed from
+    coherence: torch.Tensor          # [N, 1, 1] ρ
+    innovation_db: torch.Tensor      # [N, 1, 1] sqrt(1 - ρ²) σ_f
+    p_on: torch.Tensor               # [N, 1, 1] incumbent off→on probability
+    p_off: torch.Tensor              # [N, 1, 1] incumbent on→off probability
+    rr_table: torch.Tensor           # [N, B, U] UEs by rank, -1 for BSs without UEs (``channel.round_robin_table``)
+    rr_count: torch.Tensor           # [N, B, 1] round-robin cycle length
+    assoc_index: torch.Tensor        # [N, U, K] serving BS of each UE, repeated over the bands
+    packets_per_step: torch.Tensor   # [N, U] mean arrivals λ_u Δt / S in packets
+
+    @staticmethod
+    def of(tasks: Tasks, p: NetworkParams) -> "TaskConstants":
+        n = tasks.num_envs
+        p_on, p_off = channel.incumbent_rates(tasks.incumbent_occupancy, tasks.incumbent_on_steps)
+        coherence, std = tasks.coherence.view(n, 1, 1), tasks.fading_std_db.view(n, 1, 1)
+        rr_table, rr_count = channel.round_robin_table(tasks.ue_by_rank, tasks.num_assoc)
+        return TaskConstants(
+            tasks=tasks, coherence=coherence, innovation_db=channel.ar1_innovation_db(coherence, std),
+            p_on=p_on.view(n, 1, 1), p_off=p_off.view(n, 1, 1), rr_table=rr_table, rr_count=rr_count,
+            assoc_index=tasks.assoc.unsqueeze(-1).expand(-1, -1, p.num_bands),
+            packets_per_step=tasks.traffic_bps * (p.step_s / p.packet_bits),
+        )
+
+
 class SimNetwork:
     """N analytic networks. Measured backends subclass it and override the two hooks
     ``sense_external_w`` and ``link_sinr``; everything else is shared."""
@@ -103,7 +131,9 @@ class SimNetwork:
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         self.level_power_w = torch.tensor(params.level_power_w, dtype=torch.float32, device=self.device)
         self.level_power_dbm = torch.tensor(params.level_power_dbm, dtype=torch.float32, device=self.device)
+        self.band_index = torch.arange(params.num_bands, device=self.device)
         self.tasks: Tasks | None = None
+        self._constants: TaskConstants | None = None
         self.state: NetworkState | None = None
 
     # --- tasks and episodes ----------------------------------------------------------
@@ -146,6 +176,13 @@ class SimNetwork:
         external = self.sense_external_w()
         self.state = replace(self.state, external_w=external, map_w=external)
         return self.state
+
+    @property
+    def constants(self) -> TaskConstants:
+        """The per-task tensors of ``self.tasks`` (recomputed when ``self.tasks`` is replaced)."""
+        if self._constants is None or self._constants.tasks is not self.tasks:
+            self._constants = TaskConstants.of(self.tasks, self.params)
+        return self._constants
 
     # --- hooks (overridden by measured backends) ---------------------------------------
     def sense_external_w(self) -> torch.Tensor:
@@ -190,7 +227,7 @@ class SimNetwork:
         b, u, k = p.num_bs, p.num_ue, p.num_bands
         normal = torch.randn(n, b * u + b * b, generator=self.gen, device=dev)
         uniform = torch.rand(n, b, k, generator=self.gen, device=dev)
-        packets = torch.poisson(self.tasks.traffic_bps * (p.step_s / p.packet_bits), generator=self.gen)
+        packets = torch.poisson(self.constants.packets_per_step, generator=self.gen)
         return StepNoise(normal, uniform, packets * p.packet_bits)
 
     def step(self, level: torch.Tensor) -> StepResult:
@@ -198,18 +235,19 @@ class SimNetwork:
         return self.step_with_noise(level, self.draw_noise())
 
     def step_with_noise(self, level: torch.Tensor, noise: StepNoise) -> StepResult:
-        p, tasks, s = self.params, self.tasks, self.state
+        p, tasks, s, c = self.params, self.tasks, self.state, self.constants
         n, b, u = tasks.num_envs, p.num_bs, p.num_ue
-        level = level.to(self.device).long().view(n, b, p.num_bands)
+        level = torch.as_tensor(level, dtype=torch.long, device=self.device).view(n, b, p.num_bands)
 
         safe = apply_safety_filter(level, s.map_w, self.level_power_w, p.i_max_w, p.safety_mode,
                                    bs_gain_lin=self._bs_gain_lin() if p.safety_mode == "lower" else None)
-        served = channel.round_robin(s.t, tasks.ue_by_rank, tasks.num_assoc, p.num_bands)
+        served = channel.scheduled_ue(s.t, c.rr_table, c.rr_count, self.band_index)
         gain_db = tasks.gain_mean_db + s.fading_db
         sinr_lin, measured = self.link_sinr(safe, served, gain_db, s.external_w)
         radiated_w, _ = self.radiated_w(safe)
 
-        active = (safe.power_w > 0) & (served >= 0)
+        on = safe.power_w > 0
+        active = on & (served >= 0)
         link_rate = rw.link_rate_bps(sinr_lin, active, p.bandwidth_hz)
         rate = rw.ue_rate_bps(link_rate, served, u)
         queue = rw.update_queues(s.queue_bits, noise.arrivals_bits, rate, p.step_s)
@@ -223,14 +261,14 @@ class SimNetwork:
         result = StepResult(
             safe=safe, requested_level=level, map_w=s.map_w, gain_db=gain_db, served_ue=served,
             external_w=s.external_w,
-            external_ue_w=s.external_w.gather(1, tasks.assoc.unsqueeze(-1).expand(-1, -1, p.num_bands)),
-            sinr_lin=torch.where(active, sinr_lin, torch.zeros_like(sinr_lin)), active=active,
+            external_ue_w=s.external_w.gather(1, c.assoc_index),
+            sinr_lin=torch.where(active, sinr_lin, 0.0), active=active,
             measured=measured & active, rate_bps=rate, delay_s=delay, throughput_bps=throughput,
             fairness=fairness, cost=cost, penalty=penalty,
             reward=rw.reward(throughput, fairness, cost, penalty, p),
             sinr_violations=sinr_viol, latency_violations=latency_viol,
             blocked_unsafe=safe.blocked.sum((1, 2)),
-            executed_violations=((safe.power_w > 0) & ~safety_mask(s.map_w, p.i_max_w)).sum((1, 2)),
+            executed_violations=(on & ~safety_mask(s.map_w, p.i_max_w)).sum((1, 2)),
             radiated_w=radiated_w,
         )
         self._advance(safe, radiated_w, queue, delay, rate, noise)
@@ -241,17 +279,15 @@ class SimNetwork:
         return db_to_lin(self.tasks.bs_gain_mean_db + self.state.bs_fading_db)
 
     def _advance(self, safe: SafePowers, radiated_w: torch.Tensor, queue, delay, rate, noise: StepNoise) -> None:
-        p, tasks, s = self.params, self.tasks, self.state
-        n, b, u = tasks.num_envs, p.num_bs, p.num_ue
-        rho = tasks.coherence.view(n, 1, 1)
-        std = tasks.fading_std_db.view(n, 1, 1)
+        p, s, c = self.params, self.state, self.constants
+        n, b, u = self.tasks.num_envs, p.num_bs, p.num_ue
         eps_bs = noise.normal[:, b * u:].view(n, b, b)
-        p_on, p_off = channel.incumbent_rates(tasks.incumbent_occupancy, tasks.incumbent_on_steps)
         self.state = replace(
             s, t=s.t + 1,
-            fading_db=channel.ar1_fading(s.fading_db, rho, std, noise.normal[:, : b * u].view(n, b, u)),
-            bs_fading_db=channel.ar1_fading(s.bs_fading_db, rho, std, (eps_bs + eps_bs.transpose(1, 2)) / 2**0.5),
-            incumbent_on=channel.incumbent_switch(s.incumbent_on, noise.uniform, p_on.view(n, 1, 1), p_off.view(n, 1, 1)),
+            fading_db=channel.ar1_step(s.fading_db, c.coherence, c.innovation_db, noise.normal[:, : b * u].view(n, b, u)),
+            bs_fading_db=channel.ar1_step(s.bs_fading_db, c.coherence, c.innovation_db,
+                                          (eps_bs + eps_bs.transpose(1, 2)) / 2**0.5),
+            incumbent_on=channel.incumbent_switch(s.incumbent_on, noise.uniform, c.p_on, c.p_off),
             queue_bits=queue, prev_power_w=safe.power_w, prev_level=safe.level, delay_s=delay, rate_bps=rate,
         )
         external = self.sense_external_w()

@@ -6,9 +6,14 @@ At the last step of each episode the vector env's ``info["final_info"]["episode_
 the single env's ``info["episode_metrics"]`` hold the runner's per-episode metrics
 (``testbed.metrics.METRIC_KEYS``); the single env also puts them flat under ``EPISODE_INFO_KEYS``
 for SB3's ``Monitor(env, info_keywords=EPISODE_INFO_KEYS)``. ``action_masks()`` gives the
-levels each action dimension may take next, in sb3-contrib MaskablePPO's layout."""
+levels each action dimension may take next, in sb3-contrib MaskablePPO's layout.
+
+A step's ``info`` is a ``LazyInfo``: its arrays stay tensors until a key is read, so a loop that
+reads a few keys does not pay for the host copies of the rest."""
 from __future__ import annotations
 
+from collections.abc import ItemsView, ValuesView
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -18,6 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sim.network import SimNetwork, StepResult
+from sim.tasks import Tasks
 from sim.units import lin_to_db, w_to_dbm
 from testbed.config import Config, load_config
 from testbed.metrics import METRIC_KEYS, EpisodeRecorder
@@ -38,35 +44,111 @@ def make_network(config: Config, num_envs: int, device: str | None = None) -> Si
     return make_backend(config, num_envs=num_envs, device=device)
 
 
-def step_info(res: StepResult, noise_w: float) -> dict[str, Any]:
-    """The per-step ``info`` arrays (leading axis N) described in the README."""
-    active = res.active
-    return {
-        "gain_db": res.gain_db.cpu().numpy(),
-        "interference_dbm": w_to_dbm(res.map_w).cpu().numpy(),
-        "mask": res.safe.mask.cpu().numpy(),
-        "requested_level": res.requested_level.cpu().numpy(),
-        "executed_level": res.safe.level.cpu().numpy(),
-        "executed_power_w": res.safe.power_w.cpu().numpy(),
-        "served_ue": res.served_ue.cpu().numpy(),
-        "external_ue_w": res.external_ue_w.cpu().numpy(),
-        "noise_w": np.full(active.shape[0], noise_w),
-        # a masked array: NaN (and masked) where the link is off, so .mean() averages active links
-        "sinr_db": np.ma.masked_invalid(
-            torch.where(active, lin_to_db(res.sinr_lin), torch.full_like(res.sinr_lin, float("nan"))).cpu().numpy()),
-        "measured": res.measured.cpu().numpy(),
-        "throughput_bps": res.throughput_bps.cpu().numpy(),
-        "fairness": res.fairness.cpu().numpy(),
-        "sinr_violations": res.sinr_violations.cpu().numpy(),
-        "latency_violations": res.latency_violations.cpu().numpy(),
-        "blocked_unsafe": res.blocked_unsafe.cpu().numpy(),
-        "lowered_unsafe": res.safe.lowered.sum((1, 2)).cpu().numpy(),
-        "executed_violations": res.executed_violations.cpu().numpy(),
-        "cost": res.cost.cpu().numpy(),
-        "penalty": res.penalty.cpu().numpy(),
-        "delay_s": res.delay_s.cpu().numpy(),
-        "rate_bps": res.rate_bps.cpu().numpy(),
-    }
+class _Pending:
+    """A value not read yet: a tensor (read as its numpy copy) or a function giving the value."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source):
+        self.source = source
+
+    def load(self):
+        value = self.source() if callable(self.source) else self.source
+        return value.cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+class LazyInfo(dict):
+    """A step's ``info``: a dict whose pending values (tensors, or functions of nothing) become numpy
+    arrays on first read and stay cached. It is a real dict (Gymnasium's checkers and vector wrappers
+    demand one); every way of reading it (``[]``, ``get``, ``items``, ``values``, ``dict(info)``,
+    ``{**info}``, ``pop``, pickling, copying) gives the loaded values."""
+
+    def __init__(self, pending: dict[str, Any] | None = None):
+        super().__init__({key: _Pending(value) for key, value in (pending or {}).items()})
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if type(value) is _Pending:
+            value = value.load()
+            super().__setitem__(key, value)
+        return value
+
+    def __iter__(self):   # overridden so that dict(info) and {**info} go through __getitem__
+        return super().__iter__()
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+    def pop(self, key, *default):
+        if key not in self:
+            return super().pop(key, *default)
+        value = self[key]
+        super().pop(key)
+        return value
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            super().__setitem__(key, default)
+        return self[key]
+
+    def popitem(self):
+        key = next(reversed(self.keys()))
+        return key, self.pop(key)
+
+    def items(self):
+        return ItemsView(self)
+
+    def values(self):
+        return ValuesView(self)
+
+    def copy(self) -> dict:
+        return dict(self)
+
+    def __eq__(self, other):
+        return dict(self.items()) == other
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+    def __reduce__(self):
+        return dict, (dict(self.items()),)
+
+
+def step_info(res: StepResult, noise_w: float) -> LazyInfo:
+    """The per-step ``info`` arrays (leading axis N) described in the README, each copied to host
+    memory when first read."""
+    return LazyInfo({
+        "gain_db": res.gain_db,
+        "interference_dbm": partial(w_to_dbm, res.map_w),
+        "mask": res.safe.mask,
+        "requested_level": res.requested_level,
+        "executed_level": res.safe.level,
+        "executed_power_w": res.safe.power_w,
+        "served_ue": res.served_ue,
+        "external_ue_w": res.external_ue_w,
+        "noise_w": partial(np.full, res.active.shape[0], noise_w),
+        "sinr_db": partial(_sinr_db, res.sinr_lin, res.active),
+        "measured": res.measured,
+        "throughput_bps": res.throughput_bps,
+        "fairness": res.fairness,
+        "sinr_violations": res.sinr_violations,
+        "latency_violations": res.latency_violations,
+        "blocked_unsafe": res.blocked_unsafe,
+        "lowered_unsafe": partial(torch.sum, res.safe.lowered, (1, 2)),
+        "executed_violations": res.executed_violations,
+        "cost": res.cost,
+        "penalty": res.penalty,
+        "delay_s": res.delay_s,
+        "rate_bps": res.rate_bps,
+    })
+
+
+def _sinr_db(sinr_lin: torch.Tensor, active: torch.Tensor) -> np.ma.MaskedArray:
+    """SINR in dB as a masked array: NaN (and masked) where the link is off, so .mean() averages active links."""
+    return np.ma.masked_invalid(
+        torch.where(active, lin_to_db(sinr_lin), torch.full_like(sinr_lin, float("nan"))).cpu().numpy())
 
 
 class SpectrumVectorEnv(VectorEnv):
@@ -104,8 +186,8 @@ class SpectrumVectorEnv(VectorEnv):
         self.net.reset(seed=seed, new_task=new_task)
         self.episode = 0
         self.recorder.reset()
-        info = {"mask": self._mask(), "new_task": np.full(self.num_envs, bool(new_task)),
-                "task": self._task()}
+        info = LazyInfo({"mask": self.net.mask(), "new_task": partial(np.full, self.num_envs, bool(new_task)),
+                         "task": partial(_describe, self.net.tasks)})
         return self._obs(), info
 
     def step(self, actions):
@@ -118,7 +200,7 @@ class SpectrumVectorEnv(VectorEnv):
         res = self.net.step(torch.as_tensor(actions, dtype=torch.long))
         info = step_info(res, self.params.noise_w)
         reward = res.reward.cpu().numpy().astype(np.float32)
-        info["task"] = self._task()
+        info["task"] = _Pending(partial(_describe, self.net.tasks))
         self.recorder.add(reward, info)
         done = self.net.state.t >= self.params.episode_steps
         truncated = np.full(self.num_envs, done)
@@ -132,8 +214,8 @@ class SpectrumVectorEnv(VectorEnv):
             self.episode += 1
             new_task = self.episode % self.config.env.episodes_per_task == 0
             self.net.reset(new_task=new_task)
-        info["new_task"] = np.full(self.num_envs, new_task)
-        info["next_mask"] = self._mask()
+        info["new_task"] = _Pending(partial(np.full, self.num_envs, new_task))
+        info["next_mask"] = _Pending(self.net.mask())
         return self._obs(), reward, terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
@@ -163,7 +245,7 @@ class SpectrumVectorEnv(VectorEnv):
         return self.net.mask().cpu().numpy()
 
     def _task(self) -> dict[str, np.ndarray]:
-        return {k: v.cpu().numpy() for k, v in self.net.tasks.describe().items()}
+        return _describe(self.net.tasks)
 
     def close_extras(self, **kwargs) -> None:
         self.net.close()
@@ -208,14 +290,22 @@ class SpectrumEnv(gym.Env):
         self.vec.close()
 
 
+def _describe(tasks: Tasks) -> dict[str, np.ndarray]:
+    """``info["task"]``: the scalar task parameters per env, [N] each."""
+    return {k: v.cpu().numpy() for k, v in tasks.describe().items()}
+
+
 def _first(info: dict) -> dict:
-    """Index 0 of every array in a (nested) vector info dict."""
-    out = {}
-    for key, value in info.items():
-        if isinstance(value, dict):
-            out[key] = _first(value)
-        elif isinstance(value, np.ndarray) and value.ndim >= 1:
-            out[key] = value[0]
-        else:
-            out[key] = value
-    return out
+    """Index 0 of every array in a (nested) vector info dict; a ``LazyInfo`` stays lazy."""
+    if isinstance(info, LazyInfo):
+        return LazyInfo({key: partial(_first_of, info, key) for key in info})
+    return {key: _first_of(info, key) for key in info}
+
+
+def _first_of(info: dict, key: str):
+    value = info[key]
+    if isinstance(value, dict):
+        return _first(value)
+    if isinstance(value, np.ndarray) and value.ndim >= 1:
+        return value[0]
+    return value
