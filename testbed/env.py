@@ -145,6 +145,15 @@ def step_info(res: StepResult, noise_w: float) -> LazyInfo:
     })
 
 
+CAPTURE_FAULTS = ("stale_captures", "clipped_captures")
+
+
+def capture_faults(net) -> dict[str, int]:
+    """A measured backend's fault counts since it started (stale captures discarded and taken
+    again, clipped captures); empty for the simulator."""
+    return {key: int(getattr(net, key)) for key in CAPTURE_FAULTS if hasattr(net, key)}
+
+
 def _sinr_db(sinr_lin: torch.Tensor, active: torch.Tensor) -> np.ma.MaskedArray:
     """SINR in dB as a masked array: NaN (and masked) where the link is off, so .mean() averages active links."""
     return np.ma.masked_invalid(
@@ -201,6 +210,8 @@ class SpectrumVectorEnv(VectorEnv):
         info = step_info(res, self.params.noise_w)
         reward = res.reward.cpu().numpy().astype(np.float32)
         info["task"] = _Pending(partial(_describe, self.net.tasks))
+        for key, count in capture_faults(self.net).items():
+            info[key] = np.full(self.num_envs, count)
         self.recorder.add(reward, info)
         done = self.net.state.t >= self.params.episode_steps
         truncated = np.full(self.num_envs, done)

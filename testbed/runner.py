@@ -34,7 +34,7 @@ from testbed import provenance, tracking
 from testbed.agent_factory import RunError, agent_config, make_agent
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from testbed.config import Config, ConfigError, load_config, save_config, to_dict
-from testbed.env import SpectrumVectorEnv
+from testbed.env import SpectrumVectorEnv, capture_faults
 from testbed.metrics import EpisodeRecorder, lane_means, summarise
 from testbed.plots import plot_training_run
 
@@ -181,6 +181,7 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
             row["return_std"] = float(np.std([r["return"] for r in rows]))
             row["samples"] = (episode + 1) * samples
             row["wall_s"] = round(time.perf_counter() - clock, 3)
+            row.update(capture_faults(env.net))
             row.update(stats)
             log.write(row)
             if tracker is not None:

@@ -453,3 +453,28 @@ def test_a_bench_whose_offsets_cannot_be_corrected_is_refused(monkeypatch):
     with pytest.raises(RadioError, match="beyond the"):
         _bench_with_crystals({"ue0": 5e3})
     assert _bench_with_crystals({"bs1": 20.0}).calibration["bs1"]["corrected_hz"] == 0.0   # within tolerance
+
+
+def test_capture_faults_reach_info_and_the_run_metrics(tmp_path):
+    """stale and clipped capture counts in every step's info and in each metrics line."""
+    from testbed.agent_factory import make_agent
+    from testbed.checkpoint import MetricsLog, read_metrics
+    from testbed.env import SpectrumVectorEnv
+    from testbed.runner import opened_env, play
+
+    config = load_config("bench_mock", {"network": {"episode_steps": 4}})
+    with opened_env(config) as env:
+        env.reset(seed=0)
+        env.net.radios["ue0"].inject_fault("stale")
+        _, _, _, _, info = env.step(np.full((1, 15), 3))
+        assert info["stale_captures"].tolist() == [env.net.stale_captures] and env.net.stale_captures >= 1
+        assert info["clipped_captures"].tolist() == [0]
+        agent = make_agent("ppo", env, config, "eval", 0)
+        agent.start(env, seed=0)
+        with MetricsLog(tmp_path / "metrics.jsonl") as log:
+            play(agent, env, 0, 1, log, {"agent": "ppo"}, None)
+    [row] = read_metrics(tmp_path / "metrics.jsonl")
+    assert row["stale_captures"] >= 1 and row["clipped_captures"] == 0
+    sim = SpectrumVectorEnv("paper", num_envs=1)
+    sim.reset(seed=0)
+    assert "stale_captures" not in sim.step(np.zeros((1, 15), dtype=np.int64))[4]
