@@ -147,11 +147,18 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_adapt(args) -> int:
+def _from_checkpoint(args, command: str) -> tuple[dict, Config]:
+    """The checkpoint of an adapt/evaluate command and its config; sets ``args.run_dir`` (default:
+    a new folder named by command, agent and ``--config``)."""
     ck = load_checkpoint(args.checkpoint)
     config = _checkpoint_config(args, ck)
     suffix = f"-{config_name(args.config)}" if args.config else ""
-    args.run_dir = str(_new_run_dir(args, config, f"adapt-{ck['agent']}{suffix}"))
+    args.run_dir = str(_new_run_dir(args, config, f"{command}-{ck['agent']}{suffix}"))
+    return ck, config
+
+
+def _cmd_adapt(args) -> int:
+    ck, config = _from_checkpoint(args, "adapt")
     run_dir = adapt(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, Path(args.run_dir),
                     command=args.argv, track=args.track, source=Path(args.checkpoint))
     rows = read_metrics(run_dir / "metrics.jsonl")
@@ -168,10 +175,7 @@ def _cmd_adapt(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    ck = load_checkpoint(args.checkpoint)
-    config = _checkpoint_config(args, ck)
-    suffix = f"-{config_name(args.config)}" if args.config else ""
-    args.run_dir = str(_new_run_dir(args, config, f"evaluate-{ck['agent']}{suffix}"))
+    ck, config = _from_checkpoint(args, "evaluate")
     summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, Path(args.run_dir),
                        command=args.argv, source=Path(args.checkpoint))
     lines = [f"\nevaluate {ck['agent']} on {args.tasks} tasks: {args.episodes} episodes x {config.env.num_envs} "
