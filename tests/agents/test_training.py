@@ -421,6 +421,10 @@ def test_sigint_to_reproduce_stops_every_job_with_its_checkpoint_and_prints_the_
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert _resume_command(err) == ["reproduce", "--quick", "--seeds", "1", "--workers", "2", "--out", str(out)]
     for run in (out / "runs").glob("train-*"):
-        rows = read_metrics(run / "metrics.jsonl")
-        assert load_checkpoint(run / "checkpoints" / "latest.pt")["episode"] == len(rows) < 8
+        rows = read_metrics(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+        ck = run / "checkpoints" / "latest.pt"
+        if not ck.exists():                  # a job that began as the signal came: nothing done, nothing saved
+            assert rows == []
+            continue
+        assert load_checkpoint(ck)["episode"] == len(rows) < 8
     assert json.loads((out / "provenance.json").read_text())["outcome"].startswith("Interrupted")
