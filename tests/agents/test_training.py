@@ -426,5 +426,5 @@ def test_sigint_to_reproduce_stops_every_job_with_its_checkpoint_and_prints_the_
         if not ck.exists():                  # a job that began as the signal came: nothing done, nothing saved
             assert rows == []
             continue
-        assert load_checkpoint(ck)["episode"] == len(rows) < 8
+        assert load_checkpoint(ck)["episode"] == len(rows) <= 8   # 8: a job that ended before the signal
     assert json.loads((out / "provenance.json").read_text())["outcome"].startswith("Interrupted")

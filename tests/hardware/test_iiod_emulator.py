@@ -579,6 +579,7 @@ def test_realtime_reader_too_slow_overflows_and_the_bit_clears(pluto_emulator):
         select = b"2147483784\0"                                       # 0x80000088, as libiio writes it
         assert client.cmd(f"WRITE iio:device3 DEBUG direct_reg_access {len(select)}", select) == len(select)
         assert int(client.read_attr("READ iio:device3 DEBUG direct_reg_access"), 0) & 4
+        assert client.cmd("CLOSE iio:device3") == 0                   # no buffer, no recording: no new overflow
         clear = b"0x80000088 0x4\0"
         assert client.cmd(f"WRITE iio:device3 DEBUG direct_reg_access {len(clear)}", clear) == len(clear)
         assert client.read_attr("READ iio:device3 DEBUG direct_reg_access") == "0x0"
