@@ -19,4 +19,4 @@ fi
 
 echo "setup: installing Python packages"
 "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt torch
-"$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,radio,track,examples,cluster]"
+"$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,radio,track,examples,cluster,record]"
