@@ -5,7 +5,10 @@ Each figure runs in its own child process so its peak memory (max RSS) is its ow
 ``--against REF`` instead measures the git revision REF (exported to a temporary folder, removed
 afterwards) beside the working tree: the vector env and the simulator's step alone at each N, the two
 trees interleaved (A, B, A, B, ...) ``--rounds`` times, medians and their ratio (working tree / REF).
+``--compiled`` measures the simulator's step through torch.compile beside the eager one (interleaved,
+medians, ratio; compile time apart).
 Usage: python benchmarks/env_throughput.py [--steps 200] [--device cpu] [--against HEAD~1 --rounds 3]
+       python benchmarks/env_throughput.py --compiled [--rounds 3]
 """
 from __future__ import annotations
 
@@ -42,17 +45,23 @@ def vector_rate(num_envs: int, steps: int, device: str) -> dict:
     return {"env_steps_per_s": num_envs * steps / elapsed}
 
 
-def sim_rate(num_envs: int, steps: int, device: str) -> dict:
-    """The simulator's step alone (``SimNetwork.step``, no observation, no info)."""
+def sim_rate(num_envs: int, steps: int, device: str, compiled: bool = False) -> dict:
+    """The simulator's step alone (``SimNetwork.step``, no observation, no info); ``compiled``: through
+    torch.compile, its compile time (the first steps) reported apart."""
+    from sim.network import SimNetwork
     from testbed.config import load_config
     from testbed.env import make_network
 
-    net = make_network(load_config("paper"), num_envs, device)
+    config = load_config("paper")
+    net = (SimNetwork(config.network, config.task_ranges, num_envs, device, compiled=True) if compiled
+           else make_network(config, num_envs, device))
     gen = torch.Generator().manual_seed(0)
     pool = [torch.randint(0, 4, (num_envs, 3, 5), generator=gen).to(net.device) for _ in range(16)]
     net.reset(seed=0)
+    start = time.perf_counter()
     for i in range(10):
         net.step(pool[i % 16])
+    warmup_s = time.perf_counter() - start
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -60,7 +69,7 @@ def sim_rate(num_envs: int, steps: int, device: str) -> dict:
         net.step(pool[i % 16])
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return {"env_steps_per_s": num_envs * steps / (time.perf_counter() - start)}
+    return {"env_steps_per_s": num_envs * steps / (time.perf_counter() - start), "warmup_s": warmup_s}
 
 
 def loop_rate(num_envs: int, steps: int) -> dict:
@@ -85,8 +94,8 @@ def child(kind: str, num_envs: int, steps: int, device: str) -> None:
     torch.set_num_threads(torch.get_num_threads())
     if kind == "vector":
         out = vector_rate(num_envs, steps, device)
-    elif kind == "sim":
-        out = sim_rate(num_envs, steps, device)
+    elif kind in ("sim", "sim_compiled"):
+        out = sim_rate(num_envs, steps, device, compiled=kind == "sim_compiled")
     else:
         out = loop_rate(num_envs, steps)
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -139,6 +148,25 @@ def against(ref: str, sizes: list[int], steps: int, rounds: int, device: str) ->
     return result
 
 
+def compiled_against_eager(sizes: list[int], steps: int, rounds: int, device: str) -> dict:
+    """Median env-steps/s of the simulator's step compiled and eager, interleaved, and their ratio."""
+    result = {"device": device, "config": "paper", "threads": torch.get_num_threads(), "rounds": rounds}
+    for n in sizes:
+        n_steps = steps if n > 1 else max(steps, 1000)
+        rates = {"sim": [], "sim_compiled": []}
+        for _ in range(rounds):
+            for kind in rates:
+                r = run_child(kind, n, n_steps, device)
+                rates[kind].append(r["env_steps_per_s"])
+                if kind == "sim_compiled":
+                    result[f"n{n}_compile_s"] = round(r["warmup_s"], 1)
+        eager, compiled = statistics.median(rates["sim"]), statistics.median(rates["sim_compiled"])
+        result[f"sim_n{n}_eager_steps_per_s"] = round(eager)
+        result[f"sim_n{n}_compiled_steps_per_s"] = round(compiled)
+        result[f"sim_n{n}_ratio"] = round(compiled / eager, 2)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=200)
@@ -147,6 +175,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,256,4096", help="comma-separated N of the vector env")
     parser.add_argument("--against", metavar="REF", help="git revision to measure beside the working tree")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved runs of each tree with --against")
+    parser.add_argument("--compiled", action="store_true",
+                        help="the simulator's step through torch.compile against the eager one, interleaved")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "N"))
     args = parser.parse_args()
     if args.child:
@@ -154,6 +184,10 @@ def main() -> None:
         return
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.compiled:
+        print(json.dumps(compiled_against_eager([int(x) for x in args.sizes.split(",")], args.steps, args.rounds,
+                                                args.device)))
+        return
     if args.against:
         print(json.dumps(against(args.against, [int(x) for x in args.sizes.split(",")], args.steps, args.rounds,
                                  args.device)))

@@ -122,7 +122,11 @@ class SimNetwork:
     ``sense_external_w`` and ``link_sinr``; everything else is shared."""
 
     def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int,
-                 device: str | torch.device = "cpu", seed: int = 0, task_seed: int | None = None):
+                 device: str | torch.device = "cpu", seed: int = 0, task_seed: int | None = None,
+                 compiled: bool = False):
+        """``compiled``: the step and the observation run through ``torch.compile`` (one graph each,
+        equal to the eager ones up to float32 rounding; the first call compiles, some seconds). Only
+        for this class: measured backends do radio I/O inside the step."""
         self.params = params
         self.ranges = ranges
         self.num_envs = num_envs
@@ -135,6 +139,11 @@ class SimNetwork:
         self.tasks: Tasks | None = None
         self._constants: TaskConstants | None = None
         self.state: NetworkState | None = None
+        if compiled and type(self) is not SimNetwork:
+            raise ValueError(f"compiled: only the simulator's step compiles, not {type(self).__name__}'s")
+        if compiled:                          # instance attributes in front of the eager methods
+            self.step_with_noise = torch.compile(self.step_with_noise)
+            self.observation = torch.compile(self.observation)
 
     # --- tasks and episodes ----------------------------------------------------------
     def sample_tasks(self, num: int) -> Tasks:
