@@ -12,9 +12,12 @@ baseline measured in the same run.
   4096-sample capture.
 - ``gnuradio``: the same loop on ``configs/bench_gnuradio.yaml`` through the GNU Radio ZMQ
   bridge in emulate mode, against the same radio map on mock radios; median burst round trip.
+- ``record`` (``--record``): the mock loop with its run recorded (``hardware.record``) into a
+  temporary directory, IQ and estimates, and estimates only, against the same loop unrecorded,
+  all in the same run: steps/s and the slowdown of each.
 Driver issues add their own sections to ``SECTIONS``.
 
-Usage: python benchmarks/hil_loop.py [--steps 300] [--trials 200] [--only mock dsp]
+Usage: python benchmarks/hil_loop.py [--steps 300] [--trials 200] [--only mock dsp] [--record]
 """
 from __future__ import annotations
 
@@ -296,6 +299,36 @@ def gnuradio_section(args) -> dict:
     }
 
 
+# --- record (issue 14): the cost of recording a run --------------------------------------------
+def record_section(args) -> dict:
+    """The mock loop (configs/bench_mock.yaml) unrecorded, recorded with IQ and recorded as
+    estimates only, in this order, each on a fresh backend with the same levels."""
+    import tempfile
+    from pathlib import Path
+
+    from testbed.backends import make_backend
+    from testbed.config import load_config
+
+    rates, sizes = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, record in (("off", {}), ("iq", {"dir": f"{tmp}/iq"}), ("estimates", {"dir": f"{tmp}/est", "iq": False})):
+            net = make_backend(load_config("bench_mock", {"hardware": {"record": record}}), num_envs=1)
+            try:
+                rates[name] = _measured_loop(net, args.steps)["steps_per_s"]
+            finally:
+                net.close()
+            if record:
+                sizes[name] = sum(f.stat().st_size for f in Path(record["dir"]).iterdir())
+    return {
+        "config": "bench_mock", "steps": args.steps, "steps_per_s": round(rates["off"], 1),
+        "iq_recorded_steps_per_s": round(rates["iq"], 1), "estimates_recorded_steps_per_s": round(rates["estimates"], 1),
+        "slowdown_iq_vs_off": round(rates["off"] / rates["iq"], 3),
+        "slowdown_estimates_vs_off": round(rates["off"] / rates["estimates"], 3),
+        "iq_recording_mb": round(sizes["iq"] / 1e6, 2), "iq_recording_mb_per_step": round(sizes["iq"] / 1e6 / args.steps, 3),
+        "estimates_recording_mb": round(sizes["estimates"] / 1e6, 3),
+    }
+
+
 SECTIONS = {"mock": mock_section, "dsp": dsp_section, "pluto": pluto_section, "gnuradio": gnuradio_section}
 
 
@@ -306,8 +339,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rx-repeats", type=int, default=200,
                     help="4096-sample captures timed per radio (pluto), burst round trips (gnuradio)")
     ap.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run (default: all)")
+    ap.add_argument("--record", action="store_true", help="add the recording overhead (steps/s with and without "
+                    "IQ recording on the mock loop)")
     args = ap.parse_args(argv)
     out = {name: SECTIONS[name](args) for name in (args.only or SECTIONS)}
+    if args.record:
+        out["record"] = record_section(args)
     print(json.dumps(out))
 
 

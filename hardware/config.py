@@ -64,6 +64,18 @@ class RadioEntry:
                                  "server_key and client_key (testbed keys generate DIR)")
 
 
+@dataclass(frozen=True)
+class RecordConfig:
+    """``hardware.record``: what a run writes about its captures (``hardware.recording``)."""
+
+    dir: str = param("", "write a recording of the run into this directory (SigMF IQ per radio and a step "
+                         "table); empty = no recording")
+    iq: bool = param(True, "record the captured IQ as SigMF; false = the step table (estimates) only, "
+                           "which cannot be replayed")
+    max_bytes: int = param(1 << 30, "IQ recording stops (the step table goes on) once the IQ of every radio "
+                                    "together would exceed this size, bytes", (0, 1 << 50))
+
+
 def _default_radios() -> tuple[RadioEntry, ...]:
     """Three mock BS radios (one per BS of the paper's network) and one mock UE radio."""
     return tuple(RadioEntry(name=f"bs{b}", role="bs", nodes=[b]) for b in range(3)) + (
@@ -97,6 +109,9 @@ class HardwareConfig:
     start_bridge: bool = param(False, "backend gnuradio: start the radios' flowgraph(s) with the run on free "
                                       "127.0.0.1 ports (the entries' addresses are then unused) and stop them "
                                       "when it ends")
+    record: RecordConfig = param(RecordConfig(), "recording of the run's captures and steps (``hardware.recording``)")
+    replay: str = param("", "backend replay: the directory of a recording (``hardware.record``) to replay; the "
+                            "network, env and hardware sections must be the recorded ones")
 
     fft_size: int = param(1024, "pilot period P in samples (a power of two); the estimator's DFT size", (64, 65536))
     capture_samples: int = param(16384, "samples per capture; a multiple of fft_size, at least 2 periods",

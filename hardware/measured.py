@@ -45,8 +45,14 @@ samples is clipped and counted in ``clipped_captures``: sensed with TX off, ever
 counts as occupied above I_max (fail safe: the filter closes them); measured, its links keep the
 simulator's SINR and are marked not measured.
 
-A radio error (timeout, disconnect) or a safety violation mutes every radio and propagates, so
-the env/runner ends the episode and saves its data.
+Recording (``hardware.record``, ``hardware.recording``): every capture is handed to
+``recorder`` with its kind, step, env, bands, pilot set, the levels on air and its stale/clipped
+verdicts, every reset and step end too; ``close()`` writes the metadata. With no recording the
+recorder does nothing. Replay (``hardware.replay``) runs this same class on radios that serve a
+recording's captures and a recorder that checks each capture was taken as recorded.
+
+A radio error (timeout, disconnect), a recording's write error or a safety violation mutes every
+radio and propagates, so the env/runner ends the episode and saves its data.
 """
 from __future__ import annotations
 
@@ -60,8 +66,9 @@ import torch
 from hardware.config import HardwareConfig
 from hardware.dsp import BandEstimate, PilotPlan, band_power, estimate, estimate_offset, external_power, link_sinr
 from hardware.radio import Radio, RadioError, SafetyViolation
+from hardware.recording import NullRecorder, Recorder, step_row
 from hardware.transmitter import Transmitter
-from sim.network import SimNetwork
+from sim.network import SimNetwork, StepNoise, StepResult
 from sim.params import NetworkParams, TaskRanges
 from sim.safety import SafePowers, apply_safety_filter
 from sim.units import amplitude_to_db, db_to_lin, dbm_to_w
@@ -94,7 +101,7 @@ class MeasuredNetwork(SimNetwork):
     def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int, hw: HardwareConfig,
                  radios: dict[str, Radio], device="cpu", seed: int = 0, task_seed: int | None = None,
                  scene: TaskScene | None = None, flowgraphs: list[FlowgraphProcess] | None = None,
-                 plan: PilotPlan | None = None):
+                 plan: PilotPlan | None = None, recorder: Recorder | NullRecorder | None = None):
         super().__init__(params, ranges, num_envs, device=device, seed=seed, task_seed=task_seed)
         self.hw = hw
         self.radios = radios
@@ -114,16 +121,41 @@ class MeasuredNetwork(SimNetwork):
         self.stale_captures = 0      # captures discarded for holding an earlier burst, since start
         self.clipped_captures = 0    # captures at the ADC's full scale, since start
         self._last_signature = {name: 1 for name in radios}   # pilot set each radio last captured
-        with self._muting_on_error():
-            settings = hw.settings()
-            for radio in radios.values():
-                radio.configure(settings)
-            self.transmitter.mute_all()
-            self.noise_floor = {name: band_power(self.plan, radios[name].capture(hw.capture_samples))
-                                for name in dict.fromkeys(self.bs_radio)}   # [K] full-scale units
-            self.calibration: dict[str, dict[str, float]] = {}
-            if hw.calibrate and not hw.dry_run:
-                self.calibration = self._calibrate()
+        self.recorder = recorder or NullRecorder()   # hardware.recording: told every capture and step
+        self.steps_done = 0                          # steps since start, over every episode
+        self.noise_floor: dict[str, np.ndarray] = {}
+        self.calibration: dict[str, dict[str, float]] = {}
+        try:
+            with self._muting_on_error():
+                settings = hw.settings()
+                for radio in radios.values():
+                    radio.configure(settings)
+                self.transmitter.mute_all()
+                self.noise_floor = {name: band_power(self.plan, self._capture(name, kind="noise"))
+                                    for name in dict.fromkeys(self.bs_radio)}   # [K] full-scale units
+                if hw.calibrate and not hw.dry_run:
+                    self.calibration = self._calibrate()
+        except BaseException:
+            self.recorder.close(self.summary())
+            raise
+
+    # --- the step, recorded ----------------------------------------------------------------
+    def reset(self, seed: int | None = None, new_task: bool = True) -> None:
+        self.recorder.reset(seed, new_task)
+        super().reset(seed=seed, new_task=new_task)
+
+    def step_with_noise(self, level: torch.Tensor, noise: StepNoise) -> StepResult:
+        result = super().step_with_noise(level, noise)
+        self.recorder.step(step_row(self.steps_done, result, turns=self.last_turns, backoff_db=self.last_backoff_db,
+                                    stale_captures=self.stale_captures, clipped_captures=self.clipped_captures))
+        self.steps_done += 1
+        return result
+
+    def summary(self) -> dict:
+        """The run's start-up figures and capture counts, as plain data (for the recording)."""
+        return {"noise_floor": {name: floor.tolist() for name, floor in self.noise_floor.items()},
+                "calibration": self.calibration, "stale_captures": self.stale_captures,
+                "clipped_captures": self.clipped_captures, "steps": self.steps_done}
 
     # --- hooks -------------------------------------------------------------------------
     def sense_external_w(self) -> torch.Tensor:
@@ -135,9 +167,10 @@ class MeasuredNetwork(SimNetwork):
             for n in range(self.num_envs):
                 self._apply_scene(n)
                 for name in dict.fromkeys(self.bs_radio):
-                    iq = self._fresh_capture(name, self._holds_no_pilots)
+                    iq, clipped = self._fresh_capture(name, self._holds_no_pilots, kind="sense", env=n,
+                                                      bands=list(range(p.num_bands)))
                     mine = [b for b, r in enumerate(self.bs_radio) if r == name]
-                    if self._clipped(iq):
+                    if clipped:
                         out[n, mine] = CLIPPED_SENSE_W
                         continue
                     excess_w = external_power(self.plan, iq, self.noise_floor[name]) * self.full_scale_w
@@ -170,6 +203,7 @@ class MeasuredNetwork(SimNetwork):
         active = on & has_radio.reshape(served.shape)                      # [B, K]
         rank = np.where(active, np.cumsum(active, axis=0) - 1, -1)         # j-th active link of its band
         power_w = safe.power_w[n].detach().cpu().double().numpy()         # [B, K]
+        on_air = {"env": n, "levels": safe.level[n].tolist()}              # what a capture is recorded with
         self.last_turns = num_turns = min(int(active.sum(0).max(initial=0)), self.hw.max_turns)
         backoffs = [0.0]
         for j in range(num_turns):
@@ -202,7 +236,7 @@ class MeasuredNetwork(SimNetwork):
                     time.sleep(self.hw.settle_s)
                 for radio in group:
                     bands = [k for k, (_, r) in ue_bs.items() if r == radio]
-                    estimates[radio] = self._estimate_fresh(radio, signature, bands, expected_fs[bands])
+                    estimates[radio] = self._estimate_fresh(radio, signature, bands, expected_fs[bands], on_air)
                     self._last_signature[radio] = signature
                 pending = [r for r in pending if r not in group]
             for k, b in targets.items():
@@ -266,8 +300,8 @@ class MeasuredNetwork(SimNetwork):
             if self.hw.settle_s:
                 time.sleep(self.hw.settle_s)
             for r in ue_radios:
-                found = estimate_offset(self.plan, self.radios[r].capture(self.hw.capture_samples),
-                                        self.hw.sample_rate_hz, self.hw.max_cfo_hz)
+                iq = self._capture(r, kind="calibrate", tx=s)
+                found = estimate_offset(self.plan, iq, self.hw.sample_rate_hz, self.hw.max_cfo_hz)
                 if not found.clear:
                     self.transmitter.mute_all()
                     raise RadioError(f"{r}: no clear calibration burst from {s} within ±{self.hw.max_cfo_hz:g} Hz "
@@ -276,13 +310,24 @@ class MeasuredNetwork(SimNetwork):
         self.transmitter.mute_all()
         return out
 
-    def _fresh_capture(self, name: str, fresh) -> np.ndarray:
-        """A capture of radio ``name`` that ``fresh(iq)`` accepts; stale ones are counted and
-        taken again, at most MAX_RECAPTURES times."""
+    def _capture(self, name: str, **fields) -> np.ndarray:
+        """One capture of radio ``name``, recorded with ``fields`` (kind, env, bands, ...)."""
+        iq = self.radios[name].capture(self.hw.capture_samples)
+        self.recorder.capture(name, iq, step=self.steps_done, **fields)
+        return iq
+
+    def _fresh_capture(self, name: str, fresh, **fields) -> tuple[np.ndarray, bool]:
+        """A capture of radio ``name`` that ``fresh(iq)`` accepts, and whether it was clipped
+        (counted in ``clipped_captures``); stale ones are counted and taken again, at most
+        MAX_RECAPTURES times. Every capture is recorded with ``fields`` and its verdicts."""
         for _ in range(1 + MAX_RECAPTURES):
             iq = self.radios[name].capture(self.hw.capture_samples)
-            if fresh(iq):
-                return iq
+            ok = fresh(iq)
+            clipped = _at_full_scale(iq)
+            self.recorder.capture(name, iq, step=self.steps_done, stale=not ok, clipped=clipped, **fields)
+            if ok:
+                self.clipped_captures += clipped
+                return iq, clipped
             self.stale_captures += 1
         raise RadioError(f"{name}: {1 + MAX_RECAPTURES} captures in a row held no burst or an earlier one: stale "
                          "RX buffers, or an LO offset beyond the estimator's range (hardware.calibrate)")
@@ -294,20 +339,13 @@ class MeasuredNetwork(SimNetwork):
         per_tone = SENSE_PILOT_SHARE * est.residual / self.plan.tones_per_bs          # [K]
         return bool(np.all(est.min_tone <= per_tone))
 
-    def _clipped(self, iq: np.ndarray) -> bool:
-        """Whether a capture hit the ADC's full scale (counted in ``clipped_captures``)."""
-        at_limit = (np.abs(iq.real) >= CLIP_LEVEL) | (np.abs(iq.imag) >= CLIP_LEVEL)
-        clipped = bool(at_limit.mean() > CLIP_SHARE)
-        self.clipped_captures += clipped
-        return clipped
-
-    def _estimate_fresh(self, radio: str, signature: int, bands: list[int],
-                        expected_fs: np.ndarray) -> BandEstimate | None:
+    def _estimate_fresh(self, radio: str, signature: int, bands: list[int], expected_fs: np.ndarray,
+                        on_air: dict) -> BandEstimate | None:
         """The estimate of a capture of the burst just sent on pilot set ``signature``, judged on
         the bands this radio measures: not mostly on the other set, and, where the pilots are due
         clearly above the noise (``expected_fs`` [bands], full-scale units), not missing (more
         than MISSING_DB below what is due: room for an inexact ``link_gain_db``). None if the
-        capture was clipped."""
+        capture was clipped. ``on_air``: env and executed levels, recorded with the capture."""
         out = []
 
         def fresh(iq: np.ndarray) -> bool:
@@ -320,8 +358,8 @@ class MeasuredNetwork(SimNetwork):
             due = expected_fs > floor / SENSE_PILOT_SHARE ** 2             # due 10 dB above the residual
             missing = due & (own < expected_fs * db_to_lin(-MISSING_DB))
             return bool(not missing.any() and np.all((foreign <= STALE_SHARE * own) | (foreign <= floor)))
-        iq = self._fresh_capture(radio, fresh)
-        return None if self._clipped(iq) else out[-1]
+        _, clipped = self._fresh_capture(radio, fresh, kind="measure", bands=bands, signature=signature, **on_air)
+        return None if clipped else out[-1]
 
     def _apply_scene(self, n: int, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:
         """Mock bench only: put env n's incumbents on the medium."""
@@ -356,14 +394,21 @@ class MeasuredNetwork(SimNetwork):
 
     def close(self) -> None:
         """Mute and close every radio (all are tried; the first error is re-raised), then stop the
-        flowgraphs this backend started, whatever happened."""
+        flowgraphs this backend started and write the recording's metadata, whatever happened."""
         try:
             first = close_all(self.radios)
         finally:
             for fg in self.flowgraphs:
                 fg.stop()
+            self.recorder.close(self.summary())
         if first is not None:
             raise first
+
+
+def _at_full_scale(iq: np.ndarray) -> bool:
+    """Whether a capture hit the ADC's full scale: clipped."""
+    at_limit = (np.abs(iq.real) >= CLIP_LEVEL) | (np.abs(iq.imag) >= CLIP_LEVEL)
+    return bool(at_limit.mean() > CLIP_SHARE)
 
 
 def close_all(radios: dict[str, Radio]) -> RadioError | None:

@@ -4,7 +4,10 @@
 into a ``hardware.measured.MeasuredNetwork``: it checks the radio map, starts the GNU Radio
 flowgraphs the config asks for (``hardware.start_bridge``, see ``testbed.bridge``), opens every
 radio with its driver (mock radios on one emulated RF medium with the network's scene), and
-builds the pilot plan once. Nothing here is imported by ``hardware``.
+builds the pilot plan once. With ``hardware.record.dir`` set it records the run there
+(``hardware.recording``, the config written beside it); ``backend: replay`` runs the same
+backend on a recording's captures (``hardware.replay``), refusing a config whose network, env,
+task or hardware sections differ from the recorded ones. Nothing here is imported by ``hardware``.
 """
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ from hardware.config import HardwareConfig
 from hardware.dsp import PilotPlan
 from hardware.measured import BackendError, MeasuredNetwork, check_radio_map, close_all
 from hardware.radio import Radio
+from hardware.recording import open_recorder
 from sim.params import NetworkParams
-from testbed.config import Config
+from testbed.config import Config, load_config, to_dict
 
 if TYPE_CHECKING:
     from hardware.emulated.scene import TaskScene
 
-__all__ = ["make_backend", "open_radios", "driver_class", "MEASURED_BACKENDS"]
+__all__ = ["make_backend", "open_radios", "driver_class", "replay_config", "MEASURED_BACKENDS"]
 
-MEASURED_BACKENDS = ("mock", "pluto", "gnuradio")
+MEASURED_BACKENDS = ("mock", "pluto", "gnuradio", "replay")
+REPLAYED_SECTIONS = ("network", "env", "tasks", "test_tasks", "hardware")   # must match the recording's
+UNREPLAYED = ("env.device", "hardware.record", "hardware.replay")            # may differ
 
 
 def driver_class(driver: str) -> type[Radio]:
@@ -66,8 +72,57 @@ def open_radios(hw: HardwareConfig, backend: str, params: NetworkParams, plan: P
     return radios, None
 
 
+def _flat(data, prefix: str = "") -> dict:
+    """A nested config dict as {dotted.key: value}."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def _check_replayable(config: Config, recorded: dict, directory: str) -> None:
+    """Raise BackendError naming the first field where ``config`` leaves the recorded run."""
+    mine, theirs = _flat(to_dict(config)), _flat(to_dict(load_config(recorded)))
+    for key in sorted(set(mine) | set(theirs)):
+        if key.split(".")[0] in REPLAYED_SECTIONS and not key.startswith(UNREPLAYED) \
+                and mine.get(key) != theirs.get(key):
+            raise BackendError(f"backend replay: {key}={mine.get(key)!r}, the recording {directory} was made with "
+                               f"{theirs.get(key)!r}; replay the recorded config (testbed replay {directory})")
+
+
+def replay_config(directory: str) -> Config:
+    """The config a recording was made with, set to replay it (backend replay, no recording)."""
+    from hardware.replay import Recording
+
+    recorded = Recording(directory).config
+    if recorded is None:
+        raise BackendError(f"hardware.replay: {directory} holds no config (recorded outside the testbed)")
+    return load_config(recorded, {"backend": "replay", "hardware": {"replay": str(directory), "record": {"dir": ""}}})
+
+
+def _replay_backend(config: Config, num_envs: int, device, seed: int) -> MeasuredNetwork:
+    """The measured backend on the captures of the recording ``hardware.replay``."""
+    from hardware.replay import Recording, open_replay
+
+    hw, params = config.hardware, config.network
+    if not hw.replay:
+        raise BackendError("backend replay needs hardware.replay: the directory of a recording")
+    recording = Recording(hw.replay)
+    if recording.config is not None:
+        _check_replayable(config, recording.config, hw.replay)
+    recorded = recording.run["context"]
+    if recorded.get("num_envs", num_envs) != num_envs:
+        raise BackendError(f"backend replay: {num_envs} envs asked for, {hw.replay} was recorded with "
+                           f"{recorded['num_envs']}")
+    radios, check = open_replay(recording, hw)
+    return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device,
+                           seed=recorded.get("seed", seed), task_seed=config.env.task_seed, recorder=check)
+
+
 def make_backend(config: Config, num_envs: int, device=None, seed: int | None = None) -> MeasuredNetwork:
-    """The measured backend of a testbed Config (backend mock | pluto | gnuradio). With
+    """The measured backend of a testbed Config (backend mock | pluto | gnuradio | replay). With
     ``hardware.start_bridge`` (gnuradio) it starts the radios' flowgraphs first; ``close()``
     stops them, and so does a failure here."""
     if config.backend not in MEASURED_BACKENDS:
@@ -76,17 +131,21 @@ def make_backend(config: Config, num_envs: int, device=None, seed: int | None = 
 
     params = config.network
     seed = config.env.seed if seed is None else seed
+    device = device or config.env.device
     check_radio_map(config.hardware, params)
+    if config.backend == "replay":
+        return _replay_backend(config, num_envs, device, seed)
     plan = config.hardware.pilot_plan(params.num_bs, params.num_bands)
+    context = {"config": to_dict(config), "num_envs": num_envs, "seed": seed}   # as given, before any bridge ports
     flowgraphs, radios = [], {}
     try:
         if config.backend == "gnuradio" and config.hardware.start_bridge:
             flowgraphs, config = bridge.start_flowgraphs(config, plan)
         hw = config.hardware
         radios, scene = open_radios(hw, config.backend, params, plan, seed)
-        return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device or config.env.device,
+        return MeasuredNetwork(params, config.task_ranges, num_envs, hw, radios, device=device,
                                seed=seed, task_seed=config.env.task_seed, scene=scene, flowgraphs=flowgraphs,
-                               plan=plan)
+                               plan=plan, recorder=open_recorder(hw, context))
     except BaseException:
         close_all(radios)
         for fg in flowgraphs:

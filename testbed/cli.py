@@ -5,7 +5,7 @@ import argparse
 import importlib.metadata
 import sys
 
-from testbed import commands, keys, radio_check
+from testbed import commands, keys, radio_check, replay
 from testbed.config import ConfigError
 
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_commands(sub)
     radio_check.add_command(sub)
     keys.add_command(sub)
+    replay.add_command(sub)
     return parser
 
 

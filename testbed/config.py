@@ -91,7 +91,8 @@ class Config:
     tasks: TaskRanges = field(default_factory=TaskRanges, metadata={"doc": "training task distribution"})
     test_tasks: TaskRanges = field(default_factory=held_out_task_ranges, metadata={"doc": "held-out task distribution"})
     env: EnvConfig = field(default_factory=EnvConfig, metadata={"doc": "environment batching"})
-    backend: str = param("sim", "network backend", choices=("sim", "mock", "pluto", "gnuradio"))
+    backend: str = param("sim", "network backend (replay: a recording made by `hardware.record`, see "
+                         "`hardware.replay`)", choices=("sim", "mock", "pluto", "gnuradio", "replay"))
     hardware: typing.Any = field(default=None, metadata={"doc": "radios, radio map and hard limits", "type": _hardware_config_type})
     agent: typing.Any = field(default=None, metadata={"doc": "agent hyper-parameters", "type": _agent_config_type})
     run: RunConfig = field(default_factory=RunConfig, metadata={"doc": "output and demo length"})

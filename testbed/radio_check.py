@@ -1,6 +1,8 @@
-"""`testbed radio check --config PATH`: open the configured radios, print the per-band noise
-floor, the occupancy sensed with TX off and a short SINR table (one step at full power on every
-unmasked band), then mute and close. Exit code 0 if the bench answered, 1 if it did not."""
+"""`testbed radio check --config PATH [--record DIR]`: open the configured radios, print the
+per-band noise floor, the occupancy sensed with TX off and a short SINR table (one step at full
+power on every unmasked band), then mute and close. ``--record DIR`` records the check's
+captures and step (``hardware.record.dir``; replay it with `testbed replay DIR`). Exit code 0 if
+the bench answered, 1 if it did not, 3 if writing the recording failed."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +12,9 @@ import numpy as np
 import torch
 
 from hardware.measured import BackendError, MeasuredNetwork
-from testbed.backends import make_backend
 from hardware.radio import RadioError, SafetyViolation
+from hardware.recording import RecordingError
+from testbed.backends import make_backend
 from sim.units import lin_to_db, w_to_dbm
 from testbed.config import load_config
 
@@ -22,6 +25,8 @@ def add_command(subparsers) -> None:
     sub = radio.add_subparsers(dest="radio_command", required=True)
     check = sub.add_parser("check", help="noise floor, occupancy and a short SINR table, then mute")
     check.add_argument("--config", required=True, help="YAML path or preset name with backend mock|pluto|gnuradio")
+    check.add_argument("--record", metavar="DIR", help="record the captures and the step into DIR "
+                       "(hardware.record.dir)")
     check.set_defaults(func=run_check)
 
 
@@ -77,14 +82,18 @@ def report(net: MeasuredNetwork, seed: int) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    if config.backend == "sim":
-        print(f"radio check: {args.config} has backend: sim; set backend: mock, pluto or gnuradio", file=sys.stderr)
+    config = load_config(args.config, {"hardware": {"record": {"dir": args.record}}} if args.record else None)
+    if config.backend in ("sim", "replay"):
+        print(f"radio check: {args.config} has backend: {config.backend}; set backend: mock, pluto or gnuradio",
+              file=sys.stderr)
         return 1
     net = None
     try:
         net = make_backend(config, num_envs=1)
         print(report(net, config.env.seed))
+    except RecordingError as err:
+        print(f"radio check stopped: {err}", file=sys.stderr)
+        return 3
     except (RadioError, SafetyViolation, BackendError) as err:
         print(f"radio check failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
@@ -95,5 +104,5 @@ def run_check(args: argparse.Namespace) -> int:
             except RadioError as err:
                 print(f"radio check: closing failed: {err}", file=sys.stderr)
                 return 1
-    print("\nall radios muted and closed")
+    print("\nall radios muted and closed" + (f"; recorded into {args.record}" if args.record else ""))
     return 0

@@ -71,3 +71,12 @@ def test_check_prints_the_frequency_calibration_of_every_radio(capsys):
     assert rows["bs1"][:2] == pytest.approx([300.0, 300.0], abs=2.0)
     assert rows["ue1"][:2] == pytest.approx([450.0, 450.0], abs=2.0)
     assert all(abs(r[2]) < 2.0 for r in rows.values())
+
+
+def test_a_recorded_check_replays_bit_for_bit(tmp_path, capsys):
+    from tests.hardware.test_replay import cli
+
+    assert run(["radio", "check", "--config", "bench_mock", "--record", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert cli(["replay", str(tmp_path)]) == 0
+    assert "replayed 1 of 1 steps: estimates, SINR, reward and metrics identical" in capsys.readouterr().out
