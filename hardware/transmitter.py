@@ -69,8 +69,10 @@ class Transmitter:
         return out
 
     def peak(self, safe: SafePowers, env: int, link_gain: np.ndarray) -> float:
-        """Largest |IQ| any radio's burst would have (0 if nothing would be sent)."""
-        return max((float(np.abs(iq).max()) for iq in self.build(safe, env, link_gain).values()), default=0.0)
+        """Largest |IQ| any radio's burst would have on either pilot set (0 if nothing would be sent):
+        a back-off computed from it holds whichever set the burst is then sent on."""
+        return max((float(np.abs(iq).max()) for signature in (0, 1)
+                    for iq in self.build(safe, env, link_gain, signature).values()), default=0.0)
 
     def transmit(self, safe: SafePowers, env: int, link_gain: np.ndarray, signature: int = 0) -> dict[str, TxBurst]:
         """Check every burst against its radio's hard limits, then start them all (cyclic).

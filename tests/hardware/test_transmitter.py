@@ -137,3 +137,18 @@ def test_masked_bands_never_carry_a_pilot(levels, interference_dbm):
         spectrum = np.abs(np.fft.fft(bursts[name].iq)) / PLAN.fft_size
         for k in np.flatnonzero(closed[b]):
             assert spectrum[PLAN.pilot_bins[b, k]].max() < 1e-7
+
+
+def test_peak_covers_both_pilot_sets():
+    """A back-off scaled to ``peak`` must hold on the set the burst is then sent on: the two sets have
+    different phases, hence different peaks, and ``peak`` is the larger of the two."""
+    radios, _ = make_radios(["r0", "r1", "r2"])
+    tx = Transmitter(radios, ["r0", "r1", "r2"], PilotPlan(num_bs=3, num_bands=4, fft_size=256, tones_per_bs=3))
+    safe = filtered(torch.full((3, 4), 3), torch.zeros(3, 4))
+    gain = np.random.default_rng(0).uniform(0.5, 2.0, (3, 4))
+    per_set = [max(float(np.abs(iq).max()) for iq in tx.build(safe, 0, gain, s).values()) for s in (0, 1)]
+    assert per_set[0] != per_set[1]
+    assert tx.peak(safe, 0, gain) == max(per_set)
+    scale = 0.999 * LIMITS.max_amplitude / tx.peak(safe, 0, gain)
+    for signature in (0, 1):                         # scaled to the peak: both sets within the limit
+        tx.transmit(safe, 0, gain * scale ** 2, signature)
