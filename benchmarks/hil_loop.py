@@ -15,6 +15,10 @@ baseline measured in the same run.
 - ``record`` (``--record``): the mock loop with its run recorded (``hardware.record``) into a
   temporary directory, IQ and estimates, and estimates only, against the same loop unrecorded,
   all in the same run: steps/s and the slowdown of each.
+- ``impairments``: bench_mock, bench_pluto (emulated) and bench_gnuradio with every impairment
+  on, after calibration: steps/s against the air-time limit of their captures (as a fraction),
+  SINR error median/p95 against Eq. 6; and the TX switch latency (samples from a burst's arrival
+  to its swap onto the air, and send() until confirmed) on the USRP stand-in.
 Driver issues add their own sections to ``SECTIONS``.
 
 Usage: python benchmarks/hil_loop.py [--steps 300] [--trials 200] [--only mock dsp] [--record]
@@ -329,7 +333,104 @@ def record_section(args) -> dict:
     }
 
 
-SECTIONS = {"mock": mock_section, "dsp": dsp_section, "pluto": pluto_section, "gnuradio": gnuradio_section}
+# --- impairments (issue 10): every backend with its radios' impairments on --------------------
+def _counting_captures(net) -> list:
+    """Wrap every radio's capture to count the samples captured; returns the one-item counter."""
+    counter = [0]
+    for radio in net.radios.values():
+        capture = radio.capture
+
+        def counted(n, capture=capture):
+            counter[0] += n
+            return capture(n)
+        radio.capture = counted
+    return counter
+
+
+def _impaired_loop(net, steps: int, sample_rate_hz: float) -> dict:
+    counter = _counting_captures(net)
+    loop = _measured_loop(net, steps)
+    errors = loop["errors_db"]
+    air_s_per_step = counter[0] / steps / sample_rate_hz
+    return {"steps_per_s": round(loop["steps_per_s"], 1),
+            "capture_air_time_per_step_ms": round(1e3 * air_s_per_step, 2),
+            "air_time_limit_steps_per_s": round(1 / air_s_per_step, 1),
+            "fraction_of_air_time_limit": round(loop["steps_per_s"] * air_s_per_step, 3),
+            "sinr_error_median_db": round(float(np.median(errors)), 3),
+            "sinr_error_p95_db": round(float(np.percentile(errors, 95)), 3),
+            "calibrated_offsets_hz": {n: round(c["offset_hz"]) for n, c in net.calibration.items()}}
+
+
+def _switch_latency(switches: int, hw) -> dict:
+    """The USRP stand-in (emulate --realtime, the device's clock as in uhd mode): alternate two
+    bursts and a mute on one node; per switch, the samples from the burst's arrival in the
+    flowgraph to its swap onto the air, and the wall time of send() until the flowgraph confirms."""
+    from hardware.gnuradio_bridge.process import FlowgraphProcess
+    from hardware.radio import _BURST_KEY, RadioSettings, TxBurst
+
+    unity = RadioSettings(hw.center_hz, hw.sample_rate_hz, hw.bandwidth_hz, tx_gain_db=min(0.0, hw.max_tx_gain_db),
+                          rx_gain_db=0.0)
+    with FlowgraphProcess("emulate", tx=["bs0"], rx=["ue0"], sample_rate_hz=hw.sample_rate_hz, noise_voltage=1e-4,
+                          realtime=True, heartbeat_timeout_s=10.0) as fg:
+        radios = _open_bridge_radios(fg, ["bs0", "ue0"], hw)
+        try:
+            for r in radios.values():
+                r.configure(unity)
+            for i in range(switches):
+                iq = (0.3 * np.exp(2j * np.pi * (50 + 80 * (i % 2)) * np.arange(1024) / 1024)).astype(np.complex64)
+                radios["bs0"].send(TxBurst(iq, cyclic=True, _key=_BURST_KEY))
+                radios["ue0"].capture(4096)
+                if i % 3 == 2:
+                    radios["bs0"].mute()
+            log = radios["bs0"].bridge.switches
+            buffer_items = radios["bs0"].bridge.request("status")["burst_buffer_items"]
+        finally:
+            for r in radios.values():
+                r.close()
+    samples = np.array([s["samples"] for s in log], dtype=float)
+    wait_ms = 1e3 * np.array([s["wait_s"] for s in log])
+    fs = hw.sample_rate_hz
+    return {"switches": len(log), "swap_samples_median": float(np.median(samples)), "swap_samples_max": float(samples.max()),
+            "buffered_after_swap_bound_samples": 3 * buffer_items,
+            "on_air_latency_bound_ms": round(1e3 * (samples.max() + 3 * buffer_items) / fs, 2),
+            "send_confirmed_median_ms": round(float(np.median(wait_ms)), 2),
+            "send_confirmed_max_ms": round(float(wait_ms.max()), 2)}
+
+
+def impairments_section(args) -> dict:
+    """configs/bench_mock, bench_pluto (two emulated Plutos) and bench_gnuradio (emulate flowgraph)
+    with their impairments on (crystals ±25 ppm, ±2 ppm for the GNU Radio bench, phase noise, IQ
+    imbalance, DC, ADC), after the start-up calibration: steps/s against the air-time limit of
+    their captures (the capture samples per step at the sample rate), SINR error against Eq. 6;
+    and the TX switch latency on the USRP stand-in."""
+    import dataclasses
+
+    from hardware.emulated.iiod import serve_bench
+    from testbed.backends import make_backend
+    from testbed.config import load_config
+
+    out = {}
+    for name in ("bench_mock", "bench_pluto", "bench_gnuradio"):
+        config = load_config(name, {"hardware": {"settle_s": 0.0}})
+        emulators = []
+        if name == "bench_pluto":
+            emulators, hw = serve_bench(config.hardware, config.network)
+            config = dataclasses.replace(config, hardware=hw)
+        try:
+            net = make_backend(config, num_envs=1)
+            try:
+                out[name] = _impaired_loop(net, args.steps, config.hardware.sample_rate_hz)
+            finally:
+                net.close()
+        finally:
+            for emu in emulators:
+                emu.stop()
+    out["tx_switch_usrp_standin"] = _switch_latency(args.switches, load_config("bench_gnuradio").hardware)
+    return out
+
+
+SECTIONS = {"mock": mock_section, "dsp": dsp_section, "pluto": pluto_section, "gnuradio": gnuradio_section,
+            "impairments": impairments_section}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -338,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--trials", type=int, default=200, help="DSP trials (5 links each)")
     ap.add_argument("--rx-repeats", type=int, default=200,
                     help="4096-sample captures timed per radio (pluto), burst round trips (gnuradio)")
+    ap.add_argument("--switches", type=int, default=60, help="TX switches timed on the USRP stand-in (impairments)")
     ap.add_argument("--only", nargs="*", choices=sorted(SECTIONS), help="sections to run (default: all)")
     ap.add_argument("--record", action="store_true", help="add the recording overhead (steps/s with and without "
                     "IQ recording on the mock loop)")

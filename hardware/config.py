@@ -6,8 +6,12 @@ loading, before anything transmits.
 """
 from __future__ import annotations
 
+import typing
+import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import numpy as np
 
 from hardware.addresses import is_loopback
 from hardware.drivers.pluto import check_pluto_settings
@@ -43,8 +47,11 @@ class RadioEntry:
     link_gain_db: float = param(0.0, "ue radios: physical path gain from the BS radios to this radio "
                                      "(cables, attenuators, radio gains) in dB, e.g. -30 through a 30 dB attenuator",
                                 (-200.0, 60.0))
-    cfo_hz: float = param(0.0, "mock only: carrier frequency offset of the links into this radio in Hz",
-                          (-1e6, 1e6))
+    cfo_hz: typing.Optional[float] = param(None, "emulated radios (mock, GNU Radio emulate): override of this radio's "
+                                                 "crystal error (hardware.impairments), given as the offset in Hz of what "
+                                                 "it hears from an exact radio at center_hz (crystal_ppm = -cfo_hz / "
+                                                 "center_hz · 1e6); empty = drawn from impairments.crystal_ppm",
+                                           (-1e6, 1e6))
     delay_samples: int = param(0, "mock only: delay of the links into this radio in samples", (0, 100_000))
 
     def __post_init__(self):
@@ -74,6 +81,54 @@ class RecordConfig:
                            "which cannot be replayed")
     max_bytes: int = param(1 << 30, "IQ recording stops (the step table goes on) once the IQ of every radio "
                                     "together would exceed this size, bytes", (0, 1 << 50))
+
+
+@dataclass(frozen=True)
+class ImpairmentsConfig:
+    """``hardware.impairments``: what the emulated radios (mock, IIOD Pluto, GNU Radio emulate) do to
+    their signals, one model for all of them (``hardware.emulated.impairments``). Real radios
+    ignore it."""
+
+    ideal: bool = param(False, "no impairments at all (DSP unit tests); the ADC still saturates")
+    crystal_ppm: float = param(25.0, "spread of the radios' crystal errors: each radio's is drawn (seeded by seed "
+                                     "and its name) uniformly from ±this, ppm; it shifts LOs and sample clock "
+                                     "together (ADALM-Pluto ±25, USRP B200 TCXO ±2)", (0.0, 200.0))
+    phase_noise_deg: float = param(0.5, "RMS phase noise of the LOs at a receiver, degrees", (0.0, 30.0))
+    phase_noise_corner_hz: float = param(10e3, "corner of the phase noise spectrum (LO PLL bandwidth), Hz",
+                                         (1.0, 1e7))
+    iq_gain_db: float = param(0.05, "IQ imbalance left after quadrature tracking: Q rail gain against I, dB",
+                              (-3.0, 3.0))
+    iq_phase_deg: float = param(0.3, "IQ imbalance left after quadrature tracking: Q rail phase error, degrees",
+                                (-10.0, 10.0))
+    dc_offset_dbfs: float = param(-60.0, "DC offset left after DC tracking at the ADC, dBFS", (-200.0, 0.0))
+    seed: int = param(0, "seed of the crystal draws and of the phase noise", (0, 2**32 - 1))
+    usrp_standin: bool = param(False, "GNU Radio emulate: run the emulator as a USRP stand-in, the device's sample "
+                                      "clock pacing TX and RX (bursts repeat in the flowgraph, as in uhd mode) "
+                                      "instead of the client clocking it sample for sample")
+    overflow_every_samples: int = param(0, "USRP stand-in: an RX overflow (fault_samples lost) every this many "
+                                           "samples, 0 = never", (0, 1 << 40))
+    underflow_every_samples: int = param(0, "USRP stand-in: a TX underflow (fault_samples of zeros) every this "
+                                            "many samples of a burst, 0 = never", (0, 1 << 40))
+    fault_samples: int = param(1024, "USRP stand-in: samples lost or zeroed per injected overflow/underflow",
+                               (1, 1 << 20))
+
+    def for_radio(self, entry: RadioEntry, center_hz: float) -> dict:
+        """The figures of one radio (``hardware.emulated.impairments.Impairments`` fields): its
+        crystal drawn from ±crystal_ppm unless the entry's ``cfo_hz`` overrides it."""
+        if self.ideal:
+            return {}
+        if entry.cfo_hz is not None:
+            ppm = -entry.cfo_hz / center_hz * 1e6
+        else:
+            ppm = float(np.random.default_rng([self.seed, zlib.crc32(entry.name.encode())]).uniform(
+                -self.crystal_ppm, self.crystal_ppm))
+        return {"crystal_ppm": ppm, "phase_noise_deg": self.phase_noise_deg,
+                "phase_noise_corner_hz": self.phase_noise_corner_hz, "iq_gain_db": self.iq_gain_db,
+                "iq_phase_deg": self.iq_phase_deg, "dc_offset_dbfs": self.dc_offset_dbfs}
+
+    def radio_seed(self, entry: RadioEntry) -> int:
+        """Seed of one radio's phase noise."""
+        return self.seed ^ zlib.crc32(entry.name.encode())
 
 
 def _default_radios() -> tuple[RadioEntry, ...]:
@@ -109,6 +164,8 @@ class HardwareConfig:
     start_bridge: bool = param(False, "backend gnuradio: start the radios' flowgraph(s) with the run on free "
                                       "127.0.0.1 ports (the entries' addresses are then unused) and stop them "
                                       "when it ends")
+    impairments: ImpairmentsConfig = param(ImpairmentsConfig(), "what the emulated radios do to their signals "
+                                                                "(crystal, phase noise, IQ imbalance, DC, ADC)")
     record: RecordConfig = param(RecordConfig(), "recording of the run's captures and steps (``hardware.recording``)")
     replay: str = param("", "backend replay: the directory of a recording (``hardware.record``) to replay; the "
                             "network, env and hardware sections must be the recorded ones")

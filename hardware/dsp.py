@@ -12,7 +12,8 @@ set's). Bursts alternate between the two sets (``signature`` 0/1), so a capture 
 the previous burst shows pilot energy on the other set; the estimator reports that share
 (``foreign_share``) and the measured loop rejects the capture.
 
-Estimation from a capture of N = Nb·P samples (any timing offset, any delay):
+Estimation from a capture of N = Nb·P samples (any timing offset, any delay), less its mean
+(the receiver's DC offset):
 1. a common carrier frequency offset is estimated from the period-P correlation and removed
    (unambiguous for |CFO| < fs/(2P)); ``cfo_ok`` flags captures whose estimate is coherent and
    not near the edge of that range;
@@ -180,18 +181,22 @@ class BandEstimate:
 
 
 def _blocks(plan: PilotPlan, iq: np.ndarray) -> np.ndarray:
-    """iq [..., N] -> [..., Nb, P] (whole periods only)."""
+    """iq [..., N] -> [..., Nb, P] (whole periods only), less their mean: the receiver's DC
+    offset (no pilot sits on DC) must not pull the CFO estimate or leak into the bands."""
     iq = np.asarray(iq)
     num_blocks = iq.shape[-1] // plan.fft_size
     if num_blocks < 2:
         raise ValueError(f"a capture needs at least 2 periods of fft_size={plan.fft_size} samples, got {iq.shape[-1]}")
-    return iq[..., : num_blocks * plan.fft_size].reshape(*iq.shape[:-1], num_blocks, plan.fft_size)
+    whole = iq[..., : num_blocks * plan.fft_size]
+    whole = whole - whole.mean(axis=-1, keepdims=True).astype(whole.dtype)
+    return whole.reshape(*iq.shape[:-1], num_blocks, plan.fft_size)
 
 
 def _remove_cfo(plan: PilotPlan, iq: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Estimate the common CFO within ±fs/(2P) from y[n+P]·conj(y[n]) and derotate.
     iq [..., N] -> blocks [..., Nb, P], cfo_hz [...], coherent [...] bool."""
     p = plan.fft_size
+    iq = iq - iq.mean(axis=-1, keepdims=True).astype(iq.dtype)                        # DC offset out
     corr = np.einsum("...n,...n->...", iq[..., p:], np.conj(iq[..., :-p]))            # [...]
     energy = np.einsum("...n,...n->...", iq, np.conj(iq)).real                         # [...]
     eps = np.angle(corr) / (2 * np.pi * p)                                             # cycles/sample

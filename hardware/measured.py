@@ -45,6 +45,9 @@ samples is clipped and counted in ``clipped_captures``: sensed with TX off, ever
 counts as occupied above I_max (fail safe: the filter closes them); measured, its links keep the
 simulator's SINR and are marked not measured.
 
+``overflows`` and ``underflows`` sum what every radio's device reported (``Radio.overflows``: RX
+samples lost during a capture; ``Radio.underflows``: the DAC ran dry), beside those counts.
+
 Recording (``hardware.record``, ``hardware.recording``): every capture is handed to
 ``recorder`` with its kind, step, env, bands, pilot set, the levels on air and its stale/clipped
 verdicts, every reset and step end too; ``close()`` writes the metadata. With no recording the
@@ -77,7 +80,7 @@ if TYPE_CHECKING:
     from hardware.emulated.scene import TaskScene
     from hardware.gnuradio_bridge.process import FlowgraphProcess
 
-__all__ = ["MeasuredNetwork", "BackendError", "close_all", "check_radio_map"]
+__all__ = ["MeasuredNetwork", "BackendError", "close_all", "check_radio_map", "ue_radio_map"]
 
 _HEADROOM = 0.95        # bursts are scaled to at most this share of max_amplitude
 STALE_SHARE = 0.1        # a band with more pilot power on the other signature than this share of
@@ -109,7 +112,7 @@ class MeasuredNetwork(SimNetwork):
         self.scene = scene
         self.plan = plan or hw.pilot_plan(params.num_bs, params.num_bands)   # the backend's, shared with its scene
         self.bs_radio = _bs_radio_map(hw, params.num_bs)
-        self.ue_radio = _ue_radio_map(hw, params.num_ue)
+        self.ue_radio = ue_radio_map(hw, params.num_ue)
         gain_db = {e.name: e.link_gain_db for e in hw.radios}
         self.radio_gain_lin = {name: db_to_lin(g) for name, g in gain_db.items()}
         self.full_scale_w = dbm_to_w(hw.full_scale_dbm)
@@ -151,11 +154,22 @@ class MeasuredNetwork(SimNetwork):
         self.steps_done += 1
         return result
 
+    @property
+    def overflows(self) -> int:
+        """RX overflows every radio's device reported since start (``Radio.overflows``)."""
+        return sum(r.overflows for r in self.radios.values())
+
+    @property
+    def underflows(self) -> int:
+        """TX underflows every radio's device reported since start (``Radio.underflows``)."""
+        return sum(r.underflows for r in self.radios.values())
+
     def summary(self) -> dict:
         """The run's start-up figures and capture counts, as plain data (for the recording)."""
         return {"noise_floor": {name: floor.tolist() for name, floor in self.noise_floor.items()},
                 "calibration": self.calibration, "stale_captures": self.stale_captures,
-                "clipped_captures": self.clipped_captures, "steps": self.steps_done}
+                "clipped_captures": self.clipped_captures, "overflows": self.overflows,
+                "underflows": self.underflows, "steps": self.steps_done}
 
     # --- hooks -------------------------------------------------------------------------
     def sense_external_w(self) -> torch.Tensor:
@@ -438,7 +452,7 @@ def _bs_radio_map(hw: HardwareConfig, num_bs: int) -> list[str]:
     return [owner[b] for b in range(num_bs)]
 
 
-def _ue_radio_map(hw: HardwareConfig, num_ue: int) -> list[str | None]:
+def ue_radio_map(hw: HardwareConfig, num_ue: int) -> list[str | None]:
     """Name of the radio standing in for each UE [U] (None: simulated). Explicit nodes first,
     then ue radios with empty nodes share the rest round-robin."""
     out: list[str | None] = [None] * num_ue
@@ -459,4 +473,4 @@ def _ue_radio_map(hw: HardwareConfig, num_ue: int) -> list[str | None]:
 def check_radio_map(hw: HardwareConfig, params: NetworkParams) -> None:
     """Raise ``BackendError`` unless every BS has exactly one radio and every UE radio a UE."""
     _bs_radio_map(hw, params.num_bs)
-    _ue_radio_map(hw, params.num_ue)
+    ue_radio_map(hw, params.num_ue)

@@ -145,6 +145,16 @@ class Radio:
     def muted(self) -> bool:
         return self._muted
 
+    @property
+    def overflows(self) -> int:
+        """RX overflows the device reported since open (samples it dropped); drivers that see them override."""
+        return 0
+
+    @property
+    def underflows(self) -> int:
+        """TX underflows the device reported since open (it ran out of samples); drivers that see them override."""
+        return 0
+
     def __enter__(self):
         return self
 

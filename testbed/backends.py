@@ -4,7 +4,7 @@
 into a ``hardware.measured.MeasuredNetwork``: it checks the radio map, starts the GNU Radio
 flowgraphs the config asks for (``hardware.start_bridge``, see ``testbed.bridge``), opens every
 radio with its driver (mock radios on one emulated RF medium with the network's scene), and
-builds the pilot plan once. With ``hardware.record.dir`` set it records the run there
+builds the pilot plan once; mock radios get the bench's impairments (``hardware.impairments``). With ``hardware.record.dir`` set it records the run there
 (``hardware.recording``, the config written beside it); ``backend: replay`` runs the same
 backend on a recording's captures (``hardware.replay``), refusing a config whose network, env,
 task or hardware sections differ from the recorded ones. Nothing here is imported by ``hardware``.
@@ -60,9 +60,14 @@ def open_radios(hw: HardwareConfig, backend: str, params: NetworkParams, plan: P
             from hardware.emulated.mock import MockRadio
             from hardware.emulated.scene import TaskScene
 
+            from hardware.emulated.impairments import Impairments
+
             medium = RfMedium(hw.sample_rate_hz, seed=seed)
+            imp = hw.impairments
             for e in hw.radios:
-                radios[e.name] = MockRadio(e.name, limits, e, hw.dry_run, medium=medium)
+                radios[e.name] = MockRadio(e.name, limits, e, hw.dry_run, medium=medium,
+                                           impairments=Impairments(**imp.for_radio(e, hw.center_hz)),
+                                           seed=imp.radio_seed(e))
             return radios, TaskScene(medium, hw, plan, params)
         for e in hw.radios:
             radios[e.name] = driver_class(e.driver)(e.name, limits, e, hw.dry_run, timeout_s=hw.timeout_s)

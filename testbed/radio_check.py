@@ -1,6 +1,6 @@
 """`testbed radio check --config PATH [--record DIR]`: open the configured radios, print the
 per-band noise floor, the occupancy sensed with TX off and a short SINR table (one step at full
-power on every unmasked band), then mute and close. ``--record DIR`` records the check's
+power on every unmasked band), the capture and device fault counts, then mute and close. ``--record DIR`` records the check's
 captures and step (``hardware.record.dir``; replay it with `testbed replay DIR`). Exit code 0 if
 the bench answered, 1 if it did not, 3 if writing the recording failed."""
 from __future__ import annotations
@@ -77,7 +77,10 @@ def report(net: MeasuredNetwork, seed: int) -> str:
                       [f"BS {b}" for b in range(p.num_bs)], cells))
     out.append(f"turns {net.last_turns}, TX back-off {net.last_backoff_db:.1f} dB; captures: "
                f"{net.stale_captures} stale (held an earlier burst, taken again), "
-               f"{net.clipped_captures} clipped (ADC at full scale: lower rx_gain_db or add attenuation)")
+               f"{net.clipped_captures} clipped (ADC at full scale: lower rx_gain_db or add attenuation); "
+               f"device faults: {net.overflows} RX overflows, {net.underflows} TX underflows" + "".join(
+                   f"\n  {name}: {r.overflows} overflows, {r.underflows} underflows"
+                   for name, r in net.radios.items() if r.overflows or r.underflows))
     return "\n\n".join(out)
 
 

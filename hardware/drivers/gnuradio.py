@@ -48,16 +48,40 @@ class ZmqRadio(Radio):
         except RadioError as err:
             raise RadioError(f"{name}: {err}") from None
         self.bridge = Bridge.attach(control, timeout_s, tx_host, keys)
+        self._events_at_open = {k: int(v.get(name, 0)) for k, v in self.bridge.device_events.items()}
         try:
             self.bridge.check_node(name, entry.tx_address, entry.rx_address)
         except BaseException:
             self.bridge.detach()
             raise
 
+    def _device_events(self, kind: str) -> int:
+        """Events of one kind the flowgraph reported for this node since it was opened."""
+        return max(0, int(self.bridge.device_events[kind].get(self.name, 0)) - self._events_at_open[kind])
+
+    @property
+    def overflows(self) -> int:
+        """RX overflows: those the device reported (uhd: rx_time tags; stand-in: injected) and the
+        gaps in the stream inside a capture, since open."""
+        stream = self.bridge.rx.get(self.name)
+        return self._device_events("overflows") + (0 if stream is None else stream.overflows)
+
+    @property
+    def underflows(self) -> int:
+        """TX underflows the device reported (uhd: async messages; stand-in: injected) since open."""
+        return self._device_events("underflows")
+
     @property
     def transmitting(self) -> bool:
         """Whether this side is sending a burst to the flowgraph right now."""
         return not self._closed and self.bridge.transmitting(self.name)
+
+    def correct_lo(self, offset_hz: float) -> None:
+        """Move this node's LOs down by ``offset_hz``: the bridge tunes them that far below the
+        centre asked for (a USRP's digital correction; the emulator undoes its crystal)."""
+        self._check_open()
+        total = self.bridge.lo_correction_hz.get(self.name, 0.0) + float(offset_hz)   # as the flowgraph holds it
+        self.bridge.set_lo_correction(self.name, total)
 
     # --- driver hooks -----------------------------------------------------------------
     def _configure(self, settings: RadioSettings) -> None:

@@ -29,6 +29,8 @@ SAMPLE_RATE_RANGE_HZ = (521e3, 61.44e6)  # pyadi-iio refuses below 521 kS/s
 BANDWIDTH_RANGE_HZ = (200e3, 20e6)       # stock AD9363 (an AD9364-mode Pluto reaches 56 MHz)
 CENTER_RANGE_HZ = (325e6, 3.8e9)         # stock AD9363 (an AD9364-mode Pluto tunes 70 MHz-6 GHz)
 RX_GAIN_RANGES_DB = ((1.3e9, (-1, 73)), (math.inf, (-3, 71)))   # (LO below, whole-dB RX gain range): AD936x gain tables
+STATUS_REG = 0x80000088                 # AXI DAC core status (ADI_REG_STATUS), write 1 to clear
+TX_UNDERFLOW = 1 << 0                   # cf-ad9361-dds-core-lpc: the DAC ran out of samples
 _TIMEOUT_ERRNOS = (errno.ETIMEDOUT, errno.EAGAIN)
 
 
@@ -79,6 +81,23 @@ class PlutoRadio(Radio):
             self._sdr._rxadc.set_kernel_buffers_count(1)   # each capture's new buffer records one block
         self._tx_gain_on_device_db: float | None = None   # None: unknown
         self._tx_buffer: tuple[int, bool] | None = None     # (num_samples, cyclic) of the open TX buffer
+        self._underflows = 0
+        self._poll_underflow()                              # clear what was latched before us
+
+    @property
+    def underflows(self) -> int:
+        """TX underflows the DAC core latched since open (one-shot bursts pushed too late; a cyclic
+        buffer never runs dry), read from its status register at every send and mute. RX overflows
+        stay 0: every capture is one fresh single-block buffer, one contiguous DMA transfer, so the
+        overflow bit the core latches once that block is full loses nothing of it."""
+        return self._underflows
+
+    def _poll_underflow(self) -> None:
+        """Count and clear the TX core's underflow bit."""
+        with self._io("reading the TX status register"):
+            if self._sdr._txdac.reg_read(STATUS_REG) & TX_UNDERFLOW:
+                self._underflows += 1
+                self._sdr._txdac.reg_write(STATUS_REG, TX_UNDERFLOW)
 
     # --- error wrapping ---------------------------------------------------------------
     @contextmanager
@@ -178,6 +197,7 @@ class PlutoRadio(Radio):
         if self._tx_gain_on_device_db != self.settings.tx_gain_db:
             self._set_tx_gain(self.settings.tx_gain_db)
         samples = np.round(iq.astype(np.complex128) * TX_FULL_SCALE)
+        self._poll_underflow()
         with self._io("transmitting"):
             if cyclic or self._tx_buffer != (len(samples), False):    # else push into the open buffer
                 self._tx_buffer = None
@@ -207,6 +227,7 @@ class PlutoRadio(Radio):
         self._tx_buffer = None
         self._tx_gain_on_device_db = None
         try:
+            self._poll_underflow()
             with self._io("muting"):
                 self._sdr.tx_destroy_buffer()
                 self._sdr.disable_dds()

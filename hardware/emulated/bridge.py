@@ -18,16 +18,25 @@ def emulator_flowgraph(hw: HardwareConfig, params: NetworkParams, plan: PilotPla
     Every radio is a TX+RX node (as a USRP would be); links go from every BS radio to every UE
     radio only (the loop senses with TX off, so BS radios hear only noise and interferers, and
     the medium stays small). Receiver noise is the network's N0 per band, and every link into a
-    radio has the gain ``antenna_link_gain_db`` of the receiving radio's entry, its carrier
-    offset ``cfo_hz`` and delay ``delay_samples`` (FIR taps just long enough). ``seed`` seeds
-    the flowgraph's noise; ``overrides`` replace flowgraph options.
+    radio has the gain ``antenna_link_gain_db`` of the receiving radio's entry and its delay
+    ``delay_samples`` (FIR taps just long enough). Every node has the bench's impairments
+    (``hardware.impairments``: its crystal drawn or overridden by the entry's ``cfo_hz``, and the
+    receive chain's figures; ``usrp_standin``: the device's clock, with injected overflows and
+    underflows). ``seed`` seeds the flowgraph's noise; ``overrides`` replace
+    flowgraph options.
     """
     bs, ue = hw.radios_with_role("bs"), hw.radios_with_role("ue")
+    figures = {e.name: hw.impairments.for_radio(e, hw.center_hz) for e in hw.radios}
+    chain = next(iter(figures.values()))
     options = dict(sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz, tx_gain_db=hw.tx_gain_db,
                    rx_gain_db=hw.rx_gain_db, max_tx_gain_db=hw.max_tx_gain_db,
                    noise_voltage=antenna_noise_fs(hw, params, plan) ** 0.5,
                    rx_link_gain_db={e.name: antenna_link_gain_db(hw, e) for e in hw.radios},
-                   rx_link_cfo_hz={e.name: e.cfo_hz for e in hw.radios if e.cfo_hz},
+                   crystal_ppm={n: f["crystal_ppm"] for n, f in figures.items() if f},
+                   ideal=hw.impairments.ideal, realtime=hw.impairments.usrp_standin,
+                   overflow_every=hw.impairments.overflow_every_samples,
+                   underflow_every=hw.impairments.underflow_every_samples, fault_samples=hw.impairments.fault_samples,
+                   **{k: v for k, v in chain.items() if k != "crystal_ppm"},
                    rx_link_delay={e.name: e.delay_samples for e in hw.radios if e.delay_samples},
                    num_taps=1 + max(e.delay_samples for e in hw.radios),
                    link=[f"{b.name}={u.name}" for b in bs for u in ue],

@@ -47,10 +47,13 @@ As unkind as a real Pluto (``ideal=True`` turns all of this off, for DSP tests t
   accumulator and is rounded to a bin of a 2^16-sample period. After a TX buffer closes the DAC
   outputs zeros. (The cf-axi-dds kernel driver re-selects the DDS when a TX buffer closes, so a
   real Pluto whose DDS is still enabled radiates the tone again: disable it.)
-- The crystal: ``crystal_ppm`` off its nominal 40 MHz. The AD9361 derives both LOs and the sample
-  clock from it, believing it to run at ``xo_correction`` Hz, so the LOs on the medium are the
-  requested ones times crystal / xo_correction, and in realtime mode the sample clock paces at that
-  ratio too (the medium does not resample: non-realtime samples stay on its one clock).
+- The radio's impairments (``impairments``, the one model of ``hardware.emulated.impairments``):
+  the crystal ``crystal_ppm`` off its nominal 40 MHz, from which the AD9361 derives both LOs and
+  the sample clock, believing it to run at ``xo_correction`` Hz: the LOs on the medium are the
+  requested ones times crystal / xo_correction, cyclic bursts play stretched by the ratio of the
+  radios' clocks, and in realtime mode the sample clock paces at that ratio too. RX samples pass
+  the model's receive chain (phase noise, IQ imbalance, DC offset, ADC saturation) before the
+  12-bit quantisation.
 - TX underflow (realtime, one-shot buffers pushed later than the previous one ran out) latches
   the TX core's underflow bit; a one-shot WRITEBUF in realtime waits while ``kernel_buffers``
   buffers are queued ahead of it.
@@ -82,6 +85,7 @@ import numpy as np
 from hardware.addresses import is_loopback
 from hardware.config import HardwareConfig
 from hardware.drivers.pluto import RX_FULL_SCALE, TX_FULL_SCALE
+from hardware.emulated.impairments import Impairments, Receiver, clock_ratio
 from hardware.emulated.medium import RfMedium
 from hardware.emulated.pluto_model import (
     LIBIIO_VERSION,
@@ -163,9 +167,10 @@ class IIODEmulator:
     """One emulated Pluto on ``host:port`` (port 0 = a free port), its RF side on ``medium``.
 
     ``realtime``: pace RX buffers to the configured sample rate (off = as fast as possible).
-    ``ideal``: no kernel buffering (RX is always "now"), no DDS tone. ``crystal_ppm``: the
-    crystal's error, ppm; ``xo_correction_hz``: the reference it boots believing (a Pluto reads it
-    from its environment). Use as a context manager, or ``start()`` / ``stop()``. A host other
+    ``ideal``: no kernel buffering (RX is always "now"), no DDS tone. ``impairments``: the
+    radio's figures (default ideal); ``crystal_ppm``, if given, replaces their crystal error, ppm;
+    ``xo_correction_hz``: the reference it boots believing (a Pluto reads it from its
+    environment); ``seed``: of its phase noise. Use as a context manager, or ``start()`` / ``stop()``. A host other
     than loopback gets a warning (stderr and RuntimeWarning): anyone who reaches the port can
     drive the radio.
     """
@@ -173,10 +178,12 @@ class IIODEmulator:
     command_timeout_s: float = COMMAND_TIMEOUT_S
 
     def __init__(self, medium: RfMedium | None = None, name: str = "pluto", host: str = "127.0.0.1",
-                 port: int = 0, realtime: bool = False, ideal: bool = False, crystal_ppm: float = 0.0,
-                 xo_correction_hz: int = XO_NOMINAL_HZ):
-        if not abs(crystal_ppm) < 1000:
-            raise ValueError(f"crystal_ppm must be within ±1000 ppm, got {crystal_ppm}")
+                 port: int = 0, realtime: bool = False, ideal: bool = False, crystal_ppm: float | None = None,
+                 xo_correction_hz: int = XO_NOMINAL_HZ, impairments: Impairments | None = None, seed: int = 0):
+        impairments = impairments or Impairments()
+        if crystal_ppm is not None:
+            impairments = dataclasses.replace(impairments, crystal_ppm=float(crystal_ppm))
+        self.impairments = impairments
         self.name = name
         self.model = PlutoModel()
         self.model.write(self.model.device("ad9361-phy"), "dev", "xo_correction", str(xo_correction_hz))
@@ -184,7 +191,7 @@ class IIODEmulator:
         self.rf_port = self.medium.attach(name)
         self.realtime = realtime
         self.ideal = ideal
-        self.crystal_ppm = float(crystal_ppm)
+        self.receiver = Receiver(impairments, self.medium.sample_rate_hz, seed)
         self.kernel_buffers = {dev: KERNEL_BUFFERS for dev in _BUFFER_DEVICES}   # device name -> BUFFERS_COUNT
         self._dds_selected = not ideal                   # the DAC plays the DDS (from boot until a TX buffer opens)
         self._tx_until_s: float | None = None            # realtime: when the queued one-shot TX buffers run out
@@ -208,6 +215,10 @@ class IIODEmulator:
         self._stopping = False
         with self._lock:
             self._air()
+
+    @property
+    def crystal_ppm(self) -> float:
+        return self.impairments.crystal_ppm
 
     @property
     def uri(self) -> str:
@@ -568,8 +579,9 @@ class IIODEmulator:
             if self.model.digital_loopback:
                 rx, scale = self._looped_back(num_samples), RX_FULL_SCALE
             else:
-                rx = self.rf_port.receive(num_samples, self._rf_state())      # [num_samples] complex
-                scale = RX_FULL_SCALE * db_to_amplitude(self.model.rx_gain_db)
+                rx = self.receiver.apply(self.rf_port.receive(num_samples, self._rf_state())
+                                         * db_to_amplitude(self.model.rx_gain_db))      # [num_samples], full scale 1
+                scale = RX_FULL_SCALE
         iq = np.empty((num_samples, 2), np.float64)
         iq[:, 0], iq[:, 1] = rx.real, rx.imag
         return np.clip(np.rint(iq * scale), -RX_FULL_SCALE, RX_FULL_SCALE - 1).astype("<i2")
@@ -649,7 +661,7 @@ class IIODEmulator:
 
     def _clock_ratio(self) -> float:
         """Actual over believed reference frequency: what every clock derived from the crystal is off by."""
-        return XO_NOMINAL_HZ * (1 + self.crystal_ppm * 1e-6) / self.model.xo_correction_hz
+        return clock_ratio(self.crystal_ppm, (self.model.xo_correction_hz / XO_NOMINAL_HZ - 1) * 1e6)
 
     def _sample_clock_hz(self) -> float:
         return self.model.sample_rate_hz * self._clock_ratio()
@@ -657,7 +669,7 @@ class IIODEmulator:
     def _rf_state(self) -> dict:
         """The LOs as they are on air (the crystal's error and xo_correction applied)."""
         ratio = self._clock_ratio()
-        return {"tx_lo_hz": self.model.tx_lo_hz * ratio, "rx_lo_hz": self.model.rx_lo_hz * ratio}
+        return {"tx_lo_hz": self.model.tx_lo_hz * ratio, "rx_lo_hz": self.model.rx_lo_hz * ratio, "clock_ratio": ratio}
 
 
 def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime: bool = False,
@@ -682,18 +694,20 @@ def serve(num_radios: int = 1, port: int = 0, host: str = "127.0.0.1", realtime:
 
 
 def serve_bench(hw: HardwareConfig, params: NetworkParams, host: str = "127.0.0.1", realtime: bool = False,
-                seed: int = 0, ideal: bool = False, crystal_ppm: float = 25.0,
+                seed: int = 0, ideal: bool = False,
                 calibration_ppm: float | None = None) -> tuple[list[IIODEmulator], HardwareConfig]:
     """Emulate the radios of a bench config: one Pluto per radio entry, all on one medium set as
     the mock bench's (``hardware.emulated.scene.TaskScene``): N0 in every band at the radios' samples under
     ``full_scale_dbm``, and each UE radio hearing the BS radios with its ``link_gain_db``.
 
-    Each Pluto's crystal error is drawn (seeded) uniformly from ±``crystal_ppm`` (0 when ideal).
-    By default (``calibration_ppm`` None) every Pluto boots at the nominal 40 MHz reference, so two
-    sit up to 2·crystal_ppm apart (~120 kHz at 2.4 GHz, far beyond the pilots' ±fs/(2P)) and the
-    measured backend's start-up calibration must find and correct them. With ``calibration_ppm``
-    each boots with xo_correction = its crystal's frequency within ±calibration_ppm, as a bench
-    whose owner stored each Pluto's measured reference.
+    Each Pluto has the bench's impairments for its entry (``hardware.impairments.for_radio``: a
+    crystal drawn from ±crystal_ppm unless the entry's cfo_hz overrides it); ``ideal`` turns them,
+    the kernel buffering and the DDS tone off. By default (``calibration_ppm`` None) every Pluto
+    boots at the nominal 40 MHz reference, so two sit up to 2·crystal_ppm apart (~120 kHz at
+    2.4 GHz, far beyond the pilots' ±fs/(2P)) and the measured backend's start-up calibration must
+    find and correct them. With ``calibration_ppm`` each boots with xo_correction = its crystal's
+    frequency within ±calibration_ppm, as a bench whose owner stored each Pluto's measured
+    reference.
 
     Returns the started emulators and ``hw`` with every radio's uri pointing at its emulator.
     """
@@ -701,11 +715,13 @@ def serve_bench(hw: HardwareConfig, params: NetworkParams, host: str = "127.0.0.
     rng = np.random.default_rng([seed, 0x9A3])
     emulators = {}
     for e in hw.radios:
-        ppm = 0.0 if ideal else float(rng.uniform(-crystal_ppm, crystal_ppm))
+        imp = Impairments() if ideal else Impairments(**hw.impairments.for_radio(e, hw.center_hz))
+        ppm = imp.crystal_ppm
         stored_ppm = 0.0 if calibration_ppm is None or not ppm else ppm + float(rng.uniform(-calibration_ppm,
                                                                                             calibration_ppm))
         emulators[e.name] = IIODEmulator(medium, name=e.name, host=host, realtime=realtime, ideal=ideal,
-                                         crystal_ppm=ppm, xo_correction_hz=round(XO_NOMINAL_HZ * (1 + stored_ppm * 1e-6)))
+                                         impairments=imp, seed=hw.impairments.radio_seed(e),
+                                         xo_correction_hz=round(XO_NOMINAL_HZ * (1 + stored_ppm * 1e-6)))
     TaskScene(medium, hw, hw.pilot_plan(params.num_bs, params.num_bands), params)
     radios = tuple(dataclasses.replace(e, uri=emulators[e.name].uri) for e in hw.radios)
     return [emu.start() for emu in emulators.values()], dataclasses.replace(hw, radios=radios)

@@ -13,19 +13,28 @@ a power gain, a carrier frequency offset (continuous phase) and an integer delay
 0 dB, 0 Hz, 0 samples, including a port hearing itself (a loopback cable). Powers are mean
 |IQ|² in full-scale units (names end in ``_fs``; full scale = 1). Frequencies are RF in Hz: a port's LO comes from the optional ``state``
 dict (``tx_lo_hz``, ``rx_lo_hz``) its driver passes; the TX-RX LO difference shifts the signal,
-and a port without LO state sits at 0 Hz (baseband). External interferers are band-limited
+and a port without LO state sits at 0 Hz (baseband). A port's ``clock_ratio`` (state; its sample
+clock over nominal, ``hardware.emulated.impairments``) plays a cyclic burst stretched by the ratio of
+the transmitter's clock to the receiver's (one-shot bursts play on the medium's clock). External interferers are band-limited
 Gaussian noise heard by chosen ports. Thread-safe (emulators serve clients from threads).
+
+``on_air`` logs what the ports radiate, with timestamps on the medium's sample clock: one entry
+(clock, port name, iq at the antenna, or None for a mute) per change, the last ``AIR_LOG_ENTRIES``.
 """
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from hardware.emulated.impairments import play_periodic
 from sim.units import db_to_amplitude, db_to_lin
 
-__all__ = ["RfMedium", "MediumPort", "Link", "Interferer"]
+__all__ = ["RfMedium", "MediumPort", "Link", "Interferer", "AIR_LOG_ENTRIES"]
+
+AIR_LOG_ENTRIES = 4096    # changes of what the ports radiate that ``RfMedium.on_air`` keeps
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class MediumPort:
         self._cyclic = True
         self._start = 0
         self._tx_lo_hz = 0.0
+        self._clock_ratio = 1.0
 
     def transmit(self, iq: np.ndarray, cyclic: bool = True, state: dict | None = None) -> None:
         """Start sending ``iq`` (complex [L]) now, repeated if cyclic; replaces what was sent before."""
@@ -66,15 +76,19 @@ class MediumPort:
             self._cyclic = bool(cyclic)
             self._start = self.medium._clock
             self._tx_lo_hz = float((state or {}).get("tx_lo_hz", 0.0))
+            self._clock_ratio = float((state or {}).get("clock_ratio", 1.0))
+            self.medium.on_air.append((self.medium._clock, self.name, self._iq))
 
     def receive(self, num_samples: int, state: dict | None = None) -> np.ndarray:
         """The next num_samples of what this port hears, complex64 [num_samples]."""
         rx_lo_hz = float((state or {}).get("rx_lo_hz", 0.0))
-        return self.medium._receive(self, int(num_samples), rx_lo_hz)
+        return self.medium._receive(self, int(num_samples), rx_lo_hz, float((state or {}).get("clock_ratio", 1.0)))
 
     def mute(self) -> None:
         """Stop sending. Idempotent."""
         with self.medium._lock:
+            if self._iq is not None:
+                self.medium.on_air.append((self.medium._clock, self.name, None))
             self._iq = None
 
     @property
@@ -96,6 +110,12 @@ class RfMedium:
         self._rng = np.random.default_rng(seed)
         self._clock = 0
         self._lock = threading.RLock()
+        self.on_air: deque = deque(maxlen=AIR_LOG_ENTRIES)   # (clock, port, iq or None), oldest first
+
+    @property
+    def clock(self) -> int:
+        """Samples the medium has run so far (the timestamps of ``on_air``)."""
+        return self._clock
 
     def attach(self, name: str) -> MediumPort:
         """A new port called ``name`` (unique)."""
@@ -149,7 +169,7 @@ class RfMedium:
             self._interferers.clear()
 
     # --- the channel ----------------------------------------------------------------
-    def _receive(self, port: MediumPort, n: int, rx_lo_hz: float) -> np.ndarray:
+    def _receive(self, port: MediumPort, n: int, rx_lo_hz: float, rx_clock: float = 1.0) -> np.ndarray:
         if n <= 0:
             raise ValueError(f"num_samples must be > 0, got {n}")
         with self._lock:
@@ -160,16 +180,19 @@ class RfMedium:
             t = np.arange(t0, t0 + n)
             for src in self.ports.values():
                 if src._iq is not None:
-                    out += self._heard(src, port.name, t, rx_lo_hz)
+                    out += self._heard(src, port.name, t, rx_lo_hz, rx_clock)
             out += self._interference(port.name, n, rx_lo_hz)
         return out.astype(np.complex64)
 
-    def _heard(self, src: MediumPort, rx: str, t: np.ndarray, rx_lo_hz: float) -> np.ndarray:
+    def _heard(self, src: MediumPort, rx: str, t: np.ndarray, rx_lo_hz: float, rx_clock: float) -> np.ndarray:
         """What ``rx`` hears of ``src`` at absolute sample times t."""
         link = self.link(src.name, rx)
         k = t - link.delay_samples - src._start
         length = src._iq.size
-        if src._cyclic:
+        stretch = src._clock_ratio / rx_clock
+        if src._cyclic and abs(stretch - 1) * t.size > 1e-4:     # clocks apart by more than 1e-4 samples a capture
+            x = play_periodic(src._iq, k * stretch)
+        elif src._cyclic:
             x = src._iq[k % length]
         else:
             inside = (k >= 0) & (k < length)

@@ -1,7 +1,10 @@
 """A radio in pure Python on a shared :class:`hardware.emulated.medium.RfMedium`, with injectable faults.
 
 TX IQ goes on the medium scaled by the TX gain; captures are what the medium delivers, scaled
-by the RX gain and saturated at the ADC's full scale (I and Q each clipped to ±1). ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
+by the RX gain and passed through the radio's receive chain (``hardware.emulated.impairments``:
+phase noise, IQ imbalance, DC offset, the 12-bit ADC's saturation). The radio's crystal
+(``impairments.crystal_ppm``) puts both LOs and its sample clock off by the same ratio;
+``correct_lo`` corrects the crystal the radio believes it has, as a Pluto's ``xo_correction`` does. ``inject_fault("timeout")`` makes one later operation raise ``RadioTimeout``;
 ``inject_fault("stale")`` makes one later capture return the samples of the previous capture
 (what a radio whose kernel still holds old RX blocks delivers);
 ``inject_fault("disconnect")`` makes the radio vanish like an unplugged USB device: it stops
@@ -12,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from hardware.config import RadioEntry
+from hardware.emulated.impairments import Impairments, Receiver, clock_ratio
 from hardware.emulated.medium import RfMedium
 from hardware.radio import Radio, RadioError, RadioSettings, RadioTimeout, TxLimits
 from sim.units import db_to_amplitude
@@ -25,7 +29,7 @@ class MockRadio(Radio):
     """A radio whose antenna is a port called ``name`` on ``medium``."""
 
     def __init__(self, name: str, limits: TxLimits, entry: RadioEntry | None = None, dry_run: bool = False,
-                 *, medium: RfMedium):
+                 *, medium: RfMedium, impairments: Impairments | None = None, seed: int = 0):
         super().__init__(name, limits, dry_run)
         self.entry = entry
         self.medium = medium
@@ -34,8 +38,9 @@ class MockRadio(Radio):
         self._fault_countdown = 0
         self._disconnected = False
         self._previous_capture: np.ndarray | None = None
-        self.lo_error_hz = 0.0          # how far the LOs sit above the centre asked for (a crystal's error), Hz
-        self.lo_correction_hz = 0.0     # how far correct_lo moved the LOs down, Hz
+        self.impairments = impairments or Impairments()
+        self.receiver = Receiver(self.impairments, medium.sample_rate_hz, seed)
+        self.correction_ppm = 0.0       # the crystal error the radio believes it has (correct_lo), ppm
 
     def inject_fault(self, kind: str, after_calls: int = 0) -> None:
         """Make the operation ``after_calls`` operations from now (configure/send/capture) fail."""
@@ -66,16 +71,25 @@ class MockRadio(Radio):
         self.port.mute()
         raise RadioError(f"{self.name}: radio disconnected during {what} (injected fault)")
 
+    @property
+    def clock_ratio(self) -> float:
+        """Actual over believed reference: what the LOs and the sample clock are off by."""
+        return clock_ratio(self.impairments.crystal_ppm, self.correction_ppm)
+
     def _state(self) -> dict:
         s = self.settings
-        lo_hz = s.center_hz + self.lo_error_hz - self.lo_correction_hz
-        return {"tx_lo_hz": lo_hz, "rx_lo_hz": lo_hz, "sample_rate_hz": s.sample_rate_hz}
+        lo_hz = s.center_hz * self.clock_ratio
+        return {"tx_lo_hz": lo_hz, "rx_lo_hz": lo_hz, "sample_rate_hz": s.sample_rate_hz,
+                "clock_ratio": self.clock_ratio}
 
     def correct_lo(self, offset_hz: float) -> None:
-        """Move both LOs down by ``offset_hz`` (the medium shifts what a port hears by the TX-RX LO
-        difference)."""
+        """Move both LOs down by ``offset_hz`` by correcting the crystal the radio believes it
+        has (the sample clock follows, as with a Pluto's xo_correction)."""
         self._check_open()
-        self.lo_correction_hz += float(offset_hz)
+        if self.settings is None:
+            raise RadioError(f"{self.name}: configure() before correct_lo()")
+        ratio = self.clock_ratio - float(offset_hz) / self.settings.center_hz
+        self.correction_ppm = ((1 + self.impairments.crystal_ppm * 1e-6) / ratio - 1) * 1e6
 
     # --- driver hooks -----------------------------------------------------------------
     def _configure(self, settings: RadioSettings) -> None:
@@ -92,8 +106,7 @@ class MockRadio(Radio):
         if stale and previous is not None and previous.size == num_samples:
             return previous
         gain = np.float32(db_to_amplitude(self.settings.rx_gain_db))
-        x = self.port.receive(num_samples, self._state()) * gain
-        self._previous_capture = (np.clip(x.real, -1, 1) + 1j * np.clip(x.imag, -1, 1)).astype(np.complex64)
+        self._previous_capture = self.receiver.apply(self.port.receive(num_samples, self._state()) * gain)
         return self._previous_capture
 
     def _mute(self) -> None:

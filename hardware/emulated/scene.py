@@ -46,8 +46,7 @@ class TaskScene:
         medium.set_noise(antenna_noise_fs(hw, params, plan))
         for ue in hw.radios_with_role("ue"):
             for bs in hw.radios_with_role("bs"):
-                medium.set_link(bs.name, ue.name, gain_db=antenna_link_gain_db(hw, ue),
-                                cfo_hz=ue.cfo_hz, delay_samples=ue.delay_samples)
+                medium.set_link(bs.name, ue.name, gain_db=antenna_link_gain_db(hw, ue), delay_samples=ue.delay_samples)
 
     def apply(self, incumbent_w: np.ndarray, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:
         """Put the incumbents of one env on the medium.

@@ -26,8 +26,14 @@ hears (its cyclic or one-shot burst from the instant it was sent, zeros when mut
 n samples from every RX node. Captures on other nodes before the next TX change return the
 same window, as radios capturing in parallel would. TX gates follow the radios' send/mute in
 one request per capture. The radios of one bridge share the first one's ``timeout_s``.
-In ``uhd`` mode the USRP clocks both streams: a cyclic burst is fed by a thread (paced by the socket's queue), and a capture drops what queued up, then a
-further ``RT_FLUSH_SAMPLES``, before it keeps n samples.
+With the device's clock (``uhd`` mode, or the emulator's USRP stand-in, ``--realtime``; status
+``clock: device``) the device clocks both streams: a burst goes to the flowgraph once as one
+message [b"c" (cyclic) | b"o" (one-shot), samples] on a queue one deep, the flowgraph repeats it
+and swaps it in under a lock; ``send`` opens the gate only once the flowgraph reports the burst on
+air, and a mute closes the gate and drops the burst there, so within the flowgraph's buffers
+(``BURST_BUFFER_ITEMS`` per block) only what the current step sent radiates. A capture drops what
+the flowgraph's RX sink had taken when asked, then a further ``RT_FLUSH_SAMPLES``, before it keeps
+n samples.
 """
 from __future__ import annotations
 
@@ -53,7 +59,8 @@ TAG_MAGIC, TAG_VERSION = 0x5FF0, 1
 ITEM = np.dtype("<c8")                # complex64, little-endian
 MAX_RX_MESSAGE_BYTES = 8 << 20        # ZMQ drops larger RX messages (push_sink sends one buffer at most)
 TX_CHUNK_SAMPLES = 65536              # largest TX message: the flowgraph's source buffer
-RT_FLUSH_SAMPLES = 131072             # uhd: samples dropped after draining, covers GNU Radio's buffers
+RT_FLUSH_SAMPLES = 32768              # device clock: samples a capture skips past what the RX sink had taken when
+                                      # asked, covering the buffers between the air and the sink
 PROBE_TIMEOUT_S = 0.25                # request timeout while the bridge is known to be down
 SOCKET_HWM = 16
 
@@ -130,9 +137,13 @@ def parse_rx_message(msg: bytes) -> tuple[int, np.ndarray]:
 class _RxStream:
     """One RX node's samples in stream order, checked against the header offsets."""
 
-    def __init__(self, socket: zmq.Socket, name: str):
+    def __init__(self, socket: zmq.Socket, name: str, device_clock: bool = False):
         self.socket = socket
         self.name = name
+        self.device_clock = device_clock        # gaps are dropped samples, counted, not errors
+        self.overflows = 0                      # device clock: gaps inside a capture (samples lost while read)
+        self.lost_samples = 0
+        self.reading_from: int | None = None    # offset the capture in progress starts at
         self.next_offset: int | None = None     # offset of the next sample to hand out
         self.parts: list[np.ndarray] = []       # received, not yet handed out
         self.num_buffered = 0
@@ -148,6 +159,12 @@ class _RxStream:
         """Take one message off the socket (which must be readable)."""
         offset, samples = parse_rx_message(self.socket.recv())
         expected = None if self.next_offset is None else self.next_offset + self.num_buffered
+        if self.device_clock and expected is not None and offset > expected:   # samples dropped: start afresh
+            if self.reading_from is not None and expected > self.reading_from:  # inside a capture: counted
+                self.overflows += 1
+                self.lost_samples += offset - expected
+            self.next_offset, self.parts, self.num_buffered = None, [], 0
+            expected = None
         if expected is not None and offset != expected:
             raise RadioError(f"bridge RX node {self.name!r}: stream jumped from sample {expected} to {offset} "
                              "(samples lost or the flowgraph restarted)")
@@ -174,6 +191,28 @@ class _RxStream:
             self.receive()
         return self.take(num_samples)
 
+    def read_from(self, offset: int, num_samples: int, deadline: float) -> np.ndarray:
+        """The num_samples samples from stream offset ``offset`` on (earlier ones are dropped),
+        contiguous, waiting until the deadline (monotonic s)."""
+        self.reading_from = offset
+        try:
+            return self._read_from(offset, num_samples, deadline)
+        finally:
+            self.reading_from = None
+
+    def _read_from(self, offset: int, num_samples: int, deadline: float) -> np.ndarray:
+        while True:
+            while self.socket.poll(0, zmq.POLLIN):
+                self.receive()
+            if self.next_offset is not None and self.next_offset < offset:
+                self.take(min(offset - self.next_offset, self.num_buffered))
+            if self.next_offset is not None and self.next_offset >= offset and self.num_buffered >= num_samples:
+                return self.take(num_samples)
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLIN):
+                raise RadioTimeout(f"bridge RX node {self.name!r}: no samples within the timeout")
+            self.receive()
+
     def drain(self) -> None:
         """Drop everything queued now (uhd captures start after it)."""
         while self.socket.poll(0, zmq.POLLIN):
@@ -191,9 +230,7 @@ class _TxNode:
         self.iq: np.ndarray | None = None     # complex64 [L] being sent; None = muted
         self.cyclic = True
         self.position = 0                     # samples of iq already pushed
-        self.feeder: threading.Thread | None = None
-        self.stop_feeder = threading.Event()
-        self.feeder_error: Exception | None = None
+        self.sent = 0                         # device clock: bursts handed to this flowgraph session
 
     def next_samples(self, num_samples: int) -> np.ndarray:
         """The next num_samples samples of the burst (zeros when muted or after a one-shot)."""
@@ -207,38 +244,13 @@ class _TxNode:
         self.position += num_samples
         return out
 
-    def push(self, samples: np.ndarray, deadline: float) -> None:
-        """Send samples (uhd one-shot), waiting until the deadline (monotonic s)."""
-        for start in range(0, samples.size, TX_CHUNK_SAMPLES):
-            remaining_ms = int((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLOUT):
-                raise RadioTimeout(f"bridge TX node {self.name!r}: the flowgraph does not take samples")
-            self.socket.send(samples[start: start + TX_CHUNK_SAMPLES].tobytes(), copy=False)
-
-    def stop(self) -> None:
-        """Stop the uhd feeder thread, if any."""
-        if self.feeder is not None:
-            self.stop_feeder.set()
-            self.feeder.join()
-            self.feeder = None
-
-    def feed(self, iq: np.ndarray) -> None:
-        """uhd: push iq again and again until stopped (the USRP's pace sets the rate)."""
-        self.stop()
-        self.stop_feeder.clear()
-        self.feeder_error = None
-        payload = np.tile(iq, max(1, TX_CHUNK_SAMPLES // 4 // iq.size)).tobytes()
-
-        def run():
-            try:
-                while not self.stop_feeder.is_set():
-                    if self.socket.poll(50, zmq.POLLOUT):
-                        self.socket.send(payload)
-            except zmq.ZMQError as err:
-                self.feeder_error = err
-
-        self.feeder = threading.Thread(target=run, name=f"tx-feeder-{self.name}", daemon=True)
-        self.feeder.start()
+    def send_burst(self, iq: np.ndarray, cyclic: bool, deadline: float) -> None:
+        """Device clock: hand the flowgraph one burst, [b"c" | b"o", samples] (it repeats it there)."""
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0 or not self.socket.poll(remaining_ms, zmq.POLLOUT):
+            raise RadioTimeout(f"bridge TX node {self.name!r}: the flowgraph does not take the burst")
+        self.socket.send_multipart([b"c" if cyclic else b"o", np.ascontiguousarray(iq, dtype=ITEM).tobytes()])
+        self.sent += 1
 
 
 @dataclass
@@ -309,6 +321,7 @@ class Bridge:
         self.pending: _PumpJob | None = None    # an advance a timeout interrupted
         self.gate_open: dict[str, bool] = {}    # the flowgraph's TX gates as of the last reply
         self.watchdog_trips = 0
+        self.device_events: dict[str, dict] = {"overflows": {}, "underflows": {}}   # as the last reply reported
         self.last_ok = 0.0                      # monotonic time of the last answered request
         self.node_settings: dict[str, dict] = {}
         self.knobs: dict[tuple, dict] = {}      # emulate requests to replay after a restart
@@ -329,7 +342,8 @@ class Bridge:
         """Bind every TX endpoint, connect every RX port (on the control channel's host)."""
         status = self.request("status")
         self.mode = status["mode"]
-        self.lockstep = self.mode == "emulate"
+        self.lockstep = status.get("clock", "tx" if self.mode == "emulate" else "device") == "tx"
+        self.switches: list[dict] = []          # device clock: how long each new burst took to reach the air
         for name, endpoint in status["tx_endpoints"].items():
             if endpoint_host(endpoint) != self.tx_host:
                 raise RadioError(f"bridge {self.control_address}: bad reply to 'status': field 'tx_endpoints' "
@@ -344,13 +358,17 @@ class Bridge:
                 sock.bind(f"tcp://{self.tx_host}:{port}")
                 self.tx[name] = _TxNode(sock, name)
             for name, port in self.rx_ports.items():
-                sock = self._socket(zmq.PULL)
+                sock = self._socket(zmq.PULL if self.lockstep else zmq.SUB)
                 sock.setsockopt(zmq.MAXMSGSIZE, MAX_RX_MESSAGE_BYTES)
+                if not self.lockstep:
+                    sock.setsockopt(zmq.SUBSCRIBE, b"")
                 sock.connect(f"tcp://{peer_host}:{port}")
-                self.rx[name] = _RxStream(sock, name)
+                self.rx[name] = _RxStream(sock, name, device_clock=not self.lockstep)
         except zmq.ZMQError as err:
             raise RadioError(f"bridge {self.control_address}: cannot open its streams ({err}); is another "
                              "client using this flowgraph?") from err
+        self.lo_correction_hz = {n: float(v.get("lo_correction_hz", 0.0)) for n, v in status.get("settings", {}).items()
+                                 if isinstance(v, dict) and isinstance(v.get("lo_correction_hz", 0.0), (int, float))}
         self.clocking = list(status["tx_clocking"])     # TX nodes the RX streams wait for
         self.tx_count = self._common_tx_count(status)
         self.watchdog_trips = status["watchdog_trips"]
@@ -381,7 +399,6 @@ class Bridge:
 
     def _close(self) -> None:
         for node in self.tx.values():
-            node.stop()
             node.socket.close(0)
         for stream in self.rx.values():
             stream.socket.close(0)
@@ -417,6 +434,7 @@ class Bridge:
                 raise RadioError(f"bridge {self.control_address} refused {cmd!r}: {reply['error']}")
             self.last_ok = time.monotonic()
             self.gate_open = dict(reply["tx_enabled"])
+            self.device_events = {"overflows": reply.get("rx_overflows", {}), "underflows": reply.get("tx_underflows", {})}
             if self.session is None:
                 self.session = reply["session"]
             elif reply["session"] != self.session:
@@ -445,8 +463,7 @@ class Bridge:
         self.pending = None
         lost = sorted(n for n, node in self.tx.items() if node.iq is not None)
         for node in self.tx.values():
-            node.stop()
-            node.iq = None
+            node.iq, node.sent = None, 0
         for stream in self.rx.values():
             stream.reset()
         self.tx_count = self._common_tx_count(reply)
@@ -481,21 +498,28 @@ class Bridge:
 
     def send(self, node: str, iq: np.ndarray, cyclic: bool) -> None:
         """Start the node's burst. In lockstep its gate opens with the next advance (nothing
-        flows before it), so all gate changes between two advances cost one request."""
+        flows before it), so all gate changes between two advances cost one request. With the
+        device's clock the burst goes to the flowgraph once, which repeats it; the gate opens once
+        the flowgraph reports it swapped in (``switches`` keeps how long that took)."""
         with self.lock:
             tx = self._tx_node(node)
-            tx.stop()
             tx.iq, tx.cyclic, tx.position = iq, cyclic, 0
             self.epoch += 1
             if self.lockstep:
                 return
+            began = time.monotonic()
+            deadline = began + self.timeout_s
+            tx.send_burst(iq, cyclic, deadline)
+            status = self.request("heartbeat")
+            while status["tx_on_air"].get(node) != tx.sent:
+                if time.monotonic() > deadline:
+                    raise RadioTimeout(f"bridge TX node {node!r}: burst {tx.sent} not on air within {self.timeout_s:g} s")
+                time.sleep(0.001)
+                status = self.request("heartbeat")
+            swap = next((e for e in reversed(status["tx_log"].get(node, [])) if e[1] == tx.sent), None)
+            self.switches.append({"node": node, "wait_s": time.monotonic() - began,
+                                  "samples": None if swap is None else swap[0] - swap[2]})
             self.request("unmute", node=node)
-            if cyclic:
-                tx.feed(np.tile(iq, self.align_samples // math.gcd(iq.size, self.align_samples)))
-            else:
-                padded = np.zeros(iq.size + (-iq.size % self.align_samples), dtype=ITEM)
-                padded[: iq.size] = iq
-                tx.push(padded, time.monotonic() + self.timeout_s)
 
     def mute(self, node: str) -> None:
         """Stop sending the node's TX stream, then close its gate in the flowgraph.
@@ -509,7 +533,6 @@ class Bridge:
             tx = self.tx.get(node)
             if tx is None:
                 return
-            tx.stop()
             tx.iq = None
             self.epoch += 1
             if not self.lockstep and self.down_since is None and self.gate_open.get(node, True):
@@ -540,9 +563,12 @@ class Bridge:
                 epoch, window = self.window[node]
             self.window[node] = (-1, window)       # a second capture on this node advances
             return window[:num_samples]
-        self._check_tx(self.request("heartbeat"))
+        status = self.request("heartbeat")
+        self._check_tx(status)
         stream = self.rx[node]
         deadline = time.monotonic() + self.timeout_s
+        if "rx_items" in status:        # samples the sink took before this request are the past
+            return stream.read_from(status["rx_items"][node] + RT_FLUSH_SAMPLES, num_samples, deadline)
         stream.drain()
         stream.read(RT_FLUSH_SAMPLES, deadline)
         return stream.read(num_samples, deadline)
@@ -630,14 +656,10 @@ class Bridge:
         lost = sorted(n for n, tx in self.tx.items() if tx.iq is not None)
         if tripped and lost:
             for n in lost:
-                self.tx[n].stop()
                 self.tx[n].iq = None
             self.epoch += 1
             raise RadioError(f"bridge {self.control_address} muted TX of {lost} (heartbeat lost: no request "
                              f"for {status['heartbeat_timeout_s']:g} s); send again")
-        for n, tx in self.tx.items():
-            if tx.feeder_error is not None:
-                raise RadioError(f"bridge TX node {n!r}: feeding the USRP failed ({tx.feeder_error})")
         in_flight = self.pending is not None
         behind = any(c != self.tx_count for c in status["tx_items"].values())
         if self.lockstep and not (self.broken or in_flight) and behind:
@@ -661,6 +683,11 @@ class Bridge:
         if cfo_hz is not None:
             fields["cfo_hz"] = cfo_hz
         self._knob(("set_link", tx, rx), "set_link", fields)
+
+    def set_lo_correction(self, node: str, lo_correction_hz: float) -> None:
+        """Tune the node's LOs ``lo_correction_hz`` below the centre asked for (replayed after a restart)."""
+        self._knob(("set_lo_correction", node), "set_lo_correction", {"node": node, "lo_correction_hz": lo_correction_hz})
+        self.lo_correction_hz[node] = lo_correction_hz
 
     def set_noise(self, node: str, noise_voltage: float) -> None:
         """Emulate: complex Gaussian noise at an RX node, RMS (power = noise_voltage², full scale)."""

@@ -8,9 +8,24 @@ from the project. Two modes:
   ZMQ in ► TX gate (mute, TX gain) ► ``fir_filter_ccc`` (taps × link gain) ► multiply by a
   ``sig_source_c`` (carrier offset, plus the difference of the nodes' centre frequencies);
   every RX node adds its links, a ``fastnoise_source_c`` and an interferer tone, applies its
-  RX gain and sends the stream out over ZMQ. The medium is clocked by its linked TX inputs
+  RX gain and its receive chain (phase noise, IQ imbalance, DC offset, ADC saturation) and sends
+  the stream out over ZMQ. The radios' impairments are the project's one model,
+  ``hardware/emulated/impairments.py``, loaded from its file (this process imports no package of
+  the project): each node's crystal (``--crystal-ppm NAME=PPM``) puts its LO off by the crystal
+  over the correction the node believes (``set_lo_correction``), as a USRP's digital correction
+  would undo. One medium, one sample clock: the TX input clocks it sample for sample, so the
+  crystals move LOs only, not the sample clock. The medium is clocked by its linked TX inputs
   (``tx_clocking``): output appears only as the client pushes input there, sample for sample.
-- ``uhd``: ZMQ in ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
+- ``uhd``: burst source ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
+
+With the device's clock (``uhd``, and ``emulate --realtime``: the USRP stand-in, a throttle at the
+sample rate after every TX gate) a TX node is a ``BurstSource``: its relay hands it one burst per
+message ``[b"c" | b"o", samples]`` (queue one deep), it repeats the burst and swaps a new one (or
+silence, on mute) in under a lock at its next work call, with ``burst_start``/``burst_end`` tags,
+and logs every swap (status ``tx_log``, ``tx_on_air``); RX nodes are ``pub_sink`` blocks that drop
+what nobody reads, as a device overflows. Status also reports ``rx_items`` (samples each RX sink
+took), ``rx_overflows`` and ``tx_underflows`` per node (uhd: ``rx_time`` tags and ``async_msgs``;
+stand-in: injected with ``--overflow-every`` / ``--underflow-every``).
 
 Streams are raw little-endian complex64. Every TX input is a validating relay (a Python
 thread) that connects to ``tcp://CLIENT_ADDRESS:PORT`` (the client binds), drops and counts
@@ -37,7 +52,9 @@ Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object pe
 ``{"cmd": ..., ...}``, and answers ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
 Commands: ``status``/``heartbeat``, ``configure`` (node, center_hz, sample_rate_hz,
 bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node or nodes),
-``gates`` (enabled: {node: bool}), ``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx,
+``gates`` (enabled: {node: bool}), ``set_lo_correction`` (node, lo_correction_hz: how far below
+the asked centre frequency the node's LOs are tuned to undo its crystal; uhd: retunes the USRP),
+``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx,
 gain_db, taps, cfo_hz) and ``set_interferer`` (node, freq_hz, amplitude); the last three in
 ``emulate`` only. Every valid request is a heartbeat; with none for ``--heartbeat-timeout-s``
 the flowgraph mutes all TX. TX starts muted. GNU Radio's VOLK blocks hold back a remainder of
@@ -64,12 +81,28 @@ import tempfile
 import threading
 import time
 
+import importlib.util
 import numpy as np
+import pmt
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from gnuradio import analog, blocks, gr, zeromq
 from gnuradio import filter as gr_filter
+
+IMPAIRMENTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "emulated", "impairments.py")
+
+
+def _load_impairments():
+    """The project's impairment model, from its file (numpy only, no package of the project)."""
+    spec = importlib.util.spec_from_file_location("bridge_impairments", IMPAIRMENTS_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+impairments = _load_impairments()
 
 MAX_CONTROL_BYTES = 64 * 1024        # larger requests get an error reply
 ZMQ_MAX_MESSAGE_BYTES = 1024 * 1024  # larger ones are dropped by ZMQ before parsing
@@ -83,6 +116,10 @@ NOISE_POOL_SAMPLES = 1 << 18         # fastnoise_source_c draws i.i.d. from a po
 ITEM_BYTES = 8                       # complex64
 MAX_TX_MESSAGE_BYTES = 8 << 20       # larger TX messages make ZMQ drop the connection
 THREAD_NAME_CHARS = 15               # Linux keeps this much of a thread's name
+BURST_BUFFER_ITEMS = 4096            # device-clocked TX: the burst source's and its gate's output buffers,
+                                     # which bound how late a new burst or a mute reaches the air
+TX_LOG_ENTRIES = 64                  # swaps each burst source remembers (status "tx_log")
+BURST_KINDS = {b"c": True, b"o": False}   # device-clocked TX message: [kind, samples], c = cyclic, o = one-shot
 LIMITS = {                           # accepted range of every numeric control field
     "center_hz": (1.0, 7.25e9),
     "sample_rate_hz": (1e3, 1e9),
@@ -95,6 +132,8 @@ LIMITS = {                           # accepted range of every numeric control f
     "freq_hz": (-5e8, 5e8),
     "amplitude": (0.0, 10.0),
     "delay": (0, MAX_TAPS - 1),
+    "lo_correction_hz": (-1e7, 1e7),
+    "crystal_ppm": (-999.0, 999.0),
 }
 
 
@@ -178,6 +217,13 @@ def tx_message_error(frames: list) -> str | None:
     return None
 
 
+def burst_message_error(frames: list) -> str | None:
+    """Why a device-clocked TX message is malformed, or None for [b"c" | b"o", samples]."""
+    if len(frames) != 2 or frames[0].bytes not in BURST_KINDS:
+        return "not a burst: [b'c' (cyclic) or b'o' (one-shot), complex64 samples] expected"
+    return tx_message_error(frames[1:])
+
+
 class Relay:
     """Forwards one stream from ``src`` to ``dst`` on its own thread; ``check`` (frames ->
     reason or None) drops and counts malformed messages. The thread owns both sockets."""
@@ -203,6 +249,9 @@ class Relay:
                         print(f"bridge: {self.label}: dropped a malformed message ({reason}); status counts "
                               "further drops", file=sys.stderr, flush=True)
                     continue
+                if callable(self.dst):
+                    self.dst(frames)
+                    continue
                 while not self.stop_event.is_set():
                     if self.dst.poll(100, zmq.POLLOUT):
                         self.dst.send_multipart(frames, copy=False)
@@ -211,7 +260,8 @@ class Relay:
             self.failure = f"{type(err).__name__}: {err}"
         finally:
             self.src.close(0)
-            self.dst.close(0)
+            if not callable(self.dst):
+                self.dst.close(0)
 
 
 def block_thread_name(block) -> str:
@@ -284,6 +334,133 @@ def private_socket(kind: int) -> zmq.Socket:
     return sock
 
 
+class ReceiveChain(gr.basic_block):
+    """One RX node's receive chain after its gain: ``impairments.Receiver`` on every work call.
+    On the USRP stand-in it can overflow like the device: every ``overflow_every`` samples
+    (0 = never) it drops ``fault_samples`` of them and counts the event (``overflows``)."""
+
+    def __init__(self, receiver, overflow_every: int = 0, fault_samples: int = 0):
+        gr.basic_block.__init__(self, name="rx_chain", in_sig=[np.complex64], out_sig=[np.complex64])
+        self.receiver = receiver
+        self.overflow_every, self.fault_samples = overflow_every, fault_samples
+        self.overflows = 0
+        self.next_fault = overflow_every
+        self.to_drop = 0
+        self.taken = 0                       # input samples consumed
+
+    def general_work(self, input_items, output_items):
+        x, out = input_items[0], output_items[0]
+        if self.to_drop:                                          # an overflow in progress: samples lost
+            dropped = min(self.to_drop, len(x))
+            self.consume(0, dropped)
+            self.to_drop -= dropped
+            self.taken += dropped
+            return 0
+        n = min(len(x), len(out))
+        if self.overflow_every and self.taken + n >= self.next_fault:
+            n = self.next_fault - self.taken                      # up to the fault, then drop
+            self.to_drop = self.fault_samples
+            self.overflows += 1
+            self.next_fault += self.overflow_every + self.fault_samples
+        out[:n] = self.receiver.apply(x[:n])
+        self.consume(0, n)
+        self.taken += n
+        return n
+
+
+class EventCounter(gr.sync_block):
+    """uhd: counts the USRP's overflows from its ``rx_time`` tags (it tags the first sample and
+    the first after every overflow) on the RX stream, passing the samples through."""
+
+    def __init__(self):
+        gr.sync_block.__init__(self, name="rx_events", in_sig=[np.complex64], out_sig=[np.complex64])
+        self.overflows = 0
+        self.seen = 0
+
+    def work(self, input_items, output_items):
+        n = len(output_items[0])
+        output_items[0][:] = input_items[0][:n]
+        start = self.nitems_read(0)
+        tags = self.get_tags_in_range(0, start, start + n, pmt.intern("rx_time"))
+        self.overflows += max(0, len(tags) - (0 if self.seen else 1))
+        self.seen += len(tags)
+        return n
+
+
+class UnderflowCounter(gr.basic_block):
+    """uhd: counts the USRP sink's underflow reports on its ``async_msgs`` port."""
+
+    def __init__(self):
+        gr.basic_block.__init__(self, name="tx_events", in_sig=None, out_sig=None)
+        self.underflows = 0
+        self.message_port_register_in(pmt.intern("async_msgs"))
+        self.set_msg_handler(pmt.intern("async_msgs"), self._handle)
+
+    def _handle(self, msg) -> None:
+        code = pmt.dict_ref(pmt.cdr(msg) if pmt.is_pair(msg) else msg, pmt.intern("event_code"), pmt.PMT_NIL)
+        if pmt.is_integer(code) and pmt.to_long(code) & 0x6:     # UHD: underflow (0x2), in packet (0x4)
+            self.underflows += 1
+
+
+class BurstSource(gr.sync_block):
+    """A device-clocked TX node's DAC feed: the repetition of its burst (cyclic) or the burst once,
+    zeros when muted or done. A new burst (``load``, from the TX relay) or silence (``silence``, a
+    mute) is swapped in under a lock at the start of the next work call, with a ``burst_end`` tag on
+    the first sample after the old burst and a ``burst_start`` tag (value: the burst's serial) on the
+    first sample of the new one; every swap is logged as (sample offset of the swap, serial or 0 for
+    silence, sample offset when it arrived)."""
+
+    def __init__(self, underflow_every: int = 0, fault_samples: int = 0):
+        gr.sync_block.__init__(self, name="burst_source", in_sig=None, out_sig=[np.complex64])
+        self.underflow_every, self.fault_samples = underflow_every, fault_samples
+        self.underflows = 0                 # stand-in: injected runs of zeros (the DAC ran dry)
+        self.lock = threading.Lock()
+        self.pending = None                 # (serial, iq or None, cyclic, arrival offset)
+        self.iq, self.cyclic, self.position = None, True, 0
+        self.received = 0                   # bursts loaded since start (the serial of the last)
+        self.on_air = 0                     # serial of the burst playing, 0 = silence
+        self.log = collections.deque(maxlen=TX_LOG_ENTRIES)
+
+    def load(self, iq: np.ndarray, cyclic: bool) -> None:
+        with self.lock:
+            self.received += 1
+            self.pending = (self.received, iq, cyclic, self.nitems_written(0))
+
+    def silence(self) -> None:
+        with self.lock:
+            self.pending = (0, None, True, self.nitems_written(0))
+
+    def work(self, input_items, output_items):
+        out = output_items[0]
+        start = self.nitems_written(0)
+        with self.lock:
+            pending, self.pending = self.pending, None
+            if pending is not None:
+                serial, iq, cyclic, arrived = pending
+                if self.iq is not None:
+                    self.add_item_tag(0, start, pmt.intern("burst_end"), pmt.from_long(self.on_air))
+                if iq is not None:
+                    self.add_item_tag(0, start, pmt.intern("burst_start"), pmt.from_long(serial))
+                self.iq, self.cyclic, self.position, self.on_air = iq, cyclic, 0, serial
+                self.log.append((start, serial, arrived))
+        n = len(out)
+        if self.iq is None:
+            out[:] = 0
+        elif self.cyclic:
+            out[:] = np.take(self.iq, np.arange(self.position, self.position + n), mode="wrap")
+            self.position = (self.position + n) % self.iq.size
+        else:
+            part = self.iq[self.position: self.position + n]
+            out[: part.size] = part
+            out[part.size:] = 0
+            self.position += n
+        if self.underflow_every and self.iq is not None:      # stand-in: the DAC runs dry now and then
+            for at in range(-(-start // self.underflow_every) * self.underflow_every, start + n, self.underflow_every):
+                out[at - start: at - start + self.fault_samples] = 0
+                self.underflows += 1
+        return n
+
+
 # --- the two flowgraphs ------------------------------------------------------------------
 class BridgeGraph(gr.top_block):
     """State shared by both modes: nodes, TX gates (mute and TX gain), node settings."""
@@ -299,9 +476,10 @@ class BridgeGraph(gr.top_block):
         names = list(dict.fromkeys([*self.tx_ports, *self.rx_ports]))
         self.settings = {n: {"center_hz": args.center_hz, "sample_rate_hz": args.sample_rate_hz,
                              "bandwidth_hz": args.sample_rate_hz, "tx_gain_db": args.tx_gain_db,
-                             "rx_gain_db": args.rx_gain_db} for n in names}
+                             "rx_gain_db": args.rx_gain_db, "lo_correction_hz": 0.0} for n in names}
         self.tx_enabled = {n: False for n in self.tx_ports}
-        self.clocking = set() if self.mode == "emulate" else set(self.tx_ports)  # TX inputs the RX outputs wait for
+        self.device_clock = self.mode == "uhd" or args.realtime   # TX bursts repeat here, the sample clock paces
+        self.clocking = set() if self.mode == "emulate" and not self.device_clock else set(self.tx_ports)
         self.blocks = []
         self.owners: dict[int, set[str]] = {}  # block unique_id -> the nodes whose data path it carries
         self.dead: dict[str, str] = {}         # node -> why its data path is dead
@@ -312,36 +490,60 @@ class BridgeGraph(gr.top_block):
         for name, port in self.tx_ports.items():
             public = public_socket(zmq.PULL, args.curve)
             public.setsockopt(zmq.MAXMSGSIZE, MAX_TX_MESSAGE_BYTES)
+            if self.device_clock:
+                public.set_hwm(1)                   # a shallow queue: one burst waits at most
             public.connect(f"tcp://{args.client_address}:{port}")
-            private = self._ipc(f"tx-{len(self.tx_relays)}")
-            inner = private_socket(zmq.PUSH)
-            inner.bind(private)
-            self.tx_relays[name] = Relay(f"TX node {name!r}", public, inner, tx_message_error)
-            src = zeromq.pull_source(ITEM_BYTES, 1, private, 100, False, -1)
-            src.set_min_output_buffer(SOURCE_BUFFER_ITEMS)
-            self.sources[name] = src
             self.gates[name] = blocks.multiply_const_cc(0.0)
+            if self.device_clock:
+                src = BurstSource(args.underflow_every if args.realtime else 0, args.fault_samples)
+                src.set_max_output_buffer(BURST_BUFFER_ITEMS)
+                self.gates[name].set_max_output_buffer(BURST_BUFFER_ITEMS)
+                deliver = functools.partial(self._deliver, src)
+                self.tx_relays[name] = Relay(f"TX node {name!r}", public, deliver, burst_message_error)
+            else:
+                private = self._ipc(f"tx-{len(self.tx_relays)}")
+                inner = private_socket(zmq.PUSH)
+                inner.bind(private)
+                self.tx_relays[name] = Relay(f"TX node {name!r}", public, inner, tx_message_error)
+                src = zeromq.pull_source(ITEM_BYTES, 1, private, 100, False, -1)
+                src.set_min_output_buffer(SOURCE_BUFFER_ITEMS)
+            self.sources[name] = src
             self.own([name], src, self.gates[name])
             self.connect(src, self.gates[name])
         self.sinks = {name: self._rx_sink(name, f"tcp://{args.address}:{port}") for name, port in self.rx_ports.items()}
+
+    @staticmethod
+    def _deliver(src: BurstSource, frames: list) -> None:
+        """A burst message from the TX relay: the burst to swap in."""
+        src.load(np.frombuffer(frames[1].buffer, dtype=np.complex64).copy(), BURST_KINDS[frames[0].bytes])
 
     def _ipc(self, name: str) -> str:
         return f"ipc://{self.args.ipc_dir}/{name}"
 
     def _rx_sink(self, name: str, endpoint: str):
-        """The node's push_sink on endpoint; with CURVE on a private IPC socket, relayed to endpoint."""
+        """The node's RX sink on endpoint; with CURVE on a private IPC socket, relayed to endpoint.
+        TX-clocked: a push_sink (backpressure: every sample arrives). Device-clocked: a pub_sink
+        that drops messages nobody reads, as a device overflows (the client sees the offset gap)."""
+        device = self.device_clock
+
+        def sink(address: str):
+            if device:
+                return zeromq.pub_sink(ITEM_BYTES, 1, address, 100, True, RX_HWM_MESSAGES, "", True)
+            return zeromq.push_sink(ITEM_BYTES, 1, address, 100, True, RX_HWM_MESSAGES)
         if self.args.curve is None:
-            return self.own([name], zeromq.push_sink(ITEM_BYTES, 1, endpoint, 100, True, RX_HWM_MESSAGES))
+            return self.own([name], sink(endpoint))
         private = self._ipc(f"rx-{len(self.rx_relays)}")
-        sink = self.own([name], zeromq.push_sink(ITEM_BYTES, 1, private, 100, True, RX_HWM_MESSAGES))
-        inner = private_socket(zmq.PULL)
+        block = self.own([name], sink(private))
+        inner = private_socket(zmq.SUB if device else zmq.PULL)
         inner.set_hwm(RX_HWM_MESSAGES)
+        if device:
+            inner.setsockopt(zmq.SUBSCRIBE, b"")
         inner.connect(private)
-        public = public_socket(zmq.PUSH, self.args.curve)
+        public = public_socket(zmq.PUB if device else zmq.PUSH, self.args.curve)
         public.set_hwm(RX_HWM_MESSAGES)
         public.bind(endpoint)
         self.rx_relays[name] = Relay(f"RX node {name!r}", inner, public)
-        return sink
+        return block
 
     def own(self, nodes, *blocks_):
         """Mark blocks as part of these nodes' data paths (for the health check); the last block."""
@@ -367,6 +569,8 @@ class BridgeGraph(gr.top_block):
     def set_tx_enabled(self, name: str, on: bool) -> None:
         self.tx_enabled[name] = on
         self._apply_gate(name)
+        if not on and isinstance(self.sources.get(name), BurstSource):
+            self.sources[name].silence()     # a mute drops the burst: nothing old comes back on unmute
 
     def configure(self, name: str, values: dict) -> None:
         if "tx_gain_db" in values and self.args.max_tx_gain_db is not None \
@@ -376,6 +580,17 @@ class BridgeGraph(gr.top_block):
         self.settings[name].update(values)
         if name in self.gates:
             self._apply_gate(name)
+
+    def overflows(self) -> dict:
+        """RX overflows per node the device reported (stand-in: injected)."""
+        return {n: c.overflows for n, c in getattr(self, "chains", {}).items()}
+
+    def underflows(self) -> dict:
+        """TX underflows per node the device reported (stand-in: injected)."""
+        return {n: src.underflows for n, src in self.sources.items() if isinstance(src, BurstSource)}
+
+    def set_lo_correction(self, name: str, hz: float) -> None:
+        self.configure(name, {"lo_correction_hz": hz})
 
     def emulate_only(self, cmd: str) -> None:
         raise ControlError(f"{cmd} exists only in emulate mode (this flowgraph runs in {self.mode} mode)")
@@ -392,25 +607,37 @@ class EmulateGraph(BridgeGraph):
         super().__init__(args)
         rate = args.sample_rate_hz
         self.links = {}
-        self.adders, self.rx_gains, self.noises, self.interferers = {}, {}, {}, {}
+        self.adders, self.rx_gains, self.noises, self.interferers, self.chains = {}, {}, {}, {}, {}
         delays = dict(args.rx_link_delay)
         pairs = set(args.link) or {(tx, rx) for tx in self.tx_ports for rx in self.rx_ports}
+        self.paced = dict(self.gates)         # what each TX node puts on the medium
+        used = set()                          # TX nodes whose output feeds some link
+        if self.device_clock:                 # the USRP stand-in: the sample clock paces every TX node
+            for tx, gate in self.gates.items():
+                throttle = blocks.throttle(ITEM_BYTES, rate, True)
+                throttle.set_max_output_buffer(BURST_BUFFER_ITEMS)
+                self.connect(gate, self.own([tx], throttle))
+                self.paced[tx] = throttle
         for j, rx in enumerate(self.rx_ports):
             add = blocks.add_cc()
             port = 0
             senders = [tx for tx in self.tx_ports if (tx, rx) in pairs]
             if not senders:  # no link in: a zeroed copy of a TX input still clocks this RX node
                 first = next(iter(self.tx_ports))
-                self.connect(self.gates[first], self.own([first, rx], blocks.multiply_const_cc(0.0)), (add, 0))
+                self.connect(self.paced[first], self.own([first, rx], blocks.multiply_const_cc(0.0)), (add, 0))
+                used.add(first)
                 self.clocking.add(first)
                 port = 1
             self.clocking.update(senders)
             for tx in senders:
                 fir = gr_filter.fir_filter_ccc(1, _impulse(delays.get(rx, 0), args.num_taps))
+                if self.device_clock:
+                    fir.set_max_output_buffer(BURST_BUFFER_ITEMS)
                 lo = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 1.0, 0))
                 mix = blocks.multiply_cc()
                 self.own([tx, rx], fir, lo, mix)
-                self.connect(self.gates[tx], fir, (mix, 0))
+                self.connect(self.paced[tx], fir, (mix, 0))
+                used.add(tx)
                 self.connect(lo, (mix, 1))
                 self.connect(mix, (add, port))
                 port += 1
@@ -422,13 +649,34 @@ class EmulateGraph(BridgeGraph):
                 analog.GR_GAUSSIAN, args.noise_voltage, args.seed + j, NOISE_POOL_SAMPLES))
             self.interferers[rx] = self._free_running(analog.sig_source_c(rate, analog.GR_COS_WAVE, 0.0, 0.0, 0))
             self.rx_gains[rx] = blocks.multiply_const_cc(db_to_amplitude(args.rx_gain_db))
-            self.own([rx], add, self.noises[rx], self.interferers[rx], self.rx_gains[rx])
+            chain = ReceiveChain(impairments.Receiver(self._impairments(rx), rate, args.seed + 1000 + j),
+                                 args.overflow_every if self.device_clock else 0, args.fault_samples)
+            self.chains[rx] = chain
+            self.own([rx], add, self.noises[rx], self.interferers[rx], self.rx_gains[rx], chain)
             self.connect(self.noises[rx], (add, port))
             self.connect(self.interferers[rx], (add, port + 1))
-            self.connect(add, self.rx_gains[rx], self.sinks[rx])
+            untag = blocks.tag_gate(ITEM_BYTES, False)            # burst tags stay on the TX side
+            self.own([rx], untag)
+            self.connect(add, self.rx_gains[rx], chain, untag, self.sinks[rx])
             self.adders[rx] = add
-        for tx in set(self.tx_ports) - self.clocking:    # nobody hears it: its input goes nowhere
-            self.connect(self.gates[tx], self.own([tx], blocks.null_sink(ITEM_BYTES)))
+        for tx in set(self.tx_ports) - used:     # nobody hears it: its input goes nowhere
+            self.connect(self.paced[tx], self.own([tx], blocks.null_sink(ITEM_BYTES)))
+
+    def _impairments(self, node: str):
+        """A node's figures (``--crystal-ppm`` per node, the rest for every node)."""
+        a = self.args
+        if a.ideal:
+            return impairments.Impairments()
+        return impairments.Impairments(
+            crystal_ppm=dict(a.crystal_ppm).get(node, 0.0), phase_noise_deg=a.phase_noise_deg,
+            phase_noise_corner_hz=a.phase_noise_corner_hz, iq_gain_db=a.iq_gain_db, iq_phase_deg=a.iq_phase_deg,
+            dc_offset_dbfs=a.dc_offset_dbfs)
+
+    def lo_hz(self, node: str) -> float:
+        """Where a node's LOs sit: the asked centre less its correction, times its crystal's error."""
+        s = self.settings[node]
+        ppm = 0.0 if self.args.ideal else dict(self.args.crystal_ppm).get(node, 0.0)
+        return (s["center_hz"] - s["lo_correction_hz"]) * impairments.clock_ratio(ppm)
 
     @staticmethod
     def _free_running(block):
@@ -441,7 +689,7 @@ class EmulateGraph(BridgeGraph):
         link = self.links[(tx, rx)]
         amplitude = db_to_amplitude(link["gain_db"])
         link["fir"].set_taps([amplitude * t for t in link["taps"]])
-        offset_hz = link["cfo_hz"] + self.settings[tx]["center_hz"] - self.settings[rx]["center_hz"]
+        offset_hz = link["cfo_hz"] + self.lo_hz(tx) - self.lo_hz(rx)
         link["lo"].set_frequency(offset_hz)
 
     def configure(self, name: str, values: dict) -> None:
@@ -484,6 +732,7 @@ class UhdGraph(BridgeGraph):
             raise SystemExit("uhd mode drives one USRP: give at most one --tx and one --rx")
         from gnuradio import uhd
         self.uhd = uhd
+        self.chains, self.tx_events = {}, None
         super().__init__(args)
         stream_args = uhd.stream_args(cpu_format="fc32", channels=[0])
         try:
@@ -494,9 +743,12 @@ class UhdGraph(BridgeGraph):
                               "check the cable/network and `uhd_find_devices`") from err
         for name in self.tx_ports:
             self.connect(self.gates[name], self.own([name], self.usrp_sink))
-        for name in self.rx_ports:  # rx_time/rx_freq tags are dropped: the header stays 19 bytes
-            self.connect(self.own([name], self.usrp_source), self.own([name], blocks.tag_gate(ITEM_BYTES, False)),
-                         self.sinks[name])
+            self.tx_events = UnderflowCounter()
+            self.msg_connect(self.usrp_sink, "async_msgs", self.tx_events, "async_msgs")
+        for name in self.rx_ports:  # overflows counted from rx_time tags, then tags dropped: the header stays 19 bytes
+            self.chains[name] = EventCounter()
+            self.connect(self.own([name], self.usrp_source), self.own([name], self.chains[name]),
+                         self.own([name], blocks.tag_gate(ITEM_BYTES, False)), self.sinks[name])
         for name in self.settings:
             self.configure(name, dict(self.settings[name]))
 
@@ -525,9 +777,10 @@ class UhdGraph(BridgeGraph):
             if dev is None:
                 continue
             s = self.settings[name]
-            if "center_hz" in values:
-                dev.set_center_freq(s["center_hz"], 0)
-                self._check_coerced("center_hz", s["center_hz"], dev.get_center_freq(0))
+            if "center_hz" in values or "lo_correction_hz" in values:
+                tuned_hz = s["center_hz"] - s["lo_correction_hz"]
+                dev.set_center_freq(tuned_hz, 0)
+                self._check_coerced("center_hz", tuned_hz, dev.get_center_freq(0))
                 self._check_lo_locked(dev)
             if "sample_rate_hz" in values:
                 dev.set_samp_rate(s["sample_rate_hz"])
@@ -550,6 +803,9 @@ class UhdGraph(BridgeGraph):
     def _check_lo_locked(dev) -> None:
         if "lo_locked" in dev.get_sensor_names(0) and not dev.get_sensor("lo_locked", 0).to_bool():
             raise ControlError("the USRP's LO did not lock after tuning (sensor lo_locked is false)")
+
+    def underflows(self) -> dict:
+        return {n: self.tx_events.underflows if self.tx_events else 0 for n in self.tx_ports}
 
     def _apply_gate(self, name: str) -> None:  # the USRP applies the TX gain itself
         self.gates[name].set_k(1.0 if self.tx_enabled[name] else 0.0)
@@ -631,7 +887,14 @@ class ControlServer:
                 "tx_endpoints": {n: f"tcp://{g.args.client_address}:{p}" for n, p in g.tx_ports.items()},
                 "rx_ports": g.rx_ports, "source_lag_samples": SOURCE_LAG_ITEMS, "align_samples": g.align_samples,
                 "tx_clocking": sorted(g.clocking),
-                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items() if n in g.clocking},
+                "tx_items": {n: src.nitems_written(0) for n, src in g.sources.items()
+                             if n in g.clocking and not g.device_clock},
+                "clock": "device" if g.device_clock else "tx", "burst_buffer_items": BURST_BUFFER_ITEMS,
+                "rx_items": {n: sink.nitems_read(0) for n, sink in g.sinks.items()},
+                "rx_overflows": g.overflows(), "tx_underflows": g.underflows(),
+                "tx_on_air": {n: src.on_air for n, src in g.sources.items() if isinstance(src, BurstSource)},
+                "tx_received": {n: src.received for n, src in g.sources.items() if isinstance(src, BurstSource)},
+                "tx_log": {n: list(src.log) for n, src in g.sources.items() if isinstance(src, BurstSource)},
                 "curve": g.args.curve is not None,
                 "rejected": {"control": self.rejected, "tx": {n: r.dropped for n, r in g.tx_relays.items()}}}
 
@@ -675,6 +938,8 @@ class ControlServer:
                     names = [_node(req, "node", g.tx_enabled)]
                 for name in names:
                     g.set_tx_enabled(name, True)
+            elif cmd == "set_lo_correction":
+                g.set_lo_correction(_node(req, "node", g.settings), _number(req, "lo_correction_hz", required=True))
             elif cmd == "set_noise":
                 if g.mode != "emulate":
                     g.emulate_only(cmd)
@@ -692,7 +957,7 @@ class ControlServer:
                                  _number(req, "amplitude", required=True))
             else:
                 raise ControlError(f"unknown cmd {cmd!r}; known: status, heartbeat, configure, mute, unmute, gates, "
-                                   "set_noise, set_link, set_interferer")
+                                   "set_lo_correction, set_noise, set_link, set_interferer")
             self.last_beat = time.monotonic()
             return self.status()
 
@@ -756,6 +1021,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="emulate: NAME=HZ, initial carrier offset of every link into RX node NAME (repeatable)")
     p.add_argument("--rx-link-delay", type=_node_value("delay"), action="append", default=[],
                    help="emulate: NAME=SAMPLES, initial delay of every link into RX node NAME (< --num-taps)")
+    p.add_argument("--crystal-ppm", type=_node_value("crystal_ppm"), action="append", default=[],
+                   help="emulate: NAME=PPM, the crystal error of node NAME (LOs), ppm (repeatable)")
+    p.add_argument("--phase-noise-deg", type=float, default=0.0, help="emulate: RMS phase noise at every RX node, deg")
+    p.add_argument("--phase-noise-corner-hz", type=float, default=10e3, help="emulate: its corner frequency, Hz")
+    p.add_argument("--iq-gain-db", type=float, default=0.0, help="emulate: IQ imbalance, Q gain against I, dB")
+    p.add_argument("--iq-phase-deg", type=float, default=0.0, help="emulate: IQ imbalance, Q phase error, deg")
+    p.add_argument("--dc-offset-dbfs", type=float, default=-math.inf, help="emulate: DC offset at the ADC, dBFS")
+    p.add_argument("--ideal", action="store_true", help="emulate: no impairments (the ADC still saturates)")
+    p.add_argument("--overflow-every", type=int, default=0,
+                   help="emulate --realtime: drop --fault-samples RX samples every this many, as a USRP overflows "
+                        "(0 = never)")
+    p.add_argument("--underflow-every", type=int, default=0,
+                   help="emulate --realtime: zero --fault-samples TX samples every this many, as a USRP underflows "
+                        "(0 = never)")
+    p.add_argument("--fault-samples", type=int, default=1024, help="samples lost per injected overflow/underflow")
+    p.add_argument("--realtime", action="store_true",
+                   help="emulate: a USRP stand-in: bursts repeat in the flowgraph and the sample clock paces "
+                        "TX and RX (a throttle at the sample rate), as in uhd mode")
     p.add_argument("--num-taps", type=int, default=8, help=f"emulate: FIR length of every link, 1..{MAX_TAPS}")
     p.add_argument("--seed", type=int, default=1, help="emulate: noise seed of the first RX node (others follow)")
     p.add_argument("--exit-with-parent", action="store_true",
@@ -785,9 +1068,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if late:
         p.error(f"--rx-link-delay {late}: delays must be whole samples below --num-taps {args.num_taps}")
     args.rx_link_delay = [(n, int(d)) for n, d in args.rx_link_delay]
-    for flag, pairs in (("--rx-link-gain-db", args.rx_link_gain_db), ("--rx-link-cfo-hz", args.rx_link_cfo_hz),
-                        ("--rx-link-delay", args.rx_link_delay)):
-        unknown = sorted({n for n, _ in pairs} - rx_names)
+    for flag, pairs, names in (("--rx-link-gain-db", args.rx_link_gain_db, rx_names),
+                               ("--rx-link-cfo-hz", args.rx_link_cfo_hz, rx_names),
+                               ("--rx-link-delay", args.rx_link_delay, rx_names),
+                               ("--crystal-ppm", args.crystal_ppm, tx_names | rx_names)):
+        unknown = sorted({n for n, _ in pairs} - names)
         if unknown:
             p.error(f"{flag} names unknown RX nodes {unknown}")
     if not 1 <= args.num_taps <= MAX_TAPS:

@@ -36,7 +36,9 @@ GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3") 
 FLOWGRAPH = Path(__file__).with_name("flowgraph.py")
 _OPTIONS = ("sample_rate_hz", "center_hz", "tx_gain_db", "rx_gain_db", "max_tx_gain_db", "heartbeat_timeout_s",
             "noise_voltage", "link_gain_db", "rx_link_gain_db", "rx_link_cfo_hz", "rx_link_delay", "link", "num_taps",
-            "seed", "device_args", "curve_server_secret", "curve_clients")
+            "seed", "device_args", "curve_server_secret", "curve_clients", "crystal_ppm", "phase_noise_deg",
+            "phase_noise_corner_hz", "iq_gain_db", "iq_phase_deg", "dc_offset_dbfs", "ideal", "realtime", "overflow_every",
+            "underflow_every", "fault_samples")
 
 
 class BridgeStartError(RadioError):
@@ -104,6 +106,8 @@ class FlowgraphProcess:
                 cmd += [a for n, v in value.items() for a in (flag, f"{n}={v}")]
             elif isinstance(value, list):
                 cmd += [a for v in value for a in (flag, v)]
+            elif isinstance(value, bool):
+                cmd += [flag] if value else []
             elif value is not None:
                 cmd += [flag, str(value)]
         return cmd

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+import yaml
 
 from hardware.config import HardwareConfig, RadioEntry
 from hardware.measured import BackendError, _bs_radio_map, _ue_radio_map
@@ -19,6 +21,9 @@ from hardware.emulated.medium import MediumPort
 from hardware.radio import RadioError, RadioTimeout
 from sim.network import SimNetwork
 from testbed.config import ConfigError, load_config
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mock_net(**hardware):
@@ -397,17 +402,13 @@ CRYSTALS_HZ = {"bs0": 40e3, "bs1": -55e3, "bs2": 12e3, "ue0": -20e3, "ue1": 61e3
 
 
 def _bench_with_crystals(errors: dict[str, float], **hardware):
-    """The mock bench's radios with LO errors, then the measured backend (which calibrates)."""
-    from hardware.measured import MeasuredNetwork
-    from testbed.backends import open_radios
-
-    config = load_config("bench_mock", {"hardware": hardware} if hardware else None)
-    hw, p = config.hardware, config.network
-    plan = hw.pilot_plan(p.num_bs, p.num_bands)
-    radios, scene = open_radios(hw, "mock", p, plan, seed=0)
-    for name, error in errors.items():
-        radios[name].lo_error_hz = error
-    return MeasuredNetwork(p, config.task_ranges, 1, hw, radios, scene=scene, plan=plan)
+    """The mock bench with these LO errors (Hz above centre: each radio's crystal error, the
+    entry's cfo_hz override), then the measured backend (which calibrates)."""
+    data = yaml.safe_load((REPO / "configs" / "bench_mock.yaml").read_text())
+    for entry in data["hardware"]["radios"]:
+        entry["cfo_hz"] = -errors.get(entry["name"], 0.0)
+    data["hardware"].update(hardware)
+    return make_backend(load_config(data), num_envs=1)
 
 
 def _sinr_errors_db(net, steps: int = 6) -> torch.Tensor:
@@ -425,7 +426,7 @@ def test_calibration_puts_radios_tens_of_khz_apart_onto_one_frequency():
     net = _bench_with_crystals(CRYSTALS_HZ)
     try:
         cal = net.calibration
-        ue0 = CRYSTALS_HZ["ue0"] - 300.0               # the reference as the BS radios see it (link CFO 300 Hz)
+        ue0 = CRYSTALS_HZ["ue0"]                       # the reference
         for name in ("bs0", "bs1", "bs2"):
             assert cal[name]["offset_hz"] == pytest.approx(CRYSTALS_HZ[name] - ue0, abs=2.0)
             assert abs(cal[name]["residual_hz"]) < 2.0

@@ -450,3 +450,21 @@ def test_correct_lo_cancels_a_measured_crystal_offset(medium):
         finally:
             bs.close()
             ue.close()
+
+
+def test_a_late_one_shot_push_is_counted_as_a_tx_underflow():
+    """Realtime emulator: a one-shot burst pushed after the previous one ran out latches the TX
+    core's underflow bit; the driver counts it (and clears it) at its next send or mute."""
+    with IIODEmulator(RfMedium(FS_HZ, noise_fs=1e-8, seed=0), name="pluto0", realtime=True) as emu:
+        radio = open_radio(emu, WIDE_LIMITS)
+        try:
+            radio.configure(RadioSettings(CENTER_HZ, FS_HZ, FS_HZ, tx_gain_db=-10.0, rx_gain_db=0.0))
+            assert radio.underflows == 0
+            one_shot = burst(tone(2048, 8, 0.3), cyclic=False)
+            radio.send(one_shot)
+            time.sleep(0.05)                       # it (1 ms) ran out long ago
+            radio.send(one_shot)
+            radio.mute()
+            assert radio.underflows >= 1 and radio.overflows == 0
+        finally:
+            radio.close()

@@ -62,14 +62,23 @@ def test_missing_config_argument_is_a_usage_error():
 
 
 def test_check_prints_the_frequency_calibration_of_every_radio(capsys):
-    """bench_mock's UE radios hear the BS radios 300 Hz and -150 Hz off: the BS radios are moved
-    300 Hz down onto ue0, ue1 450 Hz down onto them, and what is left is printed per radio."""
+    """bench_mock's radios have crystals drawn from ±25 ppm, ue0's disciplined: every other radio
+    is moved onto ue0 by its crystal's error at the centre frequency, and what is left is printed
+    per radio."""
+    from testbed.config import load_config
+
     assert run(["radio", "check", "--config", "bench_mock"]) == 0
-    table = capsys.readouterr().out.split("frequency calibration")[1].split("\n\n")[0]
+    out = capsys.readouterr().out
+    assert "device faults: 0 RX overflows, 0 TX underflows" in out
+    table = out.split("frequency calibration")[1].split("\n\n")[0]
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in table.splitlines()[2:]}
     assert set(rows) == {"bs0", "bs1", "bs2", "ue0", "ue1"}
-    assert rows["bs1"][:2] == pytest.approx([300.0, 300.0], abs=2.0)
-    assert rows["ue1"][:2] == pytest.approx([450.0, 450.0], abs=2.0)
+    hw = load_config("bench_mock").hardware
+    for e in hw.radios:
+        if e.name != "ue0":
+            error_hz = hw.impairments.for_radio(e, hw.center_hz)["crystal_ppm"] * 1e-6 * hw.center_hz
+            assert rows[e.name][:2] == pytest.approx([error_hz, error_hz], abs=3.0)
+    assert max(abs(r[0]) for r in rows.values()) > 20e3
     assert all(abs(r[2]) < 2.0 for r in rows.values())
 
 
