@@ -222,6 +222,14 @@ class SimNetwork:
                                                  t.pa_compression_dbm.unsqueeze(-1))
         return dbm_to_w(out_dbm), db_to_lin(channel.pa_sdr_db(over_db, p.pa_sdr_max_db, p.pa_sdr_slope_db))
 
+    def level_response(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Radiated power in W and SDR (linear) of candidate levels [..., N, B, K] (leading axes
+        broadcast): the nominal power without distortion (None) in the standard family, the PA
+        response in the hardware family. What the privileged reference policies score."""
+        if self.params.task_family == "standard":
+            return self.level_power_w[level], None
+        return self.pa_response(level)
+
     def radiated_w(self, safe: SafePowers) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Power [N, B, K] in W the PAs radiate for the executed powers, and the links' SDR (linear;
         None in the standard family, whose PAs are ideal: they radiate the executed power)."""

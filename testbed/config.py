@@ -61,6 +61,27 @@ class EnvConfig:
     episodes_per_task: int = param(1, "episodes played on one task before a new one is drawn (RL² trials)", (1, 10_000))
     task_distribution: str = param("train", "which task ranges episodes draw from", choices=("train", "test"))
     task_seed: typing.Optional[int] = param(None, "if set, every episode uses the one task drawn from this seed", (0, 2**63 - 1))
+    task_set: str = param("stream", "stream: tasks drawn from env.seed as episodes go; evaluation: the fixed "
+                          "evaluation set of the distribution (evaluation.seed, one task per lane, never redrawn)",
+                          choices=("stream", "evaluation"))
+    compile: bool = param(False, "backend sim: run the step and the observation through torch.compile (the "
+                          "first step compiles, some seconds; pays at N = 1 and at large N, see docs/benchmarks.md)")
+
+    def __post_init__(self):
+        if self.task_set == "evaluation" and self.task_seed is not None:
+            raise ValueError("task_set: evaluation plays the fixed evaluation set; it cannot also use task_seed")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """The evaluation protocol of `testbed evaluate` and `testbed reproduce`: per distribution a fixed
+    set of tasks, one per env lane, that every agent and reference policy plays with the same draws."""
+
+    num_tasks: int = param(16, "evaluation tasks per distribution (one per env lane)", (1, 1_000_000))
+    episodes: int = param(5, "episodes on each evaluation task (the recurrent agents keep their memory across "
+                          "them)", (1, 10_000))
+    seed: int = param(0, "seed of the evaluation tasks and their draws; apart from env.seed, so the set does not "
+                      "change with the training seed", (0, 2**63 - 1))
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,7 @@ class RunConfig:
 
     out_dir: str = param("runs", "folder that receives one sub-folder per run")
     episodes: int = param(5, "episodes per reference policy in `testbed demo`", (1, 100_000))
-    policies: list = param(["random", "max_power", "greedy", "oracle"], "reference policies the demo runs",
+    policies: list = param(["random", "max_power", "greedy", "oracle"], "reference policies the demo, evaluate and reproduce run",
                            choices=("random", "max_power", "greedy", "oracle"))
 
 
@@ -96,6 +117,15 @@ class Config:
     hardware: typing.Any = field(default=None, metadata={"doc": "radios, radio map and hard limits", "type": _hardware_config_type})
     agent: typing.Any = field(default=None, metadata={"doc": "agent hyper-parameters", "type": _agent_config_type})
     run: RunConfig = field(default_factory=RunConfig, metadata={"doc": "output and demo length"})
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig,
+                                         metadata={"doc": "the fixed evaluation tasks of evaluate and reproduce"})
+
+    def __post_init__(self):
+        if self.env.compile and self.backend != "sim":
+            raise ValueError(f"env.compile: only the simulator's step compiles; backend is {self.backend!r}")
+        if self.env.task_set == "evaluation" and self.env.num_envs != self.evaluation.num_tasks:
+            raise ValueError(f"env.task_set: evaluation plays one evaluation task per lane: env.num_envs "
+                             f"({self.env.num_envs}) must equal evaluation.num_tasks ({self.evaluation.num_tasks})")
 
     @property
     def task_ranges(self) -> TaskRanges:

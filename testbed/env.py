@@ -23,7 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from sim.network import SimNetwork, StepResult
-from sim.tasks import Tasks
+from sim.tasks import Tasks, sample_tasks
 from sim.units import lin_to_db, w_to_dbm
 from testbed.config import Config, load_config
 from testbed.metrics import METRIC_KEYS, EpisodeRecorder
@@ -39,9 +39,23 @@ def make_network(config: Config, num_envs: int, device: str | None = None) -> Si
     device = device or config.env.device
     if config.backend == "sim":
         return SimNetwork(config.network, config.task_ranges, num_envs, device=device,
-                          seed=config.env.seed, task_seed=config.env.task_seed)
+                          seed=config.env.seed, task_seed=config.env.task_seed, compiled=config.env.compile)
     from testbed.backends import make_backend
     return make_backend(config, num_envs=num_envs, device=device)
+
+
+# a tag in the evaluation set's seed: its tasks never coincide with a task stream's of the same seed number
+EVALUATION_STREAM = 0x65_76_61_6C
+DISTRIBUTIONS = ("train", "test")
+
+
+def evaluation_tasks(config: Config, num: int, device: str | torch.device = "cpu") -> Tasks:
+    """The fixed evaluation set of ``config.env.task_distribution``: ``num`` tasks from their own
+    generator, seeded by ``evaluation.seed`` and the distribution, never by ``env.seed``."""
+    entropy = [config.evaluation.seed, EVALUATION_STREAM, DISTRIBUTIONS.index(config.env.task_distribution)]
+    seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return sample_tasks(config.network, config.task_ranges, num, gen, device)
 
 
 class _Pending:
@@ -145,12 +159,13 @@ def step_info(res: StepResult, noise_w: float) -> LazyInfo:
     })
 
 
-CAPTURE_FAULTS = ("stale_captures", "clipped_captures")
+CAPTURE_FAULTS = ("stale_captures", "clipped_captures", "overflows", "underflows")
 
 
 def capture_faults(net) -> dict[str, int]:
     """A measured backend's fault counts since it started (stale captures discarded and taken
-    again, clipped captures); empty for the simulator."""
+    again, clipped captures, RX overflows and TX underflows the devices reported); empty for the
+    simulator."""
     return {key: int(getattr(net, key)) for key in CAPTURE_FAULTS if hasattr(net, key)}
 
 
@@ -170,9 +185,13 @@ class SpectrumVectorEnv(VectorEnv):
 
     def __init__(self, config=None, num_envs: int | None = None, device: str | None = None):
         self.config = config if isinstance(config, Config) else load_config(config)
+        if num_envs is not None and num_envs != self.config.env.num_envs:   # checked as if in the config
+            self.config = load_config(self.config, {"env": {"num_envs": num_envs}})
         p = self.config.network
-        self.num_envs = num_envs or self.config.env.num_envs
+        self.num_envs = self.config.env.num_envs
         self.net = make_network(self.config, self.num_envs, device)
+        self.fixed_tasks = evaluation_tasks(self.config, self.num_envs, self.net.device) \
+            if self.config.env.task_set == "evaluation" else None
         self.obs_layout = self.net.obs_layout()
         obs_dim = max(s.stop for s in self.obs_layout.values())
         self.single_observation_space = gym.spaces.Box(-OBS_BOUND, OBS_BOUND, (obs_dim,), np.float32)
@@ -187,17 +206,23 @@ class SpectrumVectorEnv(VectorEnv):
         return self.config.network
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """New episode everywhere. ``options={"new_task": False}`` keeps the current tasks."""
+        """New episode everywhere. ``options={"new_task": False}`` keeps the current tasks. With
+        ``env.task_set: evaluation`` every reset puts the fixed evaluation set back (one task per lane)."""
         if seed is not None:
             self._np_random, self._np_random_seed = gym.utils.seeding.np_random(seed)
             self.action_space.seed(seed)
         new_task = (options or {}).get("new_task", True)
-        self.net.reset(seed=seed, new_task=new_task)
+        if self.fixed_tasks is not None:
+            self.net.tasks = self.fixed_tasks
+        self.net.reset(seed=seed, new_task=new_task and self.fixed_tasks is None)
         self.episode = 0
         self.recorder.reset()
-        info = LazyInfo({"mask": self.net.mask(), "new_task": partial(np.full, self.num_envs, bool(new_task)),
+        return self._obs(), self.reset_info(new_task)
+
+    def reset_info(self, new_task: bool) -> LazyInfo:
+        """The info of an episode's start: mask, whether its tasks are new, the task parameters."""
+        return LazyInfo({"mask": self.net.mask(), "new_task": partial(np.full, self.num_envs, bool(new_task)),
                          "task": partial(_describe, self.net.tasks)})
-        return self._obs(), info
 
     def step(self, actions):
         actions = np.asarray(actions)
@@ -223,7 +248,7 @@ class SpectrumVectorEnv(VectorEnv):
             info["final_info"] = {"episode_metrics": self._episode_metrics(), "_episode_metrics": truncated.copy()}
             info["_final_info"] = truncated.copy()
             self.episode += 1
-            new_task = self.episode % self.config.env.episodes_per_task == 0
+            new_task = self.fixed_tasks is None and self.episode % self.config.env.episodes_per_task == 0
             self.net.reset(new_task=new_task)
         info["new_task"] = _Pending(partial(np.full, self.num_envs, new_task))
         info["next_mask"] = _Pending(self.net.mask())
@@ -272,20 +297,29 @@ class SpectrumEnv(gym.Env):
         self.observation_space = self.vec.single_observation_space
         self.action_space = self.vec.single_action_space
         self.obs_layout = self.vec.obs_layout
+        self._started: tuple[np.ndarray, bool] | None = None   # (obs, new_task) of the episode autoreset began
 
     @property
     def config(self) -> Config:
         return self.vec.config
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """A new episode. After an episode's end, a plain ``reset()`` returns the episode the vector env
+        already began (so ``env.episodes_per_task`` holds here too); a seed or options reset anew."""
         super().reset(seed=seed)
+        started, self._started = self._started, None
+        if started is not None and seed is None and options is None:
+            obs, new_task = started
+            return obs, _first(self.vec.reset_info(new_task))
         obs, info = self.vec.reset(seed=seed, options=options)
         return obs[0], _first(info)
 
     def step(self, action):
+        self._started = None
         obs, reward, terminated, truncated, info = self.vec.step(np.asarray(action)[None])
         info = _first(info)
         if truncated[0]:
+            self._started = (obs[0], bool(info["new_task"]))
             obs = info.pop("final_obs")
             del info["_final_obs"], info["_final_info"]
             final = info.pop("final_info")["episode_metrics"]

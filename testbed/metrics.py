@@ -35,6 +35,15 @@ DISPLAY_NAMES = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN (RL²)", "rnn_attenti
                  "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch", "random": "random",
                  "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle"}   # agents and policies
 
+ACTION_NAMES = {"argmax": "argmax", "sample": "sampled"}   # an evaluated agent's action modes, as tables show them
+
+
+def display_name(policy: str) -> str:
+    """The name tables show for an agent, a reference policy, or an agent in an evaluation action mode
+    ('ppo/argmax' -> 'PPO (argmax)')."""
+    agent, _, actions = policy.partition("/")
+    return DISPLAY_NAMES.get(agent, agent) + (f" ({ACTION_NAMES[actions]})" if actions else "")
+
 
 class EpisodeRecorder:
     """Accumulates step infos of N lock-step envs; ``finish`` returns one dict per env."""

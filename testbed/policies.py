@@ -2,8 +2,11 @@
 per-band allocator, and the per-band exhaustive oracle (L^B combinations per band).
 
 They are privileged: greedy and oracle read the network's gains and schedule directly from
-``env.net`` (agents never do). Each is a callable ``policy(obs, info) -> actions [N, B*K]``.
-Greedy and oracle maximise this step's throughput; they ignore fairness, cost and queues.
+``env.net`` (agents never do), and in the hardware task family its hidden PA parameters
+(``SimNetwork.pa_response``: the power each level radiates and its distortion), so they
+maximise the throughput of the real step, not of a nominal one. Each is a callable
+``policy(obs, info) -> actions [N, B*K]``. Greedy and oracle maximise this step's throughput;
+they ignore fairness, cost and queues. ``Episodes`` plays one with the agents' episode interface.
 """
 from __future__ import annotations
 
@@ -21,20 +24,30 @@ NAMES = ("random", "max_power", "greedy", "oracle")
 
 
 def _view(env):
-    """What the coming step will use: powers per level, link gains [N, B', B, K], X [N, B, K], mask."""
+    """What the coming step will use: powers per level, link gains [N, B', B, K], X [N, B, K], mask,
+    links with a UE."""
     net, p = env.net, env.params
     served = channel.round_robin(net.state.t, net.tasks.ue_by_rank, net.tasks.num_assoc, p.num_bands)
     gain = channel.link_gains(db_to_lin(net.tasks.gain_mean_db + net.state.fading_db), served)
     return net.level_power_w, gain, net.state.external_w, net.mask(), served >= 0
 
 
-def _band_throughput(power_w, gain, external_w, noise_w, has_ue):
-    """Σ_b W log2(1+SINR) per band for candidate powers.
+def _band_throughput(power_w, gain, external_w, noise_w, has_ue, sdr_lin=None):
+    """Σ_b log2(1+SINR) per band (throughput / W) for candidate radiated powers, the SINR limited by
+    each link's PA distortion where ``sdr_lin`` is given.
 
-    power_w [..., B, K] (leading dims broadcast against gain [N, B', B, K]) -> [..., K] in units of W.
+    power_w [..., B, K] (leading dims broadcast against gain [N, B', B, K]) -> [..., K].
     """
     sinr = channel.sinr_of_received(power_w.unsqueeze(-2) * gain, external_w, noise_w)   # [..., B, K]
+    if sdr_lin is not None:
+        sinr = channel.distortion_limited(sinr, sdr_lin)
     return (torch.log2(1.0 + sinr) * has_ue).sum(-2)
+
+
+def _level_throughput(env, level, gain, external_w, has_ue):
+    """``_band_throughput`` of candidate levels [..., N, B, K] as the step computes it -> [..., N, K]."""
+    power_w, sdr_lin = env.net.level_response(level)
+    return _band_throughput(power_w, gain, external_w, env.params.noise_w, has_ue, sdr_lin)
 
 
 def _to_actions(level: torch.Tensor) -> np.ndarray:
@@ -52,8 +65,7 @@ def random_policy(env, seed: int = 0) -> Policy:
 
 def max_power_policy(env) -> Policy:
     def act(obs, info):
-        _, _, _, mask, _ = _view(env)
-        return _to_actions(mask.long() * (env.params.num_levels - 1))
+        return _to_actions(env.net.mask().long() * (env.params.num_levels - 1))
     return act
 
 
@@ -61,29 +73,30 @@ def greedy_policy(env) -> Policy:
     """Start at max power on unmasked bands, then one pass of coordinate ascent per BS:
     each BS in turn picks the level that maximises its band's throughput given the others."""
     def act(obs, info):
-        powers, gain, ext, mask, has_ue = _view(env)
+        _, gain, ext, mask, has_ue = _view(env)
         p = env.params
         level = mask.long() * (p.num_levels - 1)             # [N, B, K]
         for b in range(p.num_bs):
             trial = level.unsqueeze(0).repeat(p.num_levels, 1, 1, 1)   # [L, N, B, K]
             trial[:, :, b, :] = torch.arange(p.num_levels, device=level.device).view(-1, 1, 1)
             trial = trial * mask
-            score = _band_throughput(powers[trial], gain, ext, p.noise_w, has_ue)  # [L, N, K]
+            score = _level_throughput(env, trial, gain, ext, has_ue)  # [L, N, K]
             level = trial.gather(0, score.argmax(0).view(1, -1, 1, p.num_bands).expand(1, -1, p.num_bs, -1))[0]
         return _to_actions(level)
     return act
 
 
 def oracle_policy(env) -> Policy:
-    """Per band, the combination of levels (all L^B, masked bands off) with the largest throughput."""
+    """Per band, the combination of levels (all L^B, masked bands off) with the largest throughput
+    (bands couple only through fairness, cost and queues, so this is the one-step optimum)."""
     p = env.params
     combos = torch.tensor(list(itertools.product(range(p.num_levels), repeat=p.num_bs)),
                           device=env.net.device)             # [C, B]
 
     def act(obs, info):
-        powers, gain, ext, mask, has_ue = _view(env)
+        _, gain, ext, mask, has_ue = _view(env)
         trial = combos.view(-1, 1, p.num_bs, 1) * mask.unsqueeze(0)    # [C, N, B, K]
-        score = _band_throughput(powers[trial], gain, ext, p.noise_w, has_ue)  # [C, N, K]
+        score = _level_throughput(env, trial, gain, ext, has_ue)  # [C, N, K]
         best = score.argmax(0)                                           # [N, K]
         level = combos[best].permute(0, 2, 1) * mask                    # [N, B, K]
         return _to_actions(level)
@@ -101,3 +114,24 @@ def make_policy(name: str, env, seed: int = 0) -> Policy:
     if name == "oracle":
         return oracle_policy(env)
     raise ValueError(f"unknown policy {name!r}; choose from {list(NAMES)}")
+
+
+class Episodes:
+    """A reference policy with the agents' episode interface (``start``, ``run_episode``,
+    ``num_steps``), so the runner's episode loop plays it as it plays an agent."""
+
+    def __init__(self, name: str, env, seed: int = 0):
+        self.policy = make_policy(name, env, seed)
+        self.num_steps = env.params.episode_steps
+        self.obs, self.info = None, None
+
+    def start(self, env, seed: int | None = None) -> None:
+        self.obs, self.info = env.reset(seed=seed)
+
+    def run_episode(self, env, on_step=None) -> dict[str, float]:
+        """One episode on every lane; ``on_step(reward, info)`` sees every step. Nothing is learned."""
+        for _ in range(self.num_steps):
+            self.obs, reward, _, _, self.info = env.step(self.policy(self.obs, self.info))
+            if on_step is not None:
+                on_step(reward, self.info)
+        return {}

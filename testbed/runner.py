@@ -3,7 +3,11 @@
 Every run writes a run folder: the resolved ``config.yaml``, ``metrics.jsonl`` (one line per
 episode, means over the env lanes), ``provenance.json``, ``checkpoints/latest.pt`` (train and
 adapt: every ``agent.checkpoint_every`` episodes, at the end, and when the run stops early),
-``plots/curves.png``, and with ``track="tensorboard"`` a ``tensorboard/`` folder.
+``plots/curves.png`` (train and adapt), ``backend.json`` (``backend_record``: the backend, and on
+radios their names, drivers and start-up calibration), and with ``track="tensorboard"`` a
+``tensorboard/`` folder.
+An evaluation plays the fixed evaluation set (``evaluation:``, ``evaluation_config``): the agent
+with argmax and with sampled actions and every reference policy, on the same tasks and draws.
 Training and adaptation resume from the folder's checkpoint when rerun; a checkpoint of another
 agent or config is refused with the differing keys named.
 
@@ -28,9 +32,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hardware.measured import MeasuredNetwork
 from hardware.radio import RadioError
 from sim.safety import SafetyViolation
-from testbed import provenance, tracking
+from testbed import policies, provenance, tracking
 from testbed.agent_factory import RunError, agent_config, make_agent
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from testbed.config import Config, ConfigError, load_config, save_config, to_dict
@@ -50,8 +55,11 @@ class BackendFailure(RuntimeError):
     """The radio backend failed mid-run; the run's data is saved in ``run_dir`` and a rerun continues."""
 
     def __init__(self, message: str, run_dir: Path):
-        super().__init__(message)
-        self.run_dir = run_dir
+        super().__init__(message, str(run_dir))      # picklable across processes
+        self.run_dir = Path(run_dir)
+
+    def __str__(self) -> str:
+        return self.args[0]
 
 
 class Interrupted(Exception):
@@ -130,12 +138,25 @@ def _reset_seed(seed: int, start: int) -> int:
     return seed if start == 0 else int(np.random.SeedSequence([seed, start]).generate_state(1)[0])
 
 
+def backend_record(config: Config, env: SpectrumVectorEnv) -> dict:
+    """What ``backend.json`` holds: the backend; on radios also each radio's name, driver and role and
+    the start-up calibration per radio (Hz: offset measured, correction applied, residual)."""
+    record = {"backend": config.backend}
+    if isinstance(env.net, MeasuredNetwork):
+        record["radios"] = [{"name": e.name, "driver": e.driver, "role": e.role} for e in config.hardware.radios]
+        record["calibration"] = env.net.calibration
+    return record
+
+
 @contextmanager
-def opened_env(config: Config):
+def opened_env(config: Config, run_dir: Path | None = None):
     """The env of a run, closed at the end; a failure while closing after an error is reported
-    but never replaces that error."""
+    but never replaces that error. ``run_dir``: where ``backend.json`` goes once the backend is open."""
     env = SpectrumVectorEnv(config)
     try:
+        if run_dir is not None:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(run_dir) / "backend.json").write_text(json.dumps(backend_record(config, env), indent=1))
         yield env
     except BaseException:
         try:
@@ -325,7 +346,7 @@ def train(config: Config, name: str, run_dir: Path, progress: bool = True, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     truncate_metrics(run_dir / "metrics.jsonl", start)
     save_config(config, run_dir / "config.yaml")
-    with provenance.recorded(run_dir, command, config.env.device), opened_env(config) as env, \
+    with provenance.recorded(run_dir, command, config.env.device), opened_env(config, run_dir) as env, \
             _tracker(track, run_dir, start, config) as tracker:
         agent = make_agent(name, env, config, "train", seed)
         if ck:
@@ -376,7 +397,7 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
     truncate_metrics(run_dir / "metrics.jsonl", start)
     save_config(config, run_dir / "config.yaml")
     label = label or name
-    with provenance.recorded(run_dir, command, config.env.device, source), opened_env(config) as env, \
+    with provenance.recorded(run_dir, command, config.env.device, source), opened_env(config, run_dir) as env, \
             _tracker(track, run_dir, start, config) as tracker:
         agent = make_agent(name, env, config, "adapt", config.env.seed)
         if ck:
@@ -397,11 +418,58 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
     return run_dir
 
 
-def evaluate(config: Config, name: str, policy_state: dict, episodes: int, run_dir: Path,
-             progress: bool = True, *, command: list[str] | None = None, source: Path | None = None) -> dict:
-    """Metrics of a trained agent without learning; returns mean and std over episodes of each metric.
-    A rerun in the same folder starts over. ``source``: the checkpoint file (recorded in provenance.json)."""
-    config = agent_config(name, config, "eval")
+ACTION_MODES = ("argmax", "sample")      # how agents act in an evaluation: both, always
+
+
+def evaluation_config(config: Config, distribution: str) -> Config:
+    """``config`` set to play the fixed evaluation set of ``distribution`` ('train' or 'test'):
+    ``evaluation.num_tasks`` lanes, one task each, its draws seeded by ``evaluation.seed``."""
+    ev = config.evaluation
+    return load_config(config, {"env": {"task_set": "evaluation", "task_distribution": distribution, "task_seed": None,
+                                        "num_envs": ev.num_tasks, "seed": ev.seed, "episodes_per_task": ev.episodes}})
+
+
+def evaluation_label(policy: dict) -> str:
+    """The name of a policy in an evaluation (its metrics lines' ``agent``, its summary key): agent and
+    action mode for an agent ('ppo/argmax', 'ppo/sample'), the name of a reference policy ('greedy')."""
+    return policy["agent"] if policy["actions"] == "reference" else f"{policy['agent']}/{policy['actions']}"
+
+
+def evaluate_on(env: SpectrumVectorEnv, config: Config, agents: dict[str, dict], references, log: MetricsLog,
+                bar: tqdm | None = None, tag: dict | None = None) -> None:
+    """On ``env``, which plays ``config``'s evaluation set: each agent (name -> policy parameters) with
+    argmax and with sampled actions, then each reference policy named in ``references``, no learning.
+    Every one starts from a reset seeded by ``env.seed``, so all see the same tasks and the same draws.
+    One metrics line per policy and episode, tagged with ``tag``, ``agent`` (``evaluation_label``),
+    ``actions`` ('argmax', 'sample' or 'reference') and ``tasks``."""
+    seed, episodes = config.env.seed, config.evaluation.episodes
+    tag = {"seed": seed, **(tag or {}), "tasks": config.env.task_distribution}
+    players = []
+    for name, state in agents.items():
+        for mode in ACTION_MODES:
+            agent = make_agent(name, env, load_config(config, {"agent": {"eval_actions": mode}}), "eval", seed)
+            agent.load_policy(state)
+            players.append((agent, {"agent": evaluation_label({"agent": name, "actions": mode}), "actions": mode}))
+    players += [(policies.Episodes(name, env, seed), {"agent": name, "actions": "reference"}) for name in references]
+    for player, who in players:
+        player.start(env, seed=seed)
+        play(player, env, 0, episodes, log, {**who, **tag}, bar)
+
+
+def evaluation_tasks_record(env: SpectrumVectorEnv) -> dict[str, list]:
+    """``tasks.json`` of an evaluation: the scalar parameters of each evaluation task (one per lane)."""
+    return {key: value.tolist() for key, value in env.net.tasks.describe().items()}
+
+
+def evaluate(config: Config, name: str, policy_state: dict, run_dir: Path, progress: bool = True, *,
+             command: list[str] | None = None, source: Path | None = None) -> dict:
+    """Agent ``name`` with ``policy_state`` on the fixed evaluation set of ``config.env.task_distribution``
+    (``evaluation:``), with argmax and with sampled actions, beside every reference policy of
+    ``run.policies`` on the same tasks and draws; no learning. Writes ``metrics.jsonl``, ``tasks.json``
+    and ``summary.json`` ({policy: {metric: mean and std over episodes}}, policies named by
+    ``evaluation_label``) and returns that summary. A rerun in the same folder starts over.
+    ``source``: the checkpoint file (recorded in provenance.json)."""
+    config = evaluation_config(config, config.env.task_distribution)
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists() and read_metrics(metrics):
@@ -409,14 +477,14 @@ def evaluate(config: Config, name: str, policy_state: dict, episodes: int, run_d
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     truncate_metrics(metrics, 0)
-    with provenance.recorded(run_dir, command, config.env.device, source), opened_env(config) as env:
-        agent = make_agent(name, env, config, "eval", config.env.seed)
-        agent.load_policy(policy_state)
-        agent.start(env, seed=config.env.seed)
-        with MetricsLog(metrics) as log, \
-                tqdm(total=episodes, desc=f"evaluate {name}", unit="ep", disable=not progress) as bar:
-            play(agent, env, 0, episodes, log, {"agent": name, "seed": config.env.seed}, bar, estimate=progress)
-    summary = summarise(read_metrics(metrics))
+    total = (len(ACTION_MODES) + len(config.run.policies)) * config.evaluation.episodes
+    with provenance.recorded(run_dir, command, config.env.device, source), opened_env(config, run_dir) as env:
+        with MetricsLog(metrics) as log, tqdm(total=total, desc=f"evaluate {name}", unit="ep",
+                                              disable=not progress) as bar:
+            evaluate_on(env, config, {name: policy_state}, config.run.policies, log, bar)
+        (run_dir / "tasks.json").write_text(json.dumps(evaluation_tasks_record(env), indent=1))
+    rows = read_metrics(metrics)
+    summary = {policy: summarise([r for r in rows if r["agent"] == policy]) for policy in dict.fromkeys(
+        r["agent"] for r in rows)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot_run(run_dir, name)
     return summary

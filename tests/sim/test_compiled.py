@@ -56,3 +56,27 @@ def test_only_the_simulator_compiles():
     cfg = load_config("paper")
     with pytest.raises(ValueError, match="compiled: only the simulator's step compiles, not Measured's"):
         Measured(cfg.network, cfg.task_ranges, 1, compiled=True)
+
+
+def test_env_compile_is_refused_on_radios_before_anything_opens():
+    from testbed.config import ConfigError
+
+    with pytest.raises(ConfigError, match="env.compile: only the simulator's step compiles; backend is 'mock'"):
+        load_config("bench_mock", {"env": {"compile": True}})
+
+
+@pytest.mark.slow
+def test_the_gymnasium_env_compiled_plays_as_the_eager_one():
+    import numpy as np
+
+    from testbed.env import SpectrumVectorEnv
+
+    envs = [SpectrumVectorEnv(load_config("paper", {"env": {"num_envs": 4, "compile": c}})) for c in (False, True)]
+    obs = [env.reset(seed=5)[0] for env in envs]
+    np.testing.assert_array_equal(obs[0], obs[1])
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        action = rng.integers(0, 4, (4, 15))
+        (o0, r0, *_), (o1, r1, *_) = (env.step(action) for env in envs)
+        np.testing.assert_allclose(o1, o0, rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(r1, r0, rtol=2e-5, atol=2e-5 * np.abs(r0).max())

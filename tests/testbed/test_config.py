@@ -1,6 +1,7 @@
 """Config: presets load, bad input fails early with the field and the allowed range; malformed
 files, values of any shape, Pluto settings outside the device's range and sizes that would exhaust
 memory fail while loading with a one-line ConfigError."""
+import dataclasses
 import pytest
 import torch
 
@@ -14,7 +15,8 @@ def test_presets_load():
     assert (paper.network.num_bs, paper.network.num_ue, paper.network.num_bands) == (3, 10, 5)
     large = load_config("large")
     assert (large.network.num_bs, large.network.num_ue, large.network.num_bands) == (7, 42, 10)
-    assert load_config(None).network == paper.network
+    assert paper.network.task_family == "hardware"          # the paper preset's meta-learning family
+    assert load_config(None).network == dataclasses.replace(paper.network, task_family="standard")
 
 
 @pytest.mark.parametrize("data, message", [

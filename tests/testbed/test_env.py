@@ -124,3 +124,35 @@ def test_wrong_action_shape_is_an_error():
         env.step(np.zeros((2, 7), dtype=np.int64))
     with pytest.raises(ValueError, match=r"\[0, 3\]"):
         env.step(np.full((2, 15), 4))
+
+
+def test_num_envs_given_in_code_is_checked_as_the_config_field():
+    from testbed.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sizes: the step's link tensors would hold env\.num_envs"):
+        SpectrumVectorEnv("large", num_envs=10**6)
+    with pytest.raises(ConfigError, match=r"env\.num_envs: 0 is out of range; allowed \[1, 1000000\]"):
+        SpectrumVectorEnv("paper", num_envs=0)
+    assert SpectrumVectorEnv("paper", num_envs=3).config.env.num_envs == 3
+
+
+def test_single_env_reset_after_an_episode_continues_the_task_stream():
+    """The vector env inside already began the next episode: a plain reset() returns it (tasks
+    repeat every env.episodes_per_task episodes); a seeded reset starts over."""
+    from testbed.config import load_config
+
+    env = SpectrumEnv(load_config("paper", {"env": {"num_envs": 1, "episodes_per_task": 2},
+                                            "network": {"episode_steps": 3}}))
+    obs, info = env.reset(seed=1)
+    tasks, first_obs = [], []
+    for _ in range(4):
+        tasks.append(float(info["task"]["path_loss_exponent"]))
+        first_obs.append(obs)
+        for _ in range(3):
+            obs, _, _, truncated, info = env.step(env.action_space.sample())
+        assert truncated
+        obs, info = env.reset()
+    assert tasks[0] == tasks[1] != tasks[2] == tasks[3]
+    assert bool(info["new_task"]) is True and not np.array_equal(first_obs[0], first_obs[1])
+    again, _ = env.reset(seed=1)
+    np.testing.assert_array_equal(again, first_obs[0])
