@@ -11,7 +11,9 @@ A recording is a directory:
       radio sending, calibrate), ``testbed:stale`` and ``testbed:clipped``;
   ``steps.jsonl``  one line per reset (``{"reset": seed, "new_task": ...}``) and per step: requested
       and executed levels, mask, the sensed external interference, SINR, which links were
-      measured, reward and its parts, turns, TX back-off, stale and clipped counts;
+      measured, the BS-to-UE gains the step's waveforms carried (``gain_db``: path loss,
+      shadowing and fading, dB, what ``testbed calibrate`` fits the bench against), reward and
+      its parts, turns, TX back-off, stale and clipped counts;
   ``recording.json``  the run: radios, whether IQ was recorded, where the size cap stopped it,
       how the run ended, and the caller's context (the testbed writes its config there).
 
@@ -39,12 +41,13 @@ from hardware.radio import RadioError
 from sim.network import StepResult
 
 __all__ = ["Recorder", "NullRecorder", "RecordingError", "open_recorder", "step_row",
-           "RUN_FILE", "STEP_FILE", "EXTENSION"]
+           "RUN_FILE", "STEP_FILE", "EXTENSION", "FORMAT"]
 
 RUN_FILE = "recording.json"
 STEP_FILE = "steps.jsonl"
 EXTENSION = {"name": "testbed", "version": "1.0.0", "optional": True}   # the testbed: keys
 BYTES_PER_SAMPLE = 8                                                      # cf32_le
+FORMAT = 2                                                                # 2: step rows hold gain_db
 
 
 class RecordingError(RadioError):
@@ -184,7 +187,7 @@ class Recorder:
     def _write_metadata(self, summary: dict) -> None:
         for entry in self.hw.radios:
             self._write_meta(entry.name, summary)
-        run = {"format": 1, "iq": self.iq, "radios": [e.name for e in self.hw.radios], "steps": self.steps,
+        run = {"format": FORMAT, "iq": self.iq, "radios": [e.name for e in self.hw.radios], "steps": self.steps,
                "iq_bytes": self.bytes, "iq_stopped": self.iq_stopped, "error": self.error,
                "summary": summary, "context": self.context}
         (self.dir / RUN_FILE).write_text(json.dumps(run, indent=1))
@@ -227,7 +230,7 @@ def step_row(step: int, res: StepResult, **extra) -> dict:
         "requested": res.requested_level.tolist(), "executed": res.safe.level.tolist(),
         "mask": res.safe.mask.tolist(), "external_w": res.external_w.tolist(),
         "sinr": res.sinr_lin.tolist(), "active": res.active.tolist(), "measured": res.measured.tolist(),
-        "served_ue": res.served_ue.tolist(),
+        "served_ue": res.served_ue.tolist(), "gain_db": res.gain_db.tolist(),
         **{key: getattr(res, key).tolist() for key in (
             "reward", "throughput_bps", "fairness", "cost", "penalty", "sinr_violations", "latency_violations",
             "blocked_unsafe", "executed_violations")},

@@ -38,7 +38,8 @@ class ReplayError(RadioError):
 class Recording:
     """A recording directory (``hardware.recording``) opened for reading."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, purpose: str = "replay"):
+        """``purpose``: what needs the IQ, named in the error for a recording made without it."""
         self.dir = Path(directory)
         try:
             self.run = json.loads((self.dir / RUN_FILE).read_text())
@@ -48,7 +49,7 @@ class Recording:
         self.rows = [json.loads(line) for line in lines]
         if not self.run["iq"]:
             raise BackendError(f"hardware.replay: {self.dir} was recorded with hardware.record.iq: false (estimates "
-                               "only); replay needs the captured IQ")
+                               f"only); {purpose} needs the captured IQ")
         self.meta = {name: sigmf.fromfile(self.dir / name) for name in self.run["radios"]}
 
     @property

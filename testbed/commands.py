@@ -4,7 +4,8 @@ and their argument parsers; errors of a run become a message and an exit status.
 Exit status: 0 done (also a training whose run folder has all its episodes done), 1 jobs of a
 `reproduce --cluster` run failed (named in its results.md), 2 bad input
 (an option out of range, a config error, a run folder that cannot continue as asked, such as
-``--episodes`` fewer than the episodes done), 3 the radio backend failed (``EXIT_BACKEND``),
+``--episodes`` fewer than the episodes done, a bench config given to `reproduce --config`), 3 the
+radio backend failed (``EXIT_BACKEND``; for `reproduce --bench`: in the bench job named),
 130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM. A stopped train, adapt or reproduce
 prints the command that resumes it.
 """
@@ -23,10 +24,10 @@ from agents.config import AgentConfig
 from testbed import provenance
 from testbed.agent_factory import AGENTS, RunError, policy_of_checkpoint
 from testbed.checkpoint import CheckpointError, load_checkpoint, read_metrics
-from testbed.config import Config, EnvConfig, RunConfig, load_config
+from testbed.config import Config, ConfigError, EnvConfig, RunConfig, load_config
 from testbed.demo import run_demo
-from testbed.metrics import TABLE_KEYS
-from testbed.reproduce import JobsFailed, reproduce
+from testbed.metrics import HEADERS, TABLE_KEYS
+from testbed.reproduce import BenchFailed, JobsFailed, reproduce
 from testbed.runner import (EXIT_BACKEND, RADIO_ERRORS, BackendFailure, Interrupted, StopSignals, adapt,
                             evaluate, signal_exit_status, train)
 from testbed.tracking import TRACKERS, TrackingError
@@ -60,9 +61,14 @@ def _checkpoint_config(args, ck: dict) -> Config:
     """The checkpoint's config, or ``--config`` (backend, radios, sizes) with the checkpoint's agent
     section; tasks from ``--tasks``."""
     tasks = {"env": {"task_distribution": args.tasks}}
-    if args.config is None:
-        return load_config(ck["config"], tasks)
-    return load_config(args.config, {"agent": ck["config"]["agent"], **tasks})
+    config = (load_config(ck["config"], tasks) if args.config is None
+              else load_config(args.config, {"agent": ck["config"]["agent"], **tasks}))
+    if args.record is None:
+        return config
+    if config.backend in ("sim", "replay"):
+        raise ConfigError(f"--record: backend {config.backend} has no radios to record; use a bench config "
+                          "(backend mock, pluto or gnuradio)")
+    return load_config(config, {"hardware": {"record": {"dir": args.record}}})
 
 
 def config_name(source: str) -> str:
@@ -176,17 +182,29 @@ def _cmd_adapt(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     ck, config = _from_checkpoint(args, "evaluate")
-    summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), args.episodes, Path(args.run_dir),
+    if args.episodes is not None:
+        config = load_config(config, {"evaluation": {"episodes": args.episodes}})
+    summary = evaluate(config, ck["agent"], policy_of_checkpoint(ck), Path(args.run_dir),
                        command=args.argv, source=Path(args.checkpoint))
-    lines = [f"\nevaluate {ck['agent']} on {args.tasks} tasks: {args.episodes} episodes x {config.env.num_envs} "
-             f"networks, no learning (mean ± std over episodes of the means over the networks):",
-             *_metric_lines({k: f"{summary[k]['mean']:.4g} ± {summary[k]['std']:.2g}" for k in TABLE_KEYS}),
+    ev = config.evaluation
+    lines = [f"\nevaluate {ck['agent']} on the fixed evaluation set of the {args.tasks} tasks ({ev.num_tasks} tasks "
+             f"of evaluation seed {ev.seed}, one per network, {ev.episodes} episodes each), no learning; every "
+             "policy on the same tasks and draws. Mean ± std over episodes of the means over the networks:", "",
+             evaluation_table(summary), "",
              f"checkpoint: {args.checkpoint}",
-             f"run folder: {args.run_dir}",
-             "next: adapt it online to the same tasks:",
+             f"run folder: {args.run_dir} (tasks.json: the evaluation tasks)",
+             "next: adapt it online to the same distribution:",
              f"  {shlex.join(['testbed', 'adapt', '--checkpoint', args.checkpoint, '--tasks', args.tasks])}"]
     print("\n".join(lines))
     return 0
+
+
+def evaluation_table(summary: dict[str, dict]) -> str:
+    """A markdown table of an evaluation's summary: one row per policy, the table metrics as mean ± std."""
+    head = "| policy | " + " | ".join(HEADERS[k] for k in TABLE_KEYS) + " |"
+    rows = [f"| {label} | " + " | ".join(f"{stats[k]['mean']:.4g} ± {stats[k]['std']:.2g}" for k in TABLE_KEYS) + " |"
+            for label, stats in summary.items()]
+    return "\n".join([head, "|---" * (len(TABLE_KEYS) + 1) + "|", *rows])
 
 
 def cluster_address(text: str) -> str:
@@ -198,9 +216,18 @@ def cluster_address(text: str) -> str:
 
 
 def _cmd_reproduce(args) -> int:
+    if args.twin and not args.bench:
+        print("testbed reproduce: --twin: a twin is trained on for a bench; give --bench CONFIG too", file=sys.stderr)
+        return 2
     try:
-        out = reproduce(args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out, workers=args.workers,
-                        command=args.argv, cluster=args.cluster)
+        out = reproduce(args.bench or args.config, quick=args.quick, num_seeds=args.seeds, out_dir=args.out,
+                        workers=args.workers, command=args.argv, cluster=args.cluster, bench=args.bench is not None,
+                        twin=args.twin)
+    except BenchFailed as err:
+        print(f"\nerror: the radios failed in bench job {err.job}: {err.failed[err.job]}\nIts data and the other "
+              f"finished runs are saved in {err.out} (failed jobs in {err.out / 'results.md'}). Check the radios and "
+              f"rerun to continue: {shlex.join(['testbed', *args.argv])}", file=sys.stderr)
+        return EXIT_BACKEND
     except JobsFailed as err:
         print(f"error: {err}; their errors are in {err.out / 'results.md'} and {err.out / 'logs'}; "
               f"rerun to retry them: {shlex.join(['testbed', *args.argv])}", file=sys.stderr)
@@ -276,12 +303,15 @@ def add_commands(subparsers) -> None:
                    help="also log scalars for TensorBoard into <run folder>/tensorboard (extra 'track')")
     p.set_defaults(func=_guarded(_cmd_train))
 
-    for cmd, helptext, default_eps in (("adapt", "adapt a trained agent online to new tasks", 20),
-                                       ("evaluate", "metrics of a trained agent on held-out tasks, no learning", 10)):
+    for cmd, helptext, default_eps in (
+            ("adapt", "adapt a trained agent online to new tasks", 20),
+            ("evaluate", "a trained agent (argmax and sampled actions) and the reference policies on the fixed "
+                         "evaluation tasks, no learning", None)):
         p = subparsers.add_parser(cmd, help=helptext)
         p.add_argument("--checkpoint", required=True, help="checkpoint file of a training run")
-        p.add_argument("--episodes", type=bounded(*config_range(EnvConfig, "episodes_per_task")),
-                       default=default_eps, help=f"episodes (default: {default_eps})")
+        p.add_argument("--episodes", type=bounded(*config_range(EnvConfig, "episodes_per_task")), default=default_eps,
+                       help="episodes (default: 20)" if cmd == "adapt" else
+                            "episodes on each evaluation task (default: evaluation.episodes)")
         p.add_argument("--config", default=None, help="YAML path or preset for the env and backend "
                                                        "(default: the checkpoint's config)")
         p.add_argument("--tasks", choices=("train", "test"), default="test",
@@ -289,13 +319,21 @@ def add_commands(subparsers) -> None:
         p.add_argument("--run-dir", default=None,
                        help="run folder (default: a new one under run.out_dir)"
                             + ("; a folder with a checkpoint is resumed" if cmd == "adapt" else "; a rerun starts over"))
+        p.add_argument("--record", metavar="DIR", default=None,
+                       help="record the captures (SigMF) and steps into DIR (hardware.record.dir; bench configs)")
         if cmd == "adapt":
             p.add_argument("--track", choices=TRACKERS, default=None,
                            help="also log scalars for TensorBoard into <run folder>/tensorboard (extra 'track')")
         p.set_defaults(func=_guarded(_cmd_adapt if cmd == "adapt" else _cmd_evaluate))
 
     p = subparsers.add_parser("reproduce", help="the paper's experiment: Fig. 3, tables, adaptation curves")
-    p.add_argument("--config", default="paper", help=config_help)
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--config", default="paper", help=config_help + "; a simulator config (backend: sim)")
+    source.add_argument("--bench", metavar="CONFIG", default=None,
+                        help="a bench config: meta-train in the simulator on the bench's network, then adapt and "
+                             "evaluate every agent and reference on the bench's radios (docs/results.md)")
+    p.add_argument("--twin", metavar="TWIN.yaml", default=None,
+                   help="with --bench: train on this twin of the bench (`testbed calibrate`) instead")
     p.add_argument("--quick", action="store_true", help="a small version that finishes in minutes")
     p.add_argument("--seeds", type=bounded(1, MAX_SEEDS), default=3, help="seeds (default: 3)")
     where = p.add_mutually_exclusive_group()
@@ -304,6 +342,6 @@ def add_commands(subparsers) -> None:
     where.add_argument("--cluster", type=cluster_address, default=None, metavar="auto|ADDRESS",
                        help="run every job as a task on the Ray cluster at ADDRESS (HOST:PORT of its head) or the "
                             "one started on this machine (auto); extra 'cluster', see docs/cluster.md")
-    p.add_argument("--out", default=None, help="results folder (default: <run.out_dir>/reproduce[-quick]); "
+    p.add_argument("--out", default=None, help="results folder (default: <run.out_dir>/reproduce[-bench][-quick]); "
                                                "a rerun resumes the unfinished runs in it")
     p.set_defaults(func=_guarded(_cmd_reproduce))

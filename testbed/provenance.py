@@ -2,10 +2,10 @@
 
 One record per invocation: the command line, git revision of the project's checkout and whether
 its tree was dirty ("unknown" outside a checkout), package versions, Python version, host, torch
-device, start and end time (ISO 8601, local time with its UTC offset), the outcome, and for a run
-that starts from a checkpoint its path and sha256. It is written when the run starts (``end``
-null, outcome "running") and again when it ends; a resumed run keeps the records of the earlier
-invocations under ``previous``, oldest first.
+device, start and end time (ISO 8601, local time with its UTC offset), the outcome, for a run
+that starts from a checkpoint its path and sha256, and what the caller adds (``recorded(**fields)``).
+It is written when the run starts (``end`` null, outcome "running") and again when it ends; a
+resumed run keeps the records of the earlier invocations under ``previous``, oldest first.
 """
 from __future__ import annotations
 
@@ -132,9 +132,10 @@ def _write(path: Path, record: dict) -> None:
 
 
 @contextmanager
-def recorded(run_dir: Path, command: list[str] | None, device: str, checkpoint: Path | None = None):
-    """``provenance.json`` written as the block starts and again with its outcome as it ends."""
-    record = collect(command, device, checkpoint)
+def recorded(run_dir: Path, command: list[str] | None, device: str, checkpoint: Path | None = None, **fields):
+    """``provenance.json`` written as the block starts and again with its outcome as it ends; ``fields``
+    (plain data, such as a reproduction's bench budget) are part of the record from the start."""
+    record = {**collect(command, device, checkpoint), **fields}
     start(run_dir, record)
     try:
         yield record

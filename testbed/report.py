@@ -1,8 +1,16 @@
 """The results of `testbed reproduce`, from the summary of its run folders: ``summary.json``,
-``curves.csv`` and ``fig3.png`` (training curves), ``table.md`` (end of training, and as fractions
-of the oracle), ``adaptation.csv/.md/.png`` and ``results.md`` (with the paper's claims checked). Every caption
-and heading says what its numbers average; one seed shows no spread ('± n/a'); a quick run's
-figures and tables are marked QUICK and its results.md judges none of the claims."""
+``table.md`` (the main results: every agent with argmax and with sampled actions and every
+reference policy on the fixed evaluation sets of the training and the held-out distribution,
+and as fractions of the oracle), ``curves.csv`` and ``fig3.png`` (training curves),
+``adaptation.csv/.md/.png`` and ``results.md`` (with the paper's claims checked on the
+deterministic evaluation); or, when jobs failed, a ``summary.json`` and ``results.md`` naming them.
+Every report names the backends it ran on; a bench run's also its radios, their start-up
+calibration, the bench budget with the air time and the steps measured, and the same agents and
+references evaluated in the simulator and on the bench side by side (the sim-to-real gap).
+Every caption and heading says what its numbers average; one seed, or one run of a reference
+policy, shows no spread ('± n/a'); a quick run's figures and tables are marked QUICK and its
+results.md judges none of the claims. A reference policy left out of ``run.policies`` is left
+out of every table and figure, and what needs the oracle says it was not run."""
 from __future__ import annotations
 
 import json
@@ -11,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from testbed.agent_factory import AGENTS
-from testbed.metrics import DISPLAY_NAMES, HEADERS, METRIC_KEYS, PAPER_METRICS, TABLE_KEYS
+from testbed.metrics import DISPLAY_NAMES, HEADERS, METRIC_KEYS, PAPER_METRICS, TABLE_KEYS, display_name
 from testbed.plots import count, marked, plot_curves
 
 
@@ -45,23 +53,61 @@ def _averaged(summary: dict) -> str:
     """What one number of the end-of-training table averages."""
     seeds = summary["seeds"]
     return (f"per seed, the mean over its last {count(summary['tail_episodes'], 'training episode')} × "
-            f"{count(summary['num_envs'], 'network')}; reference policies: per seed, the mean over their "
-            f"evaluation episodes × networks; then mean ± std over {count(seeds, 'seed')} ({_plus_minus(seeds)})")
+            f"{count(summary['num_envs'], 'network')} (policies still sampling, on the training task stream); "
+            f"then mean ± std over {count(seeds, 'seed')} ({_plus_minus(seeds)})")
 
 
-def markdown_table(rows: dict[str, dict], oracle: dict, seeds: int, heading: str) -> str:
-    """``heading``, mean ± std over seeds, then each metric as a fraction of the oracle's."""
+DISTRIBUTION_NAMES = {"train": "training distribution", "test": "held-out distribution"}
+
+
+def _on_bench(summary: dict) -> str:
+    """' on the bench (backend mock)' for a bench run, '' otherwise."""
+    return f" on the bench (backend {summary['bench']['backend']})" if summary["bench"] else ""
+
+
+def _evaluated(summary: dict, distribution: str) -> str:
+    """What one number of an evaluation table averages."""
+    ev, seeds = summary["evaluation_set"], summary["seeds"]
+    return (f"Evaluation{_on_bench(summary)} on the {DISTRIBUTION_NAMES[distribution]}'s fixed set of {count(ev['num_tasks'], 'task')} "
+            f"(evaluation seed {ev['seed']}, one per network, {count(ev['episodes'], 'episode')} each, no learning). "
+            f"Agents with argmax and with sampled actions: per seed, the mean over the episodes × tasks, then mean ± "
+            f"std over {count(seeds, 'seed')} ({_plus_minus(seeds)}); reference policies: one run on the same tasks "
+            "and draws (± n/a)")
+
+
+def markdown_table(rows: dict[str, dict], oracle: dict | None, seeds: int, heading: str, single=()) -> str:
+    """``heading``, mean ± std over seeds (the rows named in ``single``: one run, '± n/a'), then each
+    metric as a fraction of the ``oracle``'s (None: no fractions)."""
     head = "| | " + " | ".join(HEADERS[c] for c in TABLE_KEYS) + " |"
     lines = [f"**{heading}**", "", head, "|---" * (len(TABLE_KEYS) + 1) + "|"]
     for name, stats in rows.items():
-        lines.append(f"| {DISPLAY_NAMES.get(name, name)} | "
-                     + " | ".join(_fmt(stats[c], seeds) for c in TABLE_KEYS) + " |")
+        n = 1 if name in single else seeds
+        lines.append(f"| {display_name(name)} | " + " | ".join(_fmt(stats[c], n) for c in TABLE_KEYS) + " |")
+    if oracle is None:
+        return "\n".join(lines)
     lines += ["", "Fraction of the per-band oracle (agent mean / oracle mean; — where the oracle's mean is 0):", "",
               head, "|---" * (len(TABLE_KEYS) + 1) + "|"]
     for name, stats in rows.items():
-        lines.append(f"| {DISPLAY_NAMES.get(name, name)} | " + " | ".join(
+        lines.append(f"| {display_name(name)} | " + " | ".join(
             _fraction(stats[c]["mean"], oracle[c]["mean"]) for c in TABLE_KEYS) + " |")
     return "\n".join(lines)
+
+
+def evaluation_tables(summary: dict) -> str:
+    """The main results: one table per distribution of the evaluation protocol."""
+    parts = []
+    for distribution, rows in summary["evaluation"].items():
+        parts.append(markdown_table(rows, rows.get("oracle"), summary["seeds"],
+                                    marked(_evaluated(summary, distribution), summary["quick"]),
+                                    single=summary["references"]))
+        if "oracle" not in rows:
+            parts.append("(No fractions of the per-band oracle: it is not among run.policies.)")
+    return "\n\n".join(parts)
+
+
+def _reference_lines(rows: dict[str, dict]) -> dict[str, dict]:
+    """The horizontal lines of a figure: the oracle and random policy where they ran."""
+    return {DISPLAY_NAMES[n]: {k: rows[n][k]["mean"] for k in PAPER_METRICS} for n in ("oracle", "random") if n in rows}
 
 
 def write_outputs(out: Path, summary: dict) -> None:
@@ -79,17 +125,14 @@ def write_outputs(out: Path, summary: dict) -> None:
                 fh.write(f"{agent},{e}," + ",".join(cells) + "\n")
     series = {a: {k: (x[:len(curves[a][k]["mean"])], curves[a][k]["mean"], _spread(curves[a][k]["std"], seeds))
                   for k in PAPER_METRICS} for a in AGENTS}
-    refs = {DISPLAY_NAMES[n]: {k: summary["references"][n][k]["mean"] for k in PAPER_METRICS}
-            for n in ("oracle", "random")}
+    refs = _reference_lines(summary["evaluation"]["train"])
     window = max(1, length // 24)
     smoothing = f"moving average over {count(window, 'episode')}" if window > 1 else "no smoothing"
     plot_curves(series, out / "fig3.png", references=refs, window=window, quick=quick,
-                title=f"Training on the task stream. Per episode: mean over {networks}, then over "
+                title=f"Training on the task stream{' in the simulator' if summary['bench'] else ''}. Per episode: mean over {networks}, then over "
                       f"{count(seeds, 'seed')}; {_band(seeds)}; {smoothing}.\n"
-                      "Horizontal lines: reference policies on the same task distribution (mean over seeds).")
-    rows = {**summary["final"], **summary["references"]}
-    table = markdown_table(rows, summary["references"]["oracle"], seeds,
-                           marked(f"End of training (training task distribution): {_averaged(summary)}", quick))
+                      "Horizontal lines: reference policies on the training distribution's evaluation set.")
+    table = evaluation_tables(summary)
     (out / "table.md").write_text(table + "\n")
 
     adaptation = summary["adaptation"]
@@ -103,12 +146,11 @@ def write_outputs(out: Path, summary: dict) -> None:
     series = {label: {k: (points, [per_point[str(p)][k]["mean"] for p in points],
                           _spread([per_point[str(p)][k]["std"] for p in points], seeds)) for k in PAPER_METRICS}
               for label, per_point in adaptation.items()}
-    test_refs = {DISPLAY_NAMES[n]: {k: summary["test_references"][n][k]["mean"] for k in PAPER_METRICS}
-                 for n in ("oracle", "random")}
+    test_refs = _reference_lines(summary["test_references"])
     plot_curves(series, out / "adaptation.png", xlabel="adaptation episodes on a held-out task",
                 references=test_refs, marker="o", quick=quick,
-                title=f"Online adaptation on held-out tasks (each network keeps one task). After n episodes: mean over "
-                      f"{networks}, then over {count(seeds, 'seed')}; {_band(seeds)}.\n"
+                title=f"Online adaptation{_on_bench(summary)} on held-out tasks (each network keeps one task). After n "
+                      f"episodes: mean over {count(summary['adapt_num_envs'], 'network')}, then over {count(seeds, 'seed')}; {_band(seeds)}.\n"
                       "Horizontal lines: reference policies on the same tasks (mean over seeds).")
     (out / "adaptation.md").write_text(adaptation_table(summary) + "\n")
     (out / "results.md").write_text(results_markdown(summary, table))
@@ -117,12 +159,12 @@ def write_outputs(out: Path, summary: dict) -> None:
 def adaptation_table(summary: dict) -> str:
     """Per metric, each adapter's mean ± std over seeds after n adaptation episodes."""
     points, seeds = summary["adapt_points"], summary["seeds"]
-    oracle = summary["test_references"]["oracle"]
+    oracle = summary["test_references"].get("oracle")
     lines = []
     for key in ("throughput_mbps", "return", "sinr_violations", "latency_violations", "fairness"):
-        heading = (f"{HEADERS[key]} in adaptation episode n: that episode's mean over "
-                   f"{count(summary['num_envs'], 'network')} (one held-out task each), then mean ± std over "
-                   f"{count(seeds, 'seed')}; oracle on the same tasks: {_fmt(oracle[key], seeds)}")
+        heading = (f"{HEADERS[key]} in adaptation episode n{_on_bench(summary)}: that episode's mean over "
+                   f"{count(summary['adapt_num_envs'], 'network')} (one held-out task each), then mean ± std over "
+                   f"{count(seeds, 'seed')}" + (f"; oracle on the same tasks: {_fmt(oracle[key], seeds)}" if oracle else ""))
         lines += [f"**{marked(heading, summary['quick'])}**", "",
                   "| | " + " | ".join(f"n={p}" for p in points) + " |", "|---" * (len(points) + 1) + "|"]
         for label, per_point in summary["adaptation"].items():
@@ -146,13 +188,15 @@ def _claims(summary: dict) -> list[str]:
         return [f"Not judged: a QUICK run ({count(summary['train_episodes'], 'training episode')}, "
                 f"{count(summary['num_envs'], 'network')} per episode, {count(summary['seeds'], 'seed')}) is too small "
                 "to judge the paper's claims. Run `testbed reproduce` without `--quick` for that."]
-    final, out = summary["final"], []
+    train = summary["evaluation"]["train"]
+    final = {a: train[f"{a}/argmax"] for a in AGENTS}    # the deterministic evaluation on the training distribution
+    out = []
     if summary["seeds"] == 1:
         out.append("- Note: one seed, so there is no spread over seeds; 'clearly above' below means simply above.")
     tput = {a: final[a]["throughput_mbps"]["mean"] for a in AGENTS}
     best = max(tput, key=tput.get)
     out.append(f"- *The attention agent reaches the highest throughput*: {'holds' if best == 'rnn_attention' else 'does not hold'}"
-               f" (highest at the end of training: {DISPLAY_NAMES[best]}, {tput[best]:.1f} Mbit/s).")
+               f" (highest: {DISPLAY_NAMES[best]}, {tput[best]:.1f} Mbit/s).")
     meta = [a for a in AGENTS if a != "ppo"]
     beaten = [a for a in meta if tput[a] > tput["ppo"] + final["ppo"]["throughput_mbps"]["std"]]
     out.append(f"- *Every meta-learner beats PPO on throughput*: {'holds' if len(beaten) == len(meta) else 'does not hold'}"
@@ -162,7 +206,7 @@ def _claims(summary: dict) -> list[str]:
         claim = f"- *Meta-learners cut {word} violations by 50 % or more against PPO*: "
         ppo = final["ppo"][key]["mean"]
         if ppo <= 0:
-            out.append(claim + f"not judged (PPO has no {word} violations at the end of training, so a cut is undefined).")
+            out.append(claim + f"not judged (PPO has no {word} violations, so a cut is undefined).")
             continue
         ok = all(final[a][key]["mean"] <= 0.5 * ppo for a in meta)
         out.append(claim + f"{'holds' if ok else 'does not hold'} (change vs PPO, − = fewer violations, + = more: "
@@ -172,41 +216,57 @@ def _claims(summary: dict) -> list[str]:
     out.append(f"- *Jain's index ≥ 0.7 for the meta-learners*: "
                f"{'holds' if all(jain[a] >= 0.7 for a in meta) else 'does not hold'} ("
                + ", ".join(f"{DISPLAY_NAMES[a]} {jain[a]:.2f}" for a in AGENTS) + ").")
-    oracle = summary["references"]["oracle"]["throughput_mbps"]["mean"]
+    if "oracle" not in train:
+        out.append("- *About 97 % of exhaustive search*: not judged (the oracle is not among run.policies).")
+        return out
+    oracle = train["oracle"]["throughput_mbps"]["mean"]
     out.append(f"- *About 97 % of exhaustive search*: attention agent at {tput['rnn_attention'] / oracle:.0%} "
                f"of the per-band oracle's throughput (best agent {tput[best] / oracle:.0%}).")
     return out
 
 
+def _baseline(summary: dict) -> list[str]:
+    """The baseline-strength section's body: its table, or why it did not run."""
+    if not summary["fixed_task"]:
+        return ["Not run: it measures PPO against the per-band oracle, which is not among run.policies."]
+    return ["PPO: mean over the last tenth of its training episodes (at least one); oracle: mean over its evaluation "
+            "episodes on the same task; both over every network.", "",
+            "| seed | PPO (Mbit/s) | oracle (Mbit/s) | fraction |", "|---|---|---|---|",
+            *[f"| {f['seed']} | {f['ppo_mbps']:.1f} | {f['oracle_mbps']:.1f} | {f['fraction']:.2f} |"
+              for f in summary["fixed_task"]]]
+
+
 def results_markdown(summary: dict, table: str) -> str:
-    """``results.md``: setup, Fig. 3, the end-of-training ``table``, the claims, baseline and adaptation."""
+    """``results.md``: setup, the evaluation ``table``, the claims, Fig. 3 with the end of training,
+    baseline and adaptation."""
     cfg = summary["config"]
     quick, seeds = summary["quick"], summary["seeds"]
-    fixed = summary["fixed_task"]
     adapt = summary["adaptation"]
     last = str(summary["adapt_points"][-1])
     first = str(summary["adapt_points"][0])
+    ev = summary["evaluation_set"]
+    training = markdown_table(summary["final"], None, seeds, marked(f"End of training: {_averaged(summary)}", quick))
     lines = [
         "# " + marked("Results: reproduction of the paper's experiment (generated by `testbed reproduce`)", quick), "",
         f"- Mode: {'QUICK (smoke-test sizes, not results)' if quick else 'full'}; {count(seeds, 'seed')}; "
         f"wall time {summary['wall_s'] / 60:.1f} min with {count(summary['workers'], 'worker process', 'worker processes')}.",
         f"- Network: B={cfg['network']['num_bs']}, U={cfg['network']['num_ue']}, K={cfg['network']['num_bands']}, "
-        f"L={cfg['network']['num_levels']}, T={cfg['network']['episode_steps']} steps; "
-        f"{count(summary['num_envs'], 'network')} (env lanes) play every episode; "
-        f"{count(summary['train_episodes'], 'training episode')}.",
-        f"- End-of-training numbers average the last {count(summary['tail_episodes'], 'training episode')} × "
-        f"{count(summary['num_envs'], 'network')} of each seed (policies still sampling, as in Fig. 3); "
-        f"{_plus_minus(seeds)}.",
-        "", "## " + marked("Fig. 3", quick), "", "![Fig. 3](fig3.png)", "",
-        "## " + marked("End of training (training task distribution)", quick), "", table, "",
-        "## " + marked("The paper's claims, checked", quick), "", *_claims(summary), "",
+        f"L={cfg['network']['num_levels']}, T={cfg['network']['episode_steps']} steps, task family "
+        f"{cfg['network']['task_family']}; {count(summary['num_envs'], 'network')} (env lanes) play every training "
+        f"episode; {count(summary['train_episodes'], 'training episode')}.",
+        f"- Evaluation: per distribution a fixed set of {count(ev['num_tasks'], 'task')} (evaluation seed {ev['seed']}, "
+        f"the same for every seed and policy), {count(ev['episodes'], 'episode')} each; every agent with argmax and "
+        f"with sampled actions, the reference policies ({', '.join(summary['references'])}) on the same tasks and draws.",
+        *_backend_lines(summary),
+        "", "## " + marked(f"Evaluation{_on_bench(summary)} (fixed tasks, no learning)", quick), "", table, "",
+        *_side_by_side(summary),
+        "## " + marked("The paper's claims, checked (argmax actions, training distribution's evaluation set)", quick), "",
+        *_claims(summary), "",
+        "## " + marked("Fig. 3: training curves", quick), "", "![Fig. 3](fig3.png)", "", training, "",
         "## " + marked("Baseline strength: PPO on one fixed task (throughput-only reward) against the per-band oracle",
-                       quick), "",
-        "PPO: mean over the last tenth of its training episodes (at least one); oracle: mean over its evaluation "
-        "episodes on the same task; both over every network.", "",
-        "| seed | PPO (Mbit/s) | oracle (Mbit/s) | fraction |", "|---|---|---|---|",
-        *[f"| {f['seed']} | {f['ppo_mbps']:.1f} | {f['oracle_mbps']:.1f} | {f['fraction']:.2f} |" for f in fixed], "",
-        "## " + marked("Online adaptation on held-out tasks", quick), "", "![adaptation](adaptation.png)", "",
+                       quick), "", *_baseline(summary), "",
+        "## " + marked(f"Online adaptation{_on_bench(summary)} on held-out tasks", quick), "",
+        "![adaptation](adaptation.png)", "",
         adaptation_table(summary), "",
         f"Throughput gained by adaptation (episode {last} minus episode {first}, mean over "
         f"{count(seeds, 'seed')}; + = gained): " + ", ".join(
@@ -214,3 +274,73 @@ def results_markdown(summary: dict, table: str) -> str:
             for l in adapt) + ".", "",
     ]
     return "\n".join(lines)
+
+
+def _backend_lines(summary: dict) -> list[str]:
+    """The setup lines on where each part ran: backends, radios, twin, budget and air time."""
+    bench = summary["bench"]
+    if bench is None:
+        return [f"- Backend: {summary['backends']['train']} for every training, evaluation and adaptation."]
+    budget, measured = bench["budget"], bench["measured"]
+    trained_on = (f"the twin {bench['twin']['path']} (sha256 {bench['twin']['sha256'][:12]})" if bench["twin"]
+                  else "the bench's network (the bench config on backend sim, without its hardware section)")
+    rate = f", {measured['steps_per_s']:.1f} steps/s" if measured["steps_per_s"] else ""
+    return [
+        f"- Backends: every training in the simulator (backend {summary['backends']['train']}) on {trained_on}; "
+        f"every evaluation, reference run and adaptation on the bench: backend {bench['backend']}, radios "
+        + ", ".join(f"{r['name']} ({r['driver']}, {r['role']})" for r in bench["radios"]) + ".",
+        f"- Bench budget, stated before the run: {budget['episodes']} episodes, {budget['steps']} network-steps, air "
+        f"time at most {budget['air_time_s']:.0f} s (TX on: {budget['captures_tx_on_per_step']} captures of "
+        f"{budget['capture_s'] * 1e3:.2f} ms per network-step). Measured: {measured['steps']} network-steps on the "
+        f"bench, {measured['timed_steps']} of them timed in {measured['seconds']:.0f} s{rate}.",
+        "", "## " + marked("Bench calibration at start-up", summary["quick"]), "", *_calibration_lines(bench)]
+
+
+def _calibration_lines(bench: dict) -> list[str]:
+    """Per radio, the frequency calibration of the first bench job that opened the radios, and the
+    largest residual over all of them."""
+    runs = bench["calibration"]
+    if not runs:
+        return ["No calibration recorded (hardware.calibrate: false, or dry run)."]
+    first, calibration = next(iter(runs.items()))
+    lines = [f"Each bench job opens the radios and calibrates them ({count(len(runs), 'opening')}; every one is in "
+             f"summary.json). Offset measured against the first UE radio and correction applied at the first "
+             f"({first}); residual: the largest |residual| over all openings. Hz.", "",
+             "| radio | offset measured | correction applied | residual (largest) |", "|---|---|---|---|"]
+    for name, c in calibration.items():
+        worst = max((r[name].get("residual_hz", 0.0) for r in runs.values() if name in r), key=abs)
+        lines.append(f"| {name} | {c['offset_hz']:+.1f} | {c['corrected_hz']:+.1f} | {worst:+.1f} |")
+    return lines
+
+
+def _side_by_side(summary: dict) -> list[str]:
+    """The same agents and references evaluated in the simulator and on the bench, per metric: the sim-to-real gap."""
+    bench = summary["bench"]
+    if bench is None:
+        return []
+    quick = summary["quick"]
+    lines = ["## " + marked("Simulator and bench side by side (sim-to-real gap)", quick), "",
+             f"The evaluation protocol above, played with the same agents and policies in the simulator they were "
+             f"trained in ({'the twin' if bench['twin'] else 'the bench network on backend sim'}) and on the bench. "
+             "Per cell: simulator → bench (gap = bench − simulator), means over seeds.", ""]
+    for distribution, rows in summary["evaluation"].items():
+        sim = bench["sim_evaluation"][distribution]
+        lines += [f"**{marked(f'{DISTRIBUTION_NAMES[distribution].capitalize()}: simulator → bench (gap)', quick)}**", "",
+                  "| | " + " | ".join(HEADERS[c] for c in TABLE_KEYS) + " |", "|---" * (len(TABLE_KEYS) + 1) + "|"]
+        for name, stats in rows.items():
+            cells = [f"{sim[name][c]['mean']:.3g} → {stats[c]['mean']:.3g} ({stats[c]['mean'] - sim[name][c]['mean']:+.2g})"
+                     for c in TABLE_KEYS]
+            lines.append(f"| {display_name(name)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def write_failures(out: Path, quick: bool, seeds: int, failed: dict[str, str]) -> Path:
+    """``summary.json`` and ``results.md`` of a run with failed jobs: their names and errors, no figures."""
+    (out / "summary.json").write_text(json.dumps({"quick": quick, "seeds": seeds, "failed_jobs": failed}, indent=1))
+    lines = ["# Results: incomplete, jobs failed", "",
+             "These jobs failed, so no figures or tables were made; the finished runs are kept in runs/. "
+             "Rerun the same command to run the failed jobs again (finished trainings and adaptations are not repeated).", "",
+             "| job | error |", "|---|---|", *[f"| {name} | {why.replace('|', '/')} |" for name, why in failed.items()], ""]
+    (out / "results.md").write_text("\n".join(lines))
+    return out

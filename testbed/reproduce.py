@@ -1,22 +1,36 @@
 """`testbed reproduce`: the paper's experiment in simulation, over several seeds.
 
-Per seed: (meta-)train PPO, MAML, RNN and RNN + attention on the training task stream;
-run the reference policies on the same distribution; then adapt on the held-out test tasks
-(each lane keeps one task) for 20 episodes: the three meta-learners, PPO fine-tuned from its
-multi-task policy and PPO from scratch, beside the reference policies on the same tasks; and a
+Per seed: (meta-)train PPO, MAML, RNN and RNN + attention on the training task stream; then
+evaluate each trained agent on the fixed evaluation sets (``evaluation:``) of the training and
+the held-out distribution, with argmax and with sampled actions, beside the reference policies of
+``run.policies`` on the same tasks and draws (once: they do not depend on the training seed);
+adapt on the held-out test tasks (each lane keeps one task) for 20 episodes: the three
+meta-learners, PPO fine-tuned from its multi-task policy and PPO from scratch, beside the
+reference policies on the same tasks; and, when the oracle is among ``run.policies``, a
 baseline-strength check, PPO on one fixed task with a throughput-only reward against the
 per-band oracle. Jobs run in parallel processes, or as tasks on a Ray cluster (``cluster``:
 ``testbed.cluster``, where a job that fails is named in ``failed_jobs`` and the run goes on); a
 rerun resumes unfinished trainings.
+
+On the bench (``--bench CONFIG``, the paper's workflow on lab hardware): every training runs in the
+simulator, on the bench's network (the bench config on ``backend: sim``, without its ``hardware:``
+section) or on a twin (``--twin``, written by `testbed calibrate`); the evaluations, the reference
+runs and the adaptations run on the bench's radios, one job at a time in a process of their own
+(the radios are one shared resource; local even with ``cluster``), and the evaluation protocol runs
+in the simulator too (``evaluate-sim-*``), so the report sets the same agents side by side on both.
+The bench budget (``bench_budget``: episodes, network-steps, air time, wall time at the steps/s
+measured by an earlier invocation) is printed and recorded in provenance.json before anything
+transmits. A radio that fails in a bench job ends that job with its data saved (``BenchFailed``,
+named in ``failed_jobs``); no bench job starts after it, the simulator's jobs finish. A bench
+config without ``--bench`` is refused: it would train every agent on the radios.
 Ctrl-C (SIGINT) or SIGTERM drops the queued jobs and stops the running trainings and
 adaptations after their episode in progress, with a checkpoint; the results folder gets a
-``provenance.json``.
+``provenance.json`` (with ``failed_jobs`` and outcome ``JobsFailed`` when jobs failed).
 
 The run folders go under ``runs/`` in the results folder; ``collect`` aggregates them into
-the summary ``testbed.report`` writes out: ``fig3.png`` (four panels against episode, mean over
-seeds with a ±1 std band), ``curves.csv``, ``table.md`` (end-of-training metrics, mean ± std over
-seeds, and as fractions of the oracle), ``adaptation.csv/.md/.png``, ``summary.json`` and
-``results.md``.
+the summary ``testbed.report`` writes out: ``table.md`` (the evaluation: mean ± std over seeds,
+and as fractions of the oracle), ``fig3.png`` and ``curves.csv`` (training curves, mean over
+seeds with a ±1 std band), ``adaptation.csv/.md/.png``, ``summary.json`` and ``results.md``.
 """
 from __future__ import annotations
 
@@ -24,41 +38,87 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from testbed import policies, provenance
-from testbed.agent_factory import AGENTS, policy_of_checkpoint
+from testbed import provenance
+from testbed.agent_factory import AGENTS, RunError, policy_of_checkpoint
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, truncate_metrics
-from testbed.config import Config, load_config, to_dict
+from testbed.config import Config, load_config, save_config, to_dict
 from testbed.demo import run_policy
+from testbed.env import DISTRIBUTIONS
 from testbed.metrics import METRIC_KEYS, lane_means
-from testbed.report import write_outputs
-from testbed.runner import Interrupted, StopSignals, adapt, opened_env, train
+from testbed.report import write_failures, write_outputs
+from testbed.runner import (ACTION_MODES, RADIO_ERRORS, BackendFailure, Interrupted, StopSignals, adapt,
+                            evaluate_on, evaluation_config, evaluation_label, evaluation_tasks_record,
+                            format_duration, opened_env, train)
 
 ADAPT_POINTS = (0, 1, 2, 5, 10, 20)
 ADAPTERS = ("maml", "rnn", "rnn_attention", "ppo_finetune", "ppo_scratch")
 THROUGHPUT_ONLY = {"w_fairness": 0.0, "w_cost": 0.0, "w_penalty": 0.0}
-QUICK = {"network": {"episode_steps": 20}, "env": {"num_envs": 4},
+QUICK = {"network": {"episode_steps": 20}, "env": {"num_envs": 4}, "evaluation": {"num_tasks": 4, "episodes": 2},
          "agent": {"episodes": 8, "checkpoint_every": 2, "recurrent": {"episodes_per_trial": 2}}}
+BENCH_QUICK = {**QUICK, "network": {"episode_steps": 10}, "env": {"num_envs": 1},   # --quick --bench: radio time
+               "evaluation": {"num_tasks": 2, "episodes": 1}}                       # is dear
+BENCH_BACKENDS = ("mock", "pluto", "gnuradio")
+BENCH_ERRORS = (BackendFailure, *RADIO_ERRORS)     # a bench job that raised them failed; the run goes on
+NETWORK_SIZES = ("num_bs", "num_ue", "num_bands", "num_levels", "episode_steps")   # a twin must share them
 
 
 class Plan:
     """Sizes of one reproduction."""
 
-    def __init__(self, config: Config, quick: bool, num_seeds: int):
+    def __init__(self, config: Config, quick: bool, num_seeds: int, bench: bool = False):
         self.quick, self.num_seeds = quick, num_seeds
         self.train_episodes = config.agent.episodes
-        self.adapt_points = (0, 1, 2, 5) if quick else ADAPT_POINTS
+        self.adapt_points = ((0, 1, 2) if bench else (0, 1, 2, 5)) if quick else ADAPT_POINTS
         self.adapt_episodes = self.adapt_points[-1] + 1
-        self.reference_episodes = 2 if quick else 20
         self.fixed_episodes = 6 if quick else 150
         self.tail = max(1, self.train_episodes // 10)   # end-of-training window, in episodes
+
+
+def experiment_configs(source, quick: bool, bench: bool, twin: str | None = None) -> tuple[Config, Config | None]:
+    """The simulator's config (every training) and the bench's (evaluations, reference runs and
+    adaptations; None without ``bench``). On the bench the simulator is the bench's network on
+    ``backend: sim`` or the ``twin``, with the bench's evaluation protocol and reference policies,
+    and the bench takes the simulator's agent section. ``RunError`` (one line) for a bench config
+    without ``bench``, ``bench`` on a config that is no bench, and a twin that is not a sim config of
+    the bench's network."""
+    sizes = (BENCH_QUICK if bench else QUICK) if quick else None
+    config = load_config(source, sizes)
+    if not bench:
+        if config.backend == "replay":
+            raise RunError(f"reproduce --config {source}: backend replay replays a recording's actions only; "
+                           "reproduce needs backend sim, or --bench with a bench config")
+        if config.backend != "sim":
+            raise RunError(f"reproduce --config {source}: backend {config.backend} is a bench, and --config would "
+                           f"train every agent there for {config.agent.episodes} episodes; run `testbed reproduce "
+                           f"--bench {source}` to meta-train in the simulator and adapt and evaluate on the bench")
+        return config, None
+    if config.backend not in BENCH_BACKENDS:
+        raise RunError(f"reproduce --bench {source}: backend {config.backend} is no bench; give a bench config "
+                       f"(backend {', '.join(BENCH_BACKENDS)})")
+    if twin is None:
+        sim = {**{k: v for k, v in to_dict(config).items() if k != "hardware"}, "backend": "sim"}
+    else:
+        sim = to_dict(load_config(twin, sizes))
+        if sim["backend"] != "sim":
+            raise RunError(f"reproduce --twin {twin}: backend {sim['backend']}; a twin is a sim config "
+                           "(`testbed calibrate DIR --out TWIN.yaml` writes one)")
+    sim = load_config(sim, {"evaluation": to_dict(config.evaluation), "run": to_dict(config.run)})
+    differ = [f"network.{k} {getattr(sim.network, k)} vs {getattr(config.network, k)}"
+              for k in NETWORK_SIZES if getattr(sim.network, k) != getattr(config.network, k)]
+    if differ:
+        raise RunError(f"reproduce --twin {twin}: not the bench's network ({', '.join(differ)} on the bench); "
+                       "calibrate from a recording of this bench")
+    return sim, load_config(config, {"agent": to_dict(sim.agent)})
 
 
 def _seeded(config: dict, seed: int, **sections) -> Config:
@@ -70,34 +130,58 @@ def _seeded(config: dict, seed: int, **sections) -> Config:
 
 # jobs (run in worker processes) ---------------------------------------------------------------
 def _job_train(config: dict, agent: str, seed: int, run_dir: str) -> str:
-    _start_job(run_dir)
+    start_job(run_dir)
     train(_seeded(config, seed), agent, Path(run_dir), progress=False)
     return run_dir
 
 
-def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distribution: str, per_task: int) -> str:
-    """The reference policies, every one on the same tasks and draws; metrics.jsonl rows per policy and episode."""
-    _start_job(run_dir)
+def _job_references(config: dict, seed: int, episodes: int, run_dir: str, distribution: str, per_task: int,
+                    names) -> str:
+    """The reference policies ``names``, every one on the same tasks and draws; metrics.jsonl rows per
+    policy and episode."""
+    start_job(run_dir)
     cfg = _seeded(config, seed, env={"task_distribution": distribution, "episodes_per_task": per_task})
     run_dir = Path(run_dir)
+    if _complete(run_dir, len(names) * episodes):
+        return str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    with opened_env(cfg) as env:
-        for name in policies.NAMES:
+    save_config(cfg, run_dir / "config.yaml")
+    truncate_metrics(run_dir / "metrics.jsonl", 0)
+    with opened_env(cfg, run_dir) as env, MetricsLog(run_dir / "metrics.jsonl") as log:
+        for name in names:                  # each policy's lines as it ends: a radio failure keeps them
             lanes = run_policy(env, name, episodes, cfg.env.seed, tqdm(disable=True))
             for episode in range(episodes):
                 ep = [r for r in lanes if r["episode"] == episode]
-                rows.append({"agent": name, "seed": seed, "episode": episode, **lane_means(ep)})
-    truncate_metrics(run_dir / "metrics.jsonl", 0)
-    with MetricsLog(run_dir / "metrics.jsonl") as log:
-        for row in rows:
-            log.write(row)
+                log.write({"agent": name, "seed": seed, "episode": episode, **lane_means(ep)})
     return str(run_dir)
+
+
+def _job_evaluate(config: dict, seed: int, train_dirs: dict | None, run_dir: str) -> str:
+    """The evaluation protocol on both distributions, a folder each (metrics.jsonl, tasks.json): the
+    trained agents of seed ``seed`` (``train_dirs``: agent -> run folder) with argmax and sampled
+    actions; with ``train_dirs`` None, the reference policies of ``run.policies`` instead (they do
+    not depend on the training seed). A finished distribution is not repeated."""
+    start_job(run_dir)
+    base = _seeded(config, seed)
+    agents = {a: _trained_policy(Path(d)) for a, d in (train_dirs or {}).items()}
+    references = () if train_dirs else base.run.policies
+    for distribution in DISTRIBUTIONS:
+        cfg = evaluation_config(base, distribution)
+        folder = Path(run_dir) / distribution
+        if _complete(folder, (len(ACTION_MODES) * len(agents) + len(references)) * cfg.evaluation.episodes):
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, folder / "config.yaml")
+        truncate_metrics(folder / "metrics.jsonl", 0)
+        with opened_env(cfg, folder) as env, MetricsLog(folder / "metrics.jsonl") as log:
+            evaluate_on(env, cfg, agents, references, log, tag={"seed": seed})
+            (folder / "tasks.json").write_text(json.dumps(evaluation_tasks_record(env), indent=1))
+    return run_dir
 
 
 def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: str) -> str:
     """Adaptation on the held-out tasks for every adapter; same tasks for all (same seed)."""
-    _start_job(out)
+    start_job(out)
     cfg = _seeded(config, seed, env={"task_distribution": "test"})
     for label in ADAPTERS:
         run_dir = Path(out) / f"adapt-{label}-seed{seed}"
@@ -111,15 +195,15 @@ def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: st
 
 def _job_fixed(config: dict, seed: int, episodes: int, run_dir: str) -> str:
     """Baseline strength: PPO on one fixed task, throughput-only reward, then the oracle on that task."""
-    _start_job(run_dir)
+    start_job(run_dir)
     cfg = _seeded(config, seed, network=THROUGHPUT_ONLY, env={"task_seed": 1000 + seed},
                   agent={"episodes": episodes})
     train(cfg, "ppo", Path(run_dir), progress=False)
-    _job_references(to_dict(cfg), 0, 3, str(Path(run_dir) / "references"), "train", 1)
+    _job_references(to_dict(cfg), 0, 3, str(Path(run_dir) / "references"), "train", 1, ("oracle",))
     return run_dir
 
 
-def _start_job(run_dir: str) -> None:
+def start_job(run_dir: str) -> None:
     """One torch thread; a job that starts after its worker was asked to stop ends at once."""
     torch.set_num_threads(1)
     if StopSignals.noted is not None:
@@ -133,7 +217,7 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, StopSignals.note)
 
 
-class _Pool:
+class LocalPool:
     """The local process pool behind ``submit``: a job's error ends the run."""
 
     job_errors = ()
@@ -152,7 +236,7 @@ class _Pool:
     def stop(self, pending) -> None:
         _stop_jobs(pending)
 
-    def __enter__(self) -> "_Pool":
+    def __enter__(self) -> "LocalPool":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -162,7 +246,7 @@ class _Pool:
 def _executor(workers: int, cluster: str | None, out: Path):
     """The local pool, or a connection to the Ray cluster at ``cluster`` ('auto' or HOST:PORT)."""
     if cluster is None:
-        return _Pool(workers)
+        return LocalPool(workers)
     from testbed.cluster import Cluster          # Ray is imported only here
     return Cluster(cluster, out)
 
@@ -187,76 +271,122 @@ def _trained_policy(run_dir: Path) -> dict:
 
 # orchestration ------------------------------------------------------------------------------
 def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | None = None,
-              workers: int | None = None, command: list[str] | None = None, cluster: str | None = None) -> Path:
+              workers: int | None = None, command: list[str] | None = None, cluster: str | None = None,
+              bench: bool = False, twin: str | None = None) -> Path:
     """Run the whole experiment; returns the results folder. ``command``: the command line recorded
     in provenance.json (default: this process's); ``cluster``: run the jobs on the Ray cluster at
-    that address instead of a local pool. A stop signal raises ``runner.Interrupted``."""
-    config = load_config(source, QUICK if quick else None)
-    plan = Plan(config, quick, num_seeds)
-    out = Path(out_dir or Path(config.run.out_dir) / ("reproduce-quick" if quick else "reproduce"))
+    that address instead of a local pool (bench jobs stay local); ``bench``: ``source`` is a bench
+    config, trainings run in the simulator (on ``twin`` if given), the rest on the bench. A stop
+    signal raises ``runner.Interrupted``; failed jobs ``JobsFailed``, a failed bench job ``BenchFailed``."""
+    config, bench_config = experiment_configs(source, quick, bench, twin)
+    on = bench_config or config                  # where agents adapt and are evaluated
+    for distribution in DISTRIBUTIONS:           # the evaluation's sizes are checked before anything runs
+        evaluation_config(on, distribution)
+    plan = Plan(config, quick, num_seeds, bench)
+    name = "reproduce" + ("-bench" if bench else "") + ("-quick" if quick else "")
+    out = Path(out_dir or Path(on.run.out_dir) / name)
     runs = out.resolve() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    cfg = to_dict(config)
+    cfg, on_cfg = to_dict(config), to_dict(on)
+    budget = bench_budget(bench_config, plan, runs) if bench else None
+    if budget:
+        print(describe_budget(bench_config, budget), flush=True)
     clock = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, num_seeds * len(AGENTS))
     train_dirs = {s: {a: str(runs / f"train-{a}-seed{s}") for a in AGENTS} for s in range(num_seeds)}
     cost = {"rnn_attention": 4, "rnn": 3, "maml": 2, "ppo": 2}          # longest first
-    total = num_seeds * (len(AGENTS) * plan.train_episodes + 4)
-    with provenance.recorded(out, command, config.env.device), \
+    names = on.run.policies
+    fixed = "oracle" in names                # the baseline check needs the oracle
+    others = 1 + num_seeds * (3 + fixed) + (1 + num_seeds if bench else 0)
+    total = num_seeds * len(AGENTS) * plan.train_episodes + others
+    fields = {"bench_budget": budget, "twin": _file_record(twin)} if bench else {}
+    with provenance.recorded(out, command, config.env.device, **fields) as record, \
             StopSignals("stopping: the running trainings finish their episode and save a checkpoint") as stop, \
             _executor(workers, cluster, out) as pool, \
+            (_bench_pool() if bench else nullcontext()) as bench_pool, \
             tqdm(total=total, desc="reproduce", unit="ep") as bar:
         workers = pool.workers
-        pending = {}
+        pending = {}                         # future -> (kind, seed, job name, on the bench)
+        queue = []                           # bench jobs waiting for the radios, in order
+        down = None                          # the bench job whose radios failed
 
-        def submit(kind: str, s: int, name: str, job, *args) -> None:
-            pending[pool.submit(name, job, *args)] = (kind, s, name)
+        def submit(kind: str, s: int, name: str, job, *args, radios: bool = False) -> None:
+            if radios and bench_pool is not None:
+                queue.append((kind, s, name, job, args))
+            else:
+                pending[pool.submit(name, job, *args)] = (kind, s, name, False)
 
         for agent in sorted(AGENTS, key=lambda a: -cost[a]):
             for s in range(num_seeds):
                 submit("train", s, f"train-{agent}-seed{s}", _job_train, cfg, agent, s, train_dirs[s][agent])
+        submit("other", 0, "evaluate-references", _job_evaluate, on_cfg, 0, None, str(runs / "evaluate-references"),
+               radios=True)
+        if bench:
+            submit("other", 0, "evaluate-sim-references", _job_evaluate, cfg, 0, None,
+                   str(runs / "evaluate-sim-references"))
         for s in range(num_seeds):
-            submit("other", s, f"reference-seed{s}", _job_references, cfg, s, plan.reference_episodes,
-                   str(runs / f"reference-seed{s}"), "train", config.env.episodes_per_task)
-            submit("other", s, f"reference-test-seed{s}", _job_references, cfg, s, plan.adapt_episodes,
-                   str(runs / f"reference-test-seed{s}"), "test", plan.adapt_episodes)
-            submit("other", s, f"fixed-ppo-seed{s}", _job_fixed, cfg, s, plan.fixed_episodes,
-                   str(runs / f"fixed-ppo-seed{s}"))
+            submit("other", s, f"reference-test-seed{s}", _job_references, on_cfg, s, plan.adapt_episodes,
+                   str(runs / f"reference-test-seed{s}"), "test", plan.adapt_episodes, names, radios=True)
+            if fixed:
+                submit("other", s, f"fixed-ppo-seed{s}", _job_fixed, cfg, s, plan.fixed_episodes,
+                       str(runs / f"fixed-ppo-seed{s}"))
         trained = {s: 0 for s in range(num_seeds)}
-        others, failed = 0, {}
+        done_others, failed = 0, {}
         try:
-            while pending:
+            while pending or queue:
                 if stop.signal_name is not None:
                     raise Interrupted(out, stop.signal_name)
+                if queue and down:
+                    failed.update({job[2]: f"not run: the bench failed in {down}" for job in queue})
+                    queue.clear()
+                if queue and not any(radios for *_, radios in pending.values()):     # one bench job at a time
+                    kind, s, name, job, args = queue.pop(0)
+                    pending[bench_pool.submit(name, job, *args)] = (kind, s, name, True)
+                if not pending:
+                    continue
                 done, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    kind, s, name = pending.pop(fut)
+                    kind, s, name, radios = pending.pop(fut)
                     try:
                         fut.result()
-                    except pool.job_errors as err:
-                        failed[name] = pool.describe(err)
+                    except (BENCH_ERRORS if radios else pool.job_errors) as err:
+                        failed[name] = f"{type(err).__name__}: {err}" if radios else pool.describe(err)
+                        if radios:
+                            down = name
+                            tqdm.write(f"bench job {name} failed: {failed[name]}; its data is saved. No further "
+                                       "bench job starts; the simulator's jobs go on.", file=sys.stderr)
                         continue
                     if kind == "train":
                         trained[s] += 1
                         if trained[s] == len(AGENTS):
-                            submit("other", s, f"adapt-seed{s}", _job_adapt, cfg, s, plan.adapt_episodes,
-                                   train_dirs[s], str(runs))
+                            submit("other", s, f"evaluate-seed{s}", _job_evaluate, on_cfg, s, train_dirs[s],
+                                   str(runs / f"evaluate-seed{s}"), radios=True)
+                            submit("other", s, f"adapt-seed{s}", _job_adapt, on_cfg, s, plan.adapt_episodes,
+                                   train_dirs[s], str(runs), radios=True)
+                            if bench:
+                                submit("other", s, f"evaluate-sim-seed{s}", _job_evaluate, cfg, s, train_dirs[s],
+                                       str(runs / f"evaluate-sim-seed{s}"))
                     else:
-                        others += 1
+                        done_others += 1
                 lines = sum(_count_lines(Path(d) / "metrics.jsonl") for s in train_dirs for d in train_dirs[s].values())
-                bar.n = lines + others
-                bar.set_postfix_str(f"jobs done {sum(trained.values()) + others}, "
+                bar.n = lines + done_others
+                bar.set_postfix_str(f"jobs done {sum(trained.values()) + done_others}, "
                                     f"running {pool.running(pending)}, failed {len(failed)}", refresh=False)
                 bar.refresh()
         except Interrupted as err:
-            pool.stop(pending)
+            pool.stop([f for f, job in pending.items() if not job[3]])    # local: signals every worker, bench too
+            if cluster is not None and bench_pool is not None:
+                bench_pool.stop([f for f, job in pending.items() if job[3]])
             raise Interrupted(out, err.signal_name) from None
+        if failed:
+            seed_jobs = ("evaluate", "adapt") + (("evaluate-sim",) if bench else ())
+            failed.update({f"{job}-seed{s}": "not run: a training of its seed failed"
+                           for s, n in trained.items() if n < len(AGENTS) for job in seed_jobs})
+            record["failed_jobs"] = failed
+            folder = write_failures(out, plan.quick, plan.num_seeds, failed)
+            raise BenchFailed(folder, failed, down) if down else JobsFailed(folder, failed)
     wall_s = time.perf_counter() - clock
-    if failed:
-        failed.update({f"adapt-seed{s}": "not run: a training of its seed failed"
-                       for s, n in trained.items() if n < len(AGENTS)})
-        raise JobsFailed(_report_failures(out, plan, failed), failed)
-    write_outputs(out, {**collect(out, plan, config, wall_s, workers), "failed_jobs": {}})
+    write_outputs(out, {**collect(out, plan, config, wall_s, workers, bench_config, twin, budget), "failed_jobs": {}})
     return out
 
 
@@ -268,16 +398,96 @@ class JobsFailed(RuntimeError):
         self.out, self.failed = out, failed
 
 
-def _report_failures(out: Path, plan: Plan, failed: dict[str, str]) -> Path:
-    """``summary.json`` and ``results.md`` of a run with failed jobs: their names and errors, no figures."""
-    (out / "summary.json").write_text(json.dumps({"quick": plan.quick, "seeds": plan.num_seeds,
-                                                  "failed_jobs": failed}, indent=1))
-    lines = ["# Results: incomplete, jobs failed", "",
-             "These jobs failed, so no figures or tables were made; the finished runs are kept in runs/. "
-             "Rerun the same command to run the failed jobs again (finished trainings and adaptations are not repeated).", "",
-             "| job | error |", "|---|---|", *[f"| {name} | {why.replace('|', '/')} |" for name, why in failed.items()], ""]
-    (out / "results.md").write_text("\n".join(lines))
-    return out
+class BenchFailed(JobsFailed):
+    """A bench job's radios failed (``job``: its name); its data is saved, later bench jobs did not run."""
+
+    def __init__(self, out: Path, failed: dict[str, str], job: str):
+        super().__init__(out, failed)
+        self.job = job
+
+
+def _bench_pool() -> LocalPool:
+    """The bench jobs' own process: one, local (the radios hang off this machine)."""
+    return LocalPool(1)
+
+
+def _file_record(path: str | None) -> dict | None:
+    """A file the run depends on: its resolved path and sha256 (None: none given)."""
+    return None if path is None else {"path": str(Path(path).resolve()), "sha256": provenance.sha256(Path(path))}
+
+
+# the bench budget ---------------------------------------------------------------------------
+def bench_folders(runs: Path, bench: Config, plan: Plan) -> dict[Path, int]:
+    """The run folders of the bench jobs and the env lanes (networks) each episode of theirs plays."""
+    lanes, num_tasks = bench.env.num_envs, bench.evaluation.num_tasks
+    folders = {runs / "evaluate-references" / d: num_tasks for d in DISTRIBUTIONS}
+    for s in range(plan.num_seeds):
+        folders.update({runs / f"evaluate-seed{s}" / d: num_tasks for d in DISTRIBUTIONS})
+        folders[runs / f"reference-test-seed{s}"] = lanes
+        folders.update({runs / f"adapt-{label}-seed{s}": lanes for label in ADAPTERS})
+    return folders
+
+
+def _bench_played(runs: Path, bench: Config, plan: Plan) -> tuple[int, int, float]:
+    """Network-steps the bench folders hold, and of those the ones timed (their metrics lines have
+    ``wall_s``, counted from the start of each run of episodes) with the seconds they took."""
+    steps, timed, seconds = 0, 0, 0.0
+    for folder, lanes in bench_folders(runs, bench, plan).items():
+        last = None
+        for row in read_metrics(folder / "metrics.jsonl") if (folder / "metrics.jsonl").exists() else ():
+            n = lanes * bench.network.episode_steps
+            steps += n
+            if "wall_s" not in row:
+                continue
+            same_run = last is not None and row["episode"] == last["episode"] + 1 and row["wall_s"] >= last["wall_s"]
+            seconds += row["wall_s"] - last["wall_s"] if same_run else row["wall_s"]
+            timed, last = timed + n, row
+    return steps, timed, seconds
+
+
+def bench_budget(bench: Config, plan: Plan, runs: Path) -> dict:
+    """What the bench jobs take, before they run: episodes and network-steps (each episode plays its
+    lanes one after the other on the radios), the air time they need at most (TX on: per network-step
+    at most min(B, max_turns) turns, in each every UE radio captures once while the bursts are on;
+    stale recaptures and the start-up calibration of each job come on top), and the wall time at the
+    steps/s measured in this results folder by an earlier invocation (None before any)."""
+    ev, hw, p, names = bench.evaluation, bench.hardware, bench.network, bench.run.policies
+    agents_eval = len(DISTRIBUTIONS) * len(AGENTS) * len(ACTION_MODES) * ev.episodes
+    jobs = {"evaluate-references": (len(DISTRIBUTIONS) * len(names) * ev.episodes, ev.num_tasks)}
+    for s in range(plan.num_seeds):
+        jobs.update({f"evaluate-seed{s}": (agents_eval, ev.num_tasks),
+                     f"reference-test-seed{s}": (len(names) * plan.adapt_episodes, bench.env.num_envs),
+                     f"adapt-seed{s}": (len(ADAPTERS) * plan.adapt_episodes, bench.env.num_envs)})
+    steps = sum(episodes * lanes for episodes, lanes in jobs.values()) * p.episode_steps
+    capture_s = hw.capture_samples / hw.sample_rate_hz + hw.settle_s
+    captures = min(p.num_bs, hw.max_turns) * len(hw.radios_with_role("ue"))      # with TX on, per network-step
+    done, timed, seconds = _bench_played(runs, bench, plan)
+    rate = timed / seconds if seconds > 0 else None
+    return {"jobs": {name: {"episodes": e, "networks": n} for name, (e, n) in jobs.items()},
+            "episodes": sum(e for e, _ in jobs.values()), "steps": steps, "steps_done": done,
+            "capture_s": capture_s, "captures_tx_on_per_step": captures, "air_time_s": steps * captures * capture_s,
+            "steps_per_s": rate, "wall_s": (steps - done) / rate if rate else None}
+
+
+def describe_budget(bench: Config, budget: dict) -> str:
+    """The bench budget in words, printed before anything transmits."""
+    hw = bench.hardware
+    radios = ", ".join(f"{e.name} ({e.driver}, {e.role})" for e in hw.radios)
+    left = budget["steps"] - budget["steps_done"]
+    if left <= 0:
+        wall = "none: every bench step is done"
+    elif budget["wall_s"] is not None:
+        wall = (f"about {format_duration(budget['wall_s'])} for the {left} steps left, at the "
+                f"{budget['steps_per_s']:.1f} steps/s measured here before")
+    else:
+        wall = "not known yet (no bench steps measured in this results folder)"
+    return "\n".join([
+        f"bench budget: backend {bench.backend}, radios {radios}",
+        f"  {budget['episodes']} episodes on the bench, {budget['steps']} network-steps "
+        f"({budget['steps_done']} done before); trainings run in the simulator",
+        f"  air time at most {format_duration(budget['air_time_s'])} (TX on: {budget['captures_tx_on_per_step']} "
+        f"captures of {hw.capture_samples} samples at {hw.sample_rate_hz / 1e6:g} MHz per network-step)",
+        f"  wall time on the bench: {wall}"])
 
 
 def _count_lines(path: Path) -> int:
@@ -294,10 +504,50 @@ def _mean_std(values) -> dict:
     return {"mean": float(v.mean()), "std": float(v.std())}
 
 
-def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int) -> dict:
-    """Curves, end-of-training table, references, adaptation and baseline check, from the run folders."""
+def _over_seeds(rows_per_seed: list[list[dict]], agent: str) -> dict:
+    """Per metric, mean ± std over seeds of each seed's mean over the episodes of ``agent``."""
+    return {k: _mean_std([np.mean([r[k] for r in rows if r["agent"] == agent]) for rows in rows_per_seed])
+            for k in METRIC_KEYS}
+
+
+def _evaluation(runs: Path, seeds: range, names, prefix: str) -> dict:
+    """Per distribution, every agent and action mode and every reference policy: mean ± std over seeds
+    of the evaluation folders ``<prefix>-seed<s>`` and ``<prefix>-references``."""
+    evaluation = {}
+    for dist in DISTRIBUTIONS:
+        per_seed = [read_metrics(runs / f"{prefix}-seed{s}" / dist / "metrics.jsonl") for s in seeds]
+        refs = [read_metrics(runs / f"{prefix}-references" / dist / "metrics.jsonl")]
+        labels = [evaluation_label({"agent": a, "actions": m}) for a in AGENTS for m in ACTION_MODES]
+        evaluation[dist] = {**{label: _over_seeds(per_seed, label) for label in labels},
+                            **{name: _over_seeds(refs, name) for name in names}}
+    return evaluation
+
+
+def _bench_summary(runs: Path, plan: Plan, bench: Config, twin: str | None, budget: dict) -> dict:
+    """Backend, radios, the twin, each bench folder's start-up calibration (backend.json), the
+    budget with the network-steps and seconds measured, and the same evaluation in the simulator."""
+    calibration = {}
+    for folder in bench_folders(runs, bench, plan):
+        record = json.loads((folder / "backend.json").read_text()) if (folder / "backend.json").exists() else {}
+        if "calibration" in record:
+            calibration[str(folder.relative_to(runs))] = record["calibration"]
+    steps, timed, seconds = _bench_played(runs, bench, plan)
+    return {"backend": bench.backend, "config": to_dict(bench),
+            "radios": [{"name": e.name, "driver": e.driver, "role": e.role} for e in bench.hardware.radios],
+            "twin": _file_record(twin), "calibration": calibration, "budget": budget,
+            "measured": {"steps": steps, "timed_steps": timed, "seconds": seconds,
+                         "steps_per_s": timed / seconds if seconds > 0 else None},
+            "sim_evaluation": _evaluation(runs, range(plan.num_seeds), bench.run.policies, "evaluate-sim")}
+
+
+def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int, bench: Config | None = None,
+            twin: str | None = None, budget: dict | None = None) -> dict:
+    """Evaluation, training curves and end-of-training table, adaptation with its references and the
+    baseline check, from the run folders; on a bench (``bench``, its ``twin`` and ``budget``) also
+    what ``_bench_summary`` gathers."""
     runs = out / "runs"
     seeds = range(plan.num_seeds)
+    names = config.run.policies
     curves, final = {}, {}
     for agent in AGENTS:
         per_seed = [read_metrics(runs / f"train-{agent}-seed{s}" / "metrics.jsonl") for s in seeds]
@@ -305,30 +555,29 @@ def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int) 
         arr = {k: np.array([[r[k] for r in rows[:length]] for rows in per_seed]) for k in METRIC_KEYS}  # [S, E]
         curves[agent] = {k: {"mean": v.mean(0).tolist(), "std": v.std(0).tolist()} for k, v in arr.items()}
         final[agent] = {k: _mean_std(v[:, -plan.tail:].mean(1)) for k, v in arr.items()}
-    references = {}
-    for name in policies.NAMES:
-        per_seed = {k: [np.mean([r[k] for r in read_metrics(runs / f"reference-seed{s}" / "metrics.jsonl")
-                                 if r["agent"] == name]) for s in seeds] for k in METRIC_KEYS}
-        references[name] = {k: _mean_std(v) for k, v in per_seed.items()}
+    evaluation = _evaluation(runs, seeds, names, "evaluate")
     adaptation = {}
     for label in ADAPTERS:
         per_seed = [read_metrics(runs / f"adapt-{label}-seed{s}" / "metrics.jsonl") for s in seeds]
         adaptation[label] = {str(p): {k: _mean_std([rows[p][k] for rows in per_seed]) for k in METRIC_KEYS}
                              for p in plan.adapt_points}
-    test_refs = {}
-    for name in policies.NAMES:
-        per_seed = {k: [np.mean([r[k] for r in read_metrics(runs / f"reference-test-seed{s}" / "metrics.jsonl")
-                                 if r["agent"] == name]) for s in seeds] for k in METRIC_KEYS}
-        test_refs[name] = {k: _mean_std(v) for k, v in per_seed.items()}
+    test_refs = {name: _over_seeds([read_metrics(runs / f"reference-test-seed{s}" / "metrics.jsonl") for s in seeds],
+                                   name) for name in names}
     fixed = []
-    for s in seeds:
+    for s in seeds if "oracle" in names else ():
         rows = read_metrics(runs / f"fixed-ppo-seed{s}" / "metrics.jsonl")
         refs = read_metrics(runs / f"fixed-ppo-seed{s}" / "references" / "metrics.jsonl")
         oracle = np.mean([r["throughput_mbps"] for r in refs if r["agent"] == "oracle"])
         ppo = np.mean([r["throughput_mbps"] for r in rows[-max(1, len(rows) // 10):]])
         fixed.append({"seed": s, "ppo_mbps": float(ppo), "oracle_mbps": float(oracle), "fraction": float(ppo / oracle)})
-    return {"config": to_dict(config), "quick": plan.quick, "seeds": plan.num_seeds, "workers": workers,
+    ev = config.evaluation
+    return {"config": to_dict(config), "quick": plan.quick,
+            "backends": {"train": config.backend, "evaluate": (bench or config).backend},
+            "bench": None if bench is None else _bench_summary(runs, plan, bench, twin, budget), "seeds": plan.num_seeds, "workers": workers,
             "wall_s": wall_s, "train_episodes": plan.train_episodes, "tail_episodes": plan.tail,
-            "num_envs": config.env.num_envs, "curves": curves, "final": final, "references": references,
+            "num_envs": config.env.num_envs, "adapt_num_envs": (bench or config).env.num_envs,
+            "references": list(names),
+            "evaluation_set": {"num_tasks": ev.num_tasks, "episodes": ev.episodes, "seed": ev.seed},
+            "evaluation": evaluation, "curves": curves, "final": final,
             "adaptation": adaptation, "test_references": test_refs, "adapt_points": list(plan.adapt_points),
             "fixed_task": fixed}

@@ -155,7 +155,33 @@ def test_adapt_and_evaluate_run_from_a_checkpoint(tmp_path, capsys):
         capsys.readouterr()
         assert main(["evaluate", "--checkpoint", ck, "--episodes", "2", "--run-dir", str(tmp_path / f"eval-{agent}")]) == 0
         summary = json.loads((tmp_path / f"eval-{agent}" / "summary.json").read_text())
-        assert "throughput_mbps" in capsys.readouterr().out and summary["executed_violations"]["mean"] == 0
+        out = capsys.readouterr().out
+        assert f"| {agent}/argmax |" in out and f"| {agent}/sample |" in out and "| oracle |" in out
+        assert set(summary) == {f"{agent}/argmax", f"{agent}/sample", "random", "max_power", "greedy", "oracle"}
+        assert all(stats["executed_violations"]["mean"] == 0 for stats in summary.values())
+        assert len(read_metrics(tmp_path / f"eval-{agent}" / "metrics.jsonl")) == 6 * 2
+
+
+def test_adapt_on_a_bench_records_its_captures_and_a_simulated_run_refuses_to(tmp_path):
+    from sigmf import sigmffile
+
+    from testbed.cli import main
+    from testbed.config import save_config
+
+    config = write_config(tmp_path, {"network": {"episode_steps": 4}, "env": {"num_envs": 2}}, episodes=1)
+    assert main(["train", "--agent", "ppo", "--config", str(config), "--run-dir", str(tmp_path / "train")]) == 0
+    ck = str(tmp_path / "train" / "checkpoints" / "latest.pt")
+    bench = tmp_path / "bench.yaml"
+    save_config(load_config("bench_mock", {"network": {"episode_steps": 4}}), bench)
+    record = tmp_path / "recording"
+    assert main(["adapt", "--checkpoint", ck, "--config", str(bench), "--episodes", "1", "--record", str(record),
+                 "--run-dir", str(tmp_path / "adapt")]) == 0
+    assert len((record / "steps.jsonl").read_text().splitlines()) >= 4
+    meta = sigmffile.fromfile(str(record / "ue0.sigmf-meta"))
+    assert meta.get_global_field("core:sample_rate") == 2e6 and meta.get_annotations()
+    res = cli("evaluate", "--checkpoint", ck, "--record", tmp_path / "nothing")
+    assert res.returncode == 2 and "--record: backend sim has no radios to record" in res.stderr
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_a_bad_checkpoint_is_a_clear_error(tmp_path):

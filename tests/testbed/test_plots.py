@@ -109,11 +109,15 @@ def summary(quick: bool, seeds: int, changes: dict[str, float] | None = None) ->
     final = {a: {k: stat(k) for k in METRIC_KEYS} for a in AGENTS}
     for agent, c in (changes or {}).items():
         final[agent]["sinr_violations"]["mean"] = final["ppo"]["sinr_violations"]["mean"] * (1 + c)
+    evaluation = {d: {**{f"{a}/{m}": final[a] for a in AGENTS for m in ("argmax", "sample")},
+                      **{n: {k: stat(k) for k in METRIC_KEYS} for n in policies.NAMES}} for d in ("train", "test")}
     return {"config": to_dict(load_config()), "quick": quick, "seeds": seeds, "workers": 1, "wall_s": 60.0,
-            "train_episodes": episodes, "tail_episodes": 1, "num_envs": 4,
+            "backends": {"train": "sim", "evaluate": "sim"}, "bench": None,
+            "train_episodes": episodes, "tail_episodes": 1, "num_envs": 4, "adapt_num_envs": 4,
             "curves": {a: {k: {"mean": [WIDE[k][0]] * episodes, "std": [WIDE[k][1]] * episodes} for k in METRIC_KEYS}
                        for a in AGENTS},
-            "final": final, "references": {n: {k: stat(k) for k in METRIC_KEYS} for n in policies.NAMES},
+            "final": final, "references": list(policies.NAMES), "evaluation": evaluation,
+            "evaluation_set": {"num_tasks": 4, "episodes": 2, "seed": 0},
             "adaptation": {a: {str(p): {k: stat(k) for k in METRIC_KEYS} for p in points} for a in ADAPTERS},
             "test_references": {n: {k: stat(k) for k in METRIC_KEYS} for n in policies.NAMES},
             "adapt_points": points,
@@ -149,7 +153,7 @@ def test_one_seed_has_no_spread_and_a_full_run_judges_the_claims(tmp_path):
 
 def test_three_seeds_show_their_spread(tmp_path):
     write_outputs(tmp_path, summary(quick=False, seeds=3))
-    assert "± 0.05" in (tmp_path / "table.md").read_text() and "± n/a" not in (tmp_path / "table.md").read_text()
+    assert "| PPO (argmax) | 0.2 ± 0.05 |" in (tmp_path / "table.md").read_text()
     assert "±1 std over the 3 seeds, clipped" in Image.open(tmp_path / "fig3.png").text["Title"]
 
 
