@@ -5,7 +5,7 @@ import argparse
 import importlib.metadata
 import sys
 
-from testbed import commands, keys, radio_check, replay
+from testbed import calibrate, commands, keys, radio_check, replay, sweep
 from testbed.config import ConfigError
 
 
@@ -27,9 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"%(prog)s {importlib.metadata.version('spectrum-testbed')}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands.add_commands(sub)
+    sweep.add_command(sub)
     radio_check.add_command(sub)
     keys.add_command(sub)
     replay.add_command(sub)
+    calibrate.add_command(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""`testbed reproduce --cluster`: the jobs of a reproduction as Ray tasks (extra 'cluster', ray==2.60.0).
+"""`testbed reproduce --cluster`: the jobs of a reproduction as Ray tasks (extra 'cluster', ray==2.60.0);
+``connect`` and ``logged`` also serve `testbed sweep --cluster`, whose jobs are Ray Tune trials.
 
 Every job is one task on one CPU of any node. A task whose worker process dies (its node lost,
 the process killed) is retried up to ``MAX_RETRIES`` times and resumes from its run folder's
@@ -29,8 +30,9 @@ MAX_RETRIES = 3                  # attempts after the first when a worker dies
 CONNECT_TIMEOUT_S = 5.0
 
 
-def _logged(name: str, log: str, job, *args):
-    """Run ``job(*args)`` with its output appended to the file ``log``."""
+def logged(name: str, log: str, job, *args):
+    """Run ``job(*args)`` with its output appended to the file ``log``, after a ``start`` line naming
+    the node and the process (one per attempt)."""
     with open(log, "a") as fh, redirect_stdout(fh), redirect_stderr(fh):
         print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} start {name} on node {ray.get_runtime_context().get_node_id()} "
               f"pid {os.getpid()}", flush=True)
@@ -43,7 +45,7 @@ def _logged(name: str, log: str, job, *args):
     return result
 
 
-_task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_logged)
+_task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(logged)
 
 
 def describe(err: BaseException) -> str:
@@ -59,6 +61,22 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else ""
 
 
+def connect(address: str) -> None:
+    """Connect this process to the Ray cluster at ``address`` ('auto' or HOST:PORT of its head), or raise
+    ``RunError`` in one line; ``ray.shutdown()`` disconnects."""
+    if address != "auto":           # Ray itself retries a silent address for minutes
+        host, _, port = address.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            raise RunError(f"--cluster {address}: no Ray head answers there ({err}); start one with "
+                           f"`ray start --head` (docs/cluster.md)") from None
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise RunError(f"--cluster {address}: cannot connect to a Ray cluster there ({err})") from None
+
+
 class Cluster:
     """A connection to a running Ray cluster that takes the jobs of one results folder."""
 
@@ -66,17 +84,7 @@ class Cluster:
     describe = staticmethod(describe)
 
     def __init__(self, address: str, out: Path):
-        if address != "auto":           # Ray itself retries a silent address for minutes
-            host, _, port = address.rpartition(":")
-            try:
-                socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-            except OSError as err:
-                raise RunError(f"--cluster {address}: no Ray head answers there ({err}); start one with "
-                               f"`ray start --head` (docs/cluster.md)") from None
-        try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            raise RunError(f"--cluster {address}: cannot connect to a Ray cluster there ({err})") from None
+        connect(address)
         self.logs = Path(out) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.refs: dict[Future, ray.ObjectRef] = {}
