@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-debs=(gnuradio python3-zmq python3-numpy libiio0 libiio-utils iproute2 util-linux)  # the flowgraph runs under
-# /usr/bin/python3; iproute2 and util-linux (ip, unshare): the Ray cluster test runs in its own network namespace
+debs=(gnuradio python3-zmq python3-numpy libiio0 libiio-utils iproute2 util-linux g++)  # the flowgraph runs under
+# /usr/bin/python3; iproute2 and util-linux (ip, unshare): the Ray cluster test runs in its own network namespace;
+# g++: torch.compile's CPU kernels (env.compile)
 missing=()
 for d in "${debs[@]}"; do dpkg -s "$d" >/dev/null 2>&1 || missing+=("$d"); done
 if ((${#missing[@]})); then
