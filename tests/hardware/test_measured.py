@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import yaml
 
 from hardware.config import HardwareConfig, RadioEntry
-from hardware.measured import BackendError, _bs_radio_map, _ue_radio_map
+from hardware.measured import BackendError, _bs_radio_map, ue_radio_map
 from testbed.backends import make_backend
 from hardware.emulated.medium import MediumPort
 from hardware.radio import RadioError, RadioTimeout
@@ -59,9 +59,9 @@ def test_ue_map_explicit_then_round_robin():
     bs = RadioEntry(name="bs", nodes=[0])
     hw = hw_with(bs, RadioEntry(name="near", role="ue", nodes=[3]), RadioEntry(name="x", role="ue"),
                  RadioEntry(name="y", role="ue"))
-    assert _ue_radio_map(hw, 5) == ["x", "y", "x", "near", "y"]
+    assert ue_radio_map(hw, 5) == ["x", "y", "x", "near", "y"]
     only_listed = hw_with(bs, RadioEntry(name="near", role="ue", nodes=[1]))
-    assert _ue_radio_map(only_listed, 3) == [None, "near", None]
+    assert ue_radio_map(only_listed, 3) == [None, "near", None]
 
 
 def test_config_breaking_a_hard_limit_fails_to_load():
