@@ -21,6 +21,7 @@ from sim.params import param
 from sim.safety import SafetyViolation
 
 DRIVERS = ("mock", "pluto", "gnuradio")
+REFERENCES = ("internal", "external", "gpsdo", "mimo")   # UHD's names of a USRP's 10 MHz / PPS sources
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class RadioEntry:
     tx_address: str = param("", "gnuradio: ZMQ endpoint the bridge reads TX IQ from, e.g. tcp://127.0.0.1:5555")
     rx_address: str = param("", "gnuradio: ZMQ endpoint the bridge publishes RX IQ on, e.g. tcp://127.0.0.1:5556")
     device_args: str = param("", "gnuradio: UHD device arguments; empty = GNU Radio channel-model emulator")
+    clock_source: str = param("internal", "gnuradio with device_args (a USRP): its 10 MHz reference, as UHD names "
+                                          "it; external = the REF input (a shared 10 MHz: the radios' offsets "
+                                          "vanish), checked locked (sensor ref_locked) at start", choices=REFERENCES)
+    time_source: str = param("internal", "gnuradio with device_args (a USRP): its PPS, as UHD names it; external = "
+                                         "the PPS input (device times aligned at its next edge)", choices=REFERENCES)
     server_key: str = param("", "gnuradio: path of the bridge's CURVE public key (server.key of `testbed keys "
                                 "generate`); with client_key it authenticates and encrypts the bridge's traffic, "
                                 "required when an address is beyond loopback")
@@ -62,6 +68,10 @@ class RadioEntry:
             raise ValueError(f"radio {self.name!r}: a bs radio needs the BS indices it carries in nodes")
         if self.driver == "pluto" and not self.uri:
             raise ValueError(f"radio {self.name!r}: the pluto driver needs uri (e.g. ip:192.168.2.1)")
+        references = {k: getattr(self, k) for k in ("clock_source", "time_source") if getattr(self, k) != "internal"}
+        if references and not (self.driver == "gnuradio" and self.device_args):
+            raise ValueError(f"radio {self.name!r}: {', '.join(f'{k}={v}' for k, v in references.items())} applies "
+                             "to a USRP (driver gnuradio with device_args); allowed here: internal")
         if bool(self.server_key) != bool(self.client_key):
             raise ValueError(f"radio {self.name!r}: server_key and client_key go together (CURVE key files)")
         for key in ("control_address", "tx_address", "rx_address"):

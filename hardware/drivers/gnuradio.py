@@ -76,12 +76,20 @@ class ZmqRadio(Radio):
         """Whether this side is sending a burst to the flowgraph right now."""
         return not self._closed and self.bridge.transmitting(self.name)
 
-    def correct_lo(self, offset_hz: float) -> None:
-        """Move this node's LOs down by ``offset_hz``: the bridge tunes them that far below the
-        centre asked for (a USRP's digital correction; the emulator undoes its crystal)."""
+    def correct_lo(self, offset_hz: float) -> float:
+        """Move this node's LOs down by ``offset_hz`` (how far above where it should be it was
+        measured) on top of the correction already held; returns the total correction the
+        flowgraph reports applied, Hz. uhd: a digital correction (the RF LO stays, the DSP shifts
+        RX and TX), which removes the carrier offset but not the sample clock's ppm error (same
+        TCXO); emulate: the emulator undoes the node's crystal on its LOs. ValueError beyond the
+        flowgraph's bound (``max_lo_correction_hz``: ``hardware.max_cfo_hz`` for a USRP)."""
         self._check_open()
         total = self.bridge.lo_correction_hz.get(self.name, 0.0) + float(offset_hz)   # as the flowgraph holds it
-        self.bridge.set_lo_correction(self.name, total)
+        bound = self.bridge.max_lo_correction_hz
+        if not abs(total) <= bound:
+            raise ValueError(f"{self.name}: LO correction {total:+.0f} Hz is beyond the bridge's bound ±{bound:g} Hz "
+                             "(hardware.max_cfo_hz); check the reference clock and the cabling")
+        return self.bridge.set_lo_correction(self.name, total)
 
     # --- driver hooks -----------------------------------------------------------------
     def _configure(self, settings: RadioSettings) -> None:

@@ -74,6 +74,10 @@ def _object_of(ok):
     return lambda v: isinstance(v, dict) and all(isinstance(k, str) and ok(x) for k, x in v.items())
 
 
+def _finite_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _tcp_endpoint(v) -> bool:
     try:
         return isinstance(v, str) and bool(endpoint_host(v)) and 1 <= (urlsplit(v).port or 0) <= 65535
@@ -369,6 +373,8 @@ class Bridge:
                              "client using this flowgraph?") from err
         self.lo_correction_hz = {n: float(v.get("lo_correction_hz", 0.0)) for n, v in status.get("settings", {}).items()
                                  if isinstance(v, dict) and isinstance(v.get("lo_correction_hz", 0.0), (int, float))}
+        bound = status.get("max_lo_correction_hz", math.inf)    # older flowgraphs: no bound of their own
+        self.max_lo_correction_hz = float(bound) if _finite_number(bound) else math.inf
         self.clocking = list(status["tx_clocking"])     # TX nodes the RX streams wait for
         self.tx_count = self._common_tx_count(status)
         self.watchdog_trips = status["watchdog_trips"]
@@ -684,10 +690,18 @@ class Bridge:
             fields["cfo_hz"] = cfo_hz
         self._knob(("set_link", tx, rx), "set_link", fields)
 
-    def set_lo_correction(self, node: str, lo_correction_hz: float) -> None:
-        """Tune the node's LOs ``lo_correction_hz`` below the centre asked for (replayed after a restart)."""
-        self._knob(("set_lo_correction", node), "set_lo_correction", {"node": node, "lo_correction_hz": lo_correction_hz})
+    def set_lo_correction(self, node: str, lo_correction_hz: float) -> float:
+        """Tune the node's LOs ``lo_correction_hz`` below the centre asked for (replayed after a
+        restart); returns the correction the flowgraph reports applied, Hz (uhd: read back from the
+        USRP's tune result)."""
+        reply = self._knob(("set_lo_correction", node), "set_lo_correction",
+                           {"node": node, "lo_correction_hz": lo_correction_hz})
         self.lo_correction_hz[node] = lo_correction_hz
+        applied = reply.get("lo_correction_hz", {}).get(node, lo_correction_hz)
+        if not _finite_number(applied):
+            raise RadioError(f"bridge {self.control_address}: bad reply to 'set_lo_correction': field "
+                             f"'lo_correction_hz' of node {node!r} must be a finite number, got {str(applied)[:80]}")
+        return float(applied)
 
     def set_noise(self, node: str, noise_voltage: float) -> None:
         """Emulate: complex Gaussian noise at an RX node, RMS (power = noise_voltage², full scale)."""
@@ -698,12 +712,13 @@ class Bridge:
         self._knob(("set_interferer", node), "set_interferer", {"node": node, "freq_hz": freq_hz,
                                                                 "amplitude": amplitude})
 
-    def _knob(self, key: tuple, cmd: str, fields: dict) -> None:
+    def _knob(self, key: tuple, cmd: str, fields: dict) -> dict:
         with self.lock:
-            self.request(cmd, **fields)
+            reply = self.request(cmd, **fields)
             self.knobs[key] = {**self.knobs.get(key, {}), **fields}
             self.unsettled = True
             self.epoch += 1
+            return reply
 
     def transmitting(self, node: str) -> bool:
         tx = self.tx.get(node)

@@ -17,6 +17,15 @@ from the project. Two modes:
   crystals move LOs only, not the sample clock. The medium is clocked by its linked TX inputs
   (``tx_clocking``): output appears only as the client pushes input there, sample for sample.
 - ``uhd``: burst source ► TX gate ► UHD sink, UHD source ► ZMQ out, for one USRP (device arguments).
+  ``--clock-source`` / ``--time-source`` (UHD's names: internal, external, gpsdo, mimo) pick the
+  10 MHz and PPS references before anything is tuned; a reference the device does not offer, a
+  10 MHz that does not lock (mboard sensor ``ref_locked``, where the device has it) or a PPS that
+  never comes refuses to start with one line naming the node. ``set_lo_correction`` is a digital
+  correction: the RF LO stays at the asked centre and the DSP (UHD's tune_request, RF policy
+  manual, DSP policy auto) shifts RX and TX by the correction, bounded by
+  ``--max-lo-correction-hz``; status ``lo_correction_hz`` is what the device reports applied and
+  ``tune`` the RF and DSP frequencies it tuned to. It removes the carrier offset only: the B2xx
+  sample clock comes from the same TCXO and keeps its ppm error (a shared 10 MHz removes both).
 
 With the device's clock (``uhd``, and ``emulate --realtime``: the USRP stand-in, a throttle at the
 sample rate after every TX gate) a TX node is a ``BurstSource``: its relay hands it one burst per
@@ -53,7 +62,7 @@ Control: a REP socket on ``tcp://ADDRESS:CONTROL_PORT`` takes one JSON object pe
 Commands: ``status``/``heartbeat``, ``configure`` (node, center_hz, sample_rate_hz,
 bandwidth_hz, tx_gain_db, rx_gain_db), ``mute`` (node or all), ``unmute`` (node or nodes),
 ``gates`` (enabled: {node: bool}), ``set_lo_correction`` (node, lo_correction_hz: how far below
-the asked centre frequency the node's LOs are tuned to undo its crystal; uhd: retunes the USRP),
+the asked centre frequency the node's LOs are tuned to undo its crystal; uhd: the DSP shifts, the RF LO stays),
 ``set_noise`` (node, noise_voltage), ``set_link`` (tx, rx,
 gain_db, taps, cfo_hz) and ``set_interferer`` (node, freq_hz, amplitude); the last three in
 ``emulate`` only. Every valid request is a heartbeat; with none for ``--heartbeat-timeout-s``
@@ -119,6 +128,9 @@ THREAD_NAME_CHARS = 15               # Linux keeps this much of a thread's name
 BURST_BUFFER_ITEMS = 4096            # device-clocked TX: the burst source's and its gate's output buffers,
                                      # which bound how late a new burst or a mute reaches the air
 TX_LOG_ENTRIES = 64                  # swaps each burst source remembers (status "tx_log")
+REFERENCES = ("internal", "external", "gpsdo", "mimo")   # UHD's names of the 10 MHz and PPS sources
+REF_LOCK_WAIT_S = 1.0                # how long a new 10 MHz reference may take to lock (UHD's examples: 1 s)
+LO_CORRECTION_TOLERANCE_HZ = 1.0     # applied digital correction vs the asked one (the DSP NCO: < 0.01 Hz)
 BURST_KINDS = {b"c": True, b"o": False}   # device-clocked TX message: [kind, samples], c = cyclic, o = one-shot
 LIMITS = {                           # accepted range of every numeric control field
     "center_hz": (1.0, 7.25e9),
@@ -142,7 +154,8 @@ class ControlError(ValueError):
 
 
 class NoUsrpError(RuntimeError):
-    """``uhd`` mode found no USRP for the device arguments."""
+    """``uhd`` mode found no USRP for the device arguments, or cannot use it as asked (a reference
+    that does not lock, a PPS that never comes)."""
 
 
 def is_loopback(host: str) -> bool:
@@ -414,6 +427,7 @@ class BurstSource(gr.sync_block):
         gr.sync_block.__init__(self, name="burst_source", in_sig=None, out_sig=[np.complex64])
         self.underflow_every, self.fault_samples = underflow_every, fault_samples
         self.underflows = 0                 # stand-in: injected runs of zeros (the DAC ran dry)
+        self.burst_samples = 0              # samples sent while a burst played (the injection's clock)
         self.lock = threading.Lock()
         self.pending = None                 # (serial, iq or None, cyclic, arrival offset)
         self.iq, self.cyclic, self.position = None, True, 0
@@ -454,10 +468,12 @@ class BurstSource(gr.sync_block):
             out[: part.size] = part
             out[part.size:] = 0
             self.position += n
-        if self.underflow_every and self.iq is not None:      # stand-in: the DAC runs dry now and then
-            for at in range(-(-start // self.underflow_every) * self.underflow_every, start + n, self.underflow_every):
-                out[at - start: at - start + self.fault_samples] = 0
+        if self.underflow_every and self.iq is not None:      # stand-in: the DAC runs dry every so many
+            first = self.burst_samples                         # burst samples (so a test can count on it)
+            for at in range(-(-first // self.underflow_every) * self.underflow_every, first + n, self.underflow_every):
+                out[at - first: at - first + self.fault_samples] = 0
                 self.underflows += 1
+            self.burst_samples += n
         return n
 
 
@@ -466,6 +482,7 @@ class BridgeGraph(gr.top_block):
     """State shared by both modes: nodes, TX gates (mute and TX gain), node settings."""
 
     mode = ""
+    ref_locked = None                   # uhd: the 10 MHz reference's lock as read at start (None: no sensor)
 
     def __init__(self, args):
         super().__init__(f"zmq_bridge_{self.mode}")
@@ -590,7 +607,19 @@ class BridgeGraph(gr.top_block):
         return {n: src.underflows for n, src in self.sources.items() if isinstance(src, BurstSource)}
 
     def set_lo_correction(self, name: str, hz: float) -> None:
+        bound = self.args.max_lo_correction_hz
+        if abs(hz) > bound:
+            raise ControlError(f"lo_correction_hz={hz:+.0f} for node {name!r} is beyond the bridge's bound "
+                               f"±{bound:g} Hz (--max-lo-correction-hz)")
         self.configure(name, {"lo_correction_hz": hz})
+
+    def lo_corrections(self) -> dict:
+        """The LO correction each node applies, Hz (emulate: the one asked; uhd: read back from the USRP)."""
+        return {n: s["lo_correction_hz"] for n, s in self.settings.items()}
+
+    def tune_report(self) -> dict:
+        """uhd: the RF and DSP frequencies each node's USRP tuned to; emulate: none."""
+        return {}
 
     def emulate_only(self, cmd: str) -> None:
         raise ControlError(f"{cmd} exists only in emulate mode (this flowgraph runs in {self.mode} mode)")
@@ -749,8 +778,43 @@ class UhdGraph(BridgeGraph):
             self.chains[name] = EventCounter()
             self.connect(self.own([name], self.usrp_source), self.own([name], self.chains[name]),
                          self.own([name], blocks.tag_gate(ITEM_BYTES, False)), self.sinks[name])
+        self.node = next(iter(self.settings))
+        self.tuned: dict[str, dict] = {}      # "rx" / "tx" -> what the last tune request got
+        self.ref_locked = self.set_references()
         for name in self.settings:
             self.configure(name, dict(self.settings[name]))
+
+    def device(self):
+        """The USRP's motherboard (the sink and the source are two handles on one device)."""
+        return self.usrp_source if self.usrp_source is not None else self.usrp_sink
+
+    def set_references(self) -> bool | None:
+        """Select the 10 MHz and PPS sources (before any rate or frequency is set: a new reference
+        relocks the device's clocks). Returns ``ref_locked`` as read (None where the device has no
+        such sensor); NoUsrpError, naming the node, for a source the device does not offer, a 10 MHz
+        that does not lock within REF_LOCK_WAIT_S, or no PPS edge."""
+        dev, a, node = self.device(), self.args, self.node
+        for what, asked, offered in (("clock_source", a.clock_source, dev.get_clock_sources(0)),
+                                     ("time_source", a.time_source, dev.get_time_sources(0))):
+            if asked not in offered:
+                raise NoUsrpError(f"{node}: {what}={asked!r} is not one this USRP offers ({list(offered)})")
+        dev.set_clock_source(a.clock_source, 0)
+        dev.set_time_source(a.time_source, 0)
+        locked = None
+        if "ref_locked" in dev.get_mboard_sensor_names(0):
+            deadline = time.monotonic() + REF_LOCK_WAIT_S
+            while not (locked := dev.get_mboard_sensor("ref_locked", 0).to_bool()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not locked and a.clock_source != "internal":
+                raise NoUsrpError(f"{node}: clock_source={a.clock_source!r} did not lock within {REF_LOCK_WAIT_S:g} s "
+                                  "(sensor ref_locked is false); check the 10 MHz cable and its level")
+        if a.time_source != "internal":
+            try:   # the next PPS edge sets the device time to 0 on every USRP sharing the PPS
+                dev.set_time_unknown_pps(self.uhd.time_spec(0.0))
+            except RuntimeError as err:
+                raise NoUsrpError(f"{node}: time_source={a.time_source!r} gave no PPS edge ({str(err).strip()}); "
+                                  "check the PPS cable") from None
+        return locked
 
     def _ranges(self, key: str) -> list:
         """The USRP's own ranges (UHD meta ranges) for a setting, one per device it applies to."""
@@ -778,10 +842,7 @@ class UhdGraph(BridgeGraph):
                 continue
             s = self.settings[name]
             if "center_hz" in values or "lo_correction_hz" in values:
-                tuned_hz = s["center_hz"] - s["lo_correction_hz"]
-                dev.set_center_freq(tuned_hz, 0)
-                self._check_coerced("center_hz", tuned_hz, dev.get_center_freq(0))
-                self._check_lo_locked(dev)
+                self._tune(dev, s["center_hz"], s["lo_correction_hz"])
             if "sample_rate_hz" in values:
                 dev.set_samp_rate(s["sample_rate_hz"])
                 self._check_coerced("sample_rate_hz", s["sample_rate_hz"], dev.get_samp_rate())
@@ -791,6 +852,28 @@ class UhdGraph(BridgeGraph):
             self.usrp_sink.set_gain(self.settings[name]["tx_gain_db"], 0)
         if self.usrp_source is not None and "rx_gain_db" in values:
             self.usrp_source.set_gain(self.settings[name]["rx_gain_db"], 0)
+
+    def _tune(self, dev, center_hz: float, correction_hz: float) -> None:
+        """RF LO at center_hz, the DSP shifting by the correction: the device then works at
+        center_hz - correction_hz. Checked: the LO (1 ppm), its lock, the correction (1 Hz)."""
+        request = self.uhd.tune_request(center_hz - correction_hz)
+        request.rf_freq, request.rf_freq_policy = center_hz, self.uhd.tune_request.POLICY_MANUAL
+        result = dev.set_center_freq(request, 0)
+        self._check_coerced("center_hz", center_hz, result.actual_rf_freq)
+        self._check_lo_locked(dev)
+        applied_hz = center_hz - dev.get_center_freq(0)
+        if abs(applied_hz - correction_hz) > LO_CORRECTION_TOLERANCE_HZ:
+            raise ControlError(f"lo_correction_hz={correction_hz:+.3f}: the USRP applied {applied_hz:+.3f} Hz "
+                               f"(DSP at {result.actual_dsp_freq:+.3f} Hz); beyond its DSP range?")
+        self.tuned["rx" if dev is self.usrp_source else "tx"] = {
+            "rf_hz": result.actual_rf_freq, "dsp_hz": result.actual_dsp_freq, "lo_correction_hz": applied_hz}
+
+    def lo_corrections(self) -> dict:
+        first = self.tuned.get("rx") or self.tuned.get("tx") or {}
+        return {self.node: first.get("lo_correction_hz", 0.0)}
+
+    def tune_report(self) -> dict:
+        return {self.node: dict(self.tuned)}
 
     @staticmethod
     def _check_coerced(key: str, want: float, got: float) -> None:
@@ -895,6 +978,10 @@ class ControlServer:
                 "tx_on_air": {n: src.on_air for n, src in g.sources.items() if isinstance(src, BurstSource)},
                 "tx_received": {n: src.received for n, src in g.sources.items() if isinstance(src, BurstSource)},
                 "tx_log": {n: list(src.log) for n, src in g.sources.items() if isinstance(src, BurstSource)},
+                "lo_correction_hz": g.lo_corrections(), "max_lo_correction_hz": g.args.max_lo_correction_hz,
+                "tune": g.tune_report(),
+                "references": {"clock_source": g.args.clock_source, "time_source": g.args.time_source,
+                               "ref_locked": g.ref_locked},
                 "curve": g.args.curve is not None,
                 "rejected": {"control": self.rejected, "tx": {n: r.dropped for n, r in g.tx_relays.items()}}}
 
@@ -1033,8 +1120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="emulate --realtime: drop --fault-samples RX samples every this many, as a USRP overflows "
                         "(0 = never)")
     p.add_argument("--underflow-every", type=int, default=0,
-                   help="emulate --realtime: zero --fault-samples TX samples every this many, as a USRP underflows "
-                        "(0 = never)")
+                   help="emulate --realtime: zero --fault-samples TX samples every this many sent while a burst "
+                        "plays, as a USRP underflows (0 = never)")
     p.add_argument("--fault-samples", type=int, default=1024, help="samples lost per injected overflow/underflow")
     p.add_argument("--realtime", action="store_true",
                    help="emulate: a USRP stand-in: bursts repeat in the flowgraph and the sample clock paces "
@@ -1045,6 +1132,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="stop when the process that started this one exits (the process manager sets it)")
     p.add_argument("--device-args", default="",
                    help='uhd: UHD device arguments, e.g. "type=b200" or "addr=192.168.10.2"')
+    p.add_argument("--clock-source", choices=REFERENCES, default="internal",
+                   help="uhd: the 10 MHz reference (external: the REF input, a shared 10 MHz)")
+    p.add_argument("--time-source", choices=REFERENCES, default="internal",
+                   help="uhd: the PPS (external: the PPS input; the device time is set to 0 at its next edge)")
+    p.add_argument("--max-lo-correction-hz", type=float, default=LIMITS["lo_correction_hz"][1],
+                   help="largest LO correction set_lo_correction accepts, Hz")
     p.add_argument("--curve-server-secret", default="",
                    help="this bridge's CURVE secret key file (server.key_secret of `testbed keys generate`): "
                         "control and IQ are authenticated and encrypted; required beyond loopback")
@@ -1079,6 +1172,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--num-taps must be in 1..{MAX_TAPS}")
     if args.heartbeat_timeout_s <= 0:
         p.error("--heartbeat-timeout-s must be > 0")
+    if not 0 <= args.max_lo_correction_hz <= LIMITS["lo_correction_hz"][1]:
+        p.error(f"--max-lo-correction-hz must be in [0, {LIMITS['lo_correction_hz'][1]:g}]")
+    if args.mode != "uhd" and (args.clock_source, args.time_source) != ("internal", "internal"):
+        p.error("--clock-source and --time-source apply to uhd mode (a USRP)")
     if args.tx_gain_db is None:
         args.tx_gain_db = min(0.0, args.max_tx_gain_db if args.max_tx_gain_db is not None else 0.0)
     if args.max_tx_gain_db is not None and args.tx_gain_db > args.max_tx_gain_db:

@@ -29,7 +29,7 @@ from hardware.addresses import is_loopback
 from hardware.config import HardwareConfig, RadioEntry
 from hardware.radio import RadioError
 
-__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "entry_ports",
+__all__ = ["FlowgraphProcess", "BridgeStartError", "GNURADIO_PYTHON", "FLOWGRAPH", "free_port", "free_ports", "entry_ports",
            "host_of", "uhd_flowgraph"]
 
 GNURADIO_PYTHON = os.environ.get("TESTBED_GNURADIO_PYTHON", "/usr/bin/python3")  # Debian's GNU Radio bindings
@@ -38,7 +38,7 @@ _OPTIONS = ("sample_rate_hz", "center_hz", "tx_gain_db", "rx_gain_db", "max_tx_g
             "noise_voltage", "link_gain_db", "rx_link_gain_db", "rx_link_cfo_hz", "rx_link_delay", "link", "num_taps",
             "seed", "device_args", "curve_server_secret", "curve_clients", "crystal_ppm", "phase_noise_deg",
             "phase_noise_corner_hz", "iq_gain_db", "iq_phase_deg", "dc_offset_dbfs", "ideal", "realtime", "overflow_every",
-            "underflow_every", "fault_samples")
+            "underflow_every", "fault_samples", "clock_source", "time_source", "max_lo_correction_hz")
 
 
 class BridgeStartError(RadioError):
@@ -47,9 +47,20 @@ class BridgeStartError(RadioError):
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on host right now (the OS may hand it out again later)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return free_ports([host])[0]
+
+
+def free_ports(hosts: list[str]) -> list[int]:
+    """One TCP port free right now on each of ``hosts``, all different: every socket is held until
+    all are chosen (ports picked one by one, each released at once, can repeat)."""
+    socks = [socket.socket() for _ in hosts]
+    try:
+        for sock, host in zip(socks, hosts):
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 class FlowgraphProcess:
@@ -90,10 +101,14 @@ class FlowgraphProcess:
                     raise
 
     def _ports(self) -> None:
-        take = lambda key, host: self.fixed_ports.get(key) or free_port(host)  # noqa: E731
-        self.control_port = take("control", self.address)
-        self.tx_ports = {n: take(f"tx:{n}", self.client_address) for n in self.tx}
-        self.rx_ports = {n: take(f"rx:{n}", self.address) for n in self.rx}
+        hosts = {"control": self.address, **{f"tx:{n}": self.client_address for n in self.tx},
+                 **{f"rx:{n}": self.address for n in self.rx}}
+        free = [key for key in hosts if not self.fixed_ports.get(key)]
+        ports = {**{k: self.fixed_ports[k] for k in hosts if k not in free},
+                 **dict(zip(free, free_ports([hosts[k] for k in free])))}
+        self.control_port = ports["control"]
+        self.tx_ports = {n: ports[f"tx:{n}"] for n in self.tx}
+        self.rx_ports = {n: ports[f"rx:{n}"] for n in self.rx}
 
     def _command(self) -> list[str]:
         cmd = [self.python, str(FLOWGRAPH), self.mode, "--control-port", str(self.control_port),
@@ -219,11 +234,14 @@ def entry_ports(entries: Sequence[RadioEntry]) -> tuple[str, dict[str, int]]:
 
 
 def uhd_flowgraph(hw: HardwareConfig, entry: RadioEntry, **overrides) -> FlowgraphProcess:
-    """The uhd-mode flowgraph (not started) of one USRP radio entry (``device_args`` set)."""
+    """The uhd-mode flowgraph (not started) of one USRP radio entry (``device_args`` set): its
+    references (``clock_source``, ``time_source``), and LO corrections bounded by ``max_cfo_hz``
+    (no calibration asks for more than it can measure)."""
     address, ports = entry_ports([entry])
     options = dict(device_args=entry.device_args, sample_rate_hz=hw.sample_rate_hz, center_hz=hw.center_hz,
                    tx_gain_db=min(hw.tx_gain_db, hw.max_tx_gain_db), rx_gain_db=hw.rx_gain_db,
-                   max_tx_gain_db=hw.max_tx_gain_db, heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s))
+                   max_tx_gain_db=hw.max_tx_gain_db, heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s),
+                   clock_source=entry.clock_source, time_source=entry.time_source, max_lo_correction_hz=hw.max_cfo_hz)
     options.update(overrides)
     return FlowgraphProcess("uhd", tx=[entry.name], rx=[entry.name], address=address,
                             client_address=host_of(entry.tx_address), ports=ports, **options)

@@ -16,7 +16,7 @@ import zmq
 
 from hardware.config import RadioEntry
 from hardware.dsp import PilotPlan, estimate, link_sinr
-from hardware.gnuradio_bridge.process import GNURADIO_PYTHON, FlowgraphProcess, free_port
+from hardware.gnuradio_bridge.process import GNURADIO_PYTHON, FlowgraphProcess, free_port, free_ports
 from hardware.radio import _BURST_KEY, RadioError, RadioSettings, RadioTimeout, TxBurst, TxLimits
 from hardware.transmitter import Transmitter
 from hardware.drivers.gnuradio import ZmqRadio
@@ -266,7 +266,7 @@ def test_per_band_sinr_measured_through_gnuradio_matches_the_configured_channel(
 @pytest.fixture
 def own_bench():
     """A flowgraph of its own (tests that kill, restart or starve it): bs0 -> ue0."""
-    ports = {"control": free_port(), "tx:bs0": free_port(), "rx:bs0": free_port(), "rx:ue0": free_port()}
+    ports = dict(zip(("control", "tx:bs0", "rx:bs0", "rx:ue0"), free_ports(["127.0.0.1"] * 4)))
     made = []
 
     def start(**options):
