@@ -65,7 +65,7 @@ class EnvConfig:
                           "evaluation set of the distribution (evaluation.seed, one task per lane, never redrawn)",
                           choices=("stream", "evaluation"))
     compile: bool = param(False, "backend sim: run the step and the observation through torch.compile (the "
-                          "first step compiles, some seconds; pays at N = 1 and at large N, see docs/benchmarks.md)")
+                          "first step compiles, some seconds; pays at N = 1, see docs/benchmarks.md)")
 
     def __post_init__(self):
         if self.task_set == "evaluation" and self.task_seed is not None:
