@@ -329,6 +329,29 @@ def _start_episode(run_dir: Path, ck: dict | None, total: int, checkpoint_every:
 
 
 # train / adapt / evaluate ---------------------------------------------------------------------
+def _prepare_run(run_dir: Path, name: str, config: Config, free: str, total: int,
+                 progress: bool) -> tuple[dict | None, int]:
+    """The checkpoint a run resumes from (None: a new run) and its first episode; unless every episode
+    is done, the folder is made ready: metrics beyond the checkpoint cut, config.yaml written."""
+    ck = _checkpoint_to_resume(run_dir, name, config, free)
+    start = _start_episode(run_dir, ck, total, config.agent.checkpoint_every, progress)
+    if start < total:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        truncate_metrics(run_dir / "metrics.jsonl", start)
+        save_config(config, run_dir / "config.yaml")
+    return ck, start
+
+
+def _checkpointer(run_dir: Path, name: str, config: Config, total: int, agent):
+    """``play``'s checkpoint hook: saves every ``agent.checkpoint_every`` episodes, at the end and on failure."""
+    every, path = config.agent.checkpoint_every, run_dir / "checkpoints" / "latest.pt"
+
+    def checkpoint(done: int, failed: bool = False) -> None:
+        if failed or done % every == 0 or done == total:
+            save_checkpoint(path, name, to_dict(config), done, agent.state_dict())
+    return checkpoint
+
+
 def train(config: Config, name: str, run_dir: Path, progress: bool = True, *,
           command: list[str] | None = None, track: str | None = None) -> Path:
     """(Meta-)train agent ``name`` for ``config.agent.episodes`` episodes in ``run_dir``, resuming
@@ -336,27 +359,18 @@ def train(config: Config, name: str, run_dir: Path, progress: bool = True, *,
     raises ``RunError``. ``command``: the command line recorded in provenance.json (default:
     this process's); ``track``: one of ``testbed.tracking.TRACKERS``, or None for no tracking."""
     config = agent_config(name, config, "train")
-    seed, total, every = config.env.seed, config.agent.episodes, config.agent.checkpoint_every
+    seed, total = config.env.seed, config.agent.episodes
     run_dir = Path(run_dir)
-    ck_path = run_dir / "checkpoints" / "latest.pt"
-    ck = _checkpoint_to_resume(run_dir, name, config, "agent.episodes")
-    start = _start_episode(run_dir, ck, total, every, progress)
+    ck, start = _prepare_run(run_dir, name, config, "agent.episodes", total, progress)
     if start == total:
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    truncate_metrics(run_dir / "metrics.jsonl", start)
-    save_config(config, run_dir / "config.yaml")
     with provenance.recorded(run_dir, command, config.env.device), opened_env(config, run_dir) as env, \
             _tracker(track, run_dir, start, config) as tracker:
         agent = make_agent(name, env, config, "train", seed)
         if ck:
             agent.load_state_dict(ck["state"])
         agent.start(env, seed=_reset_seed(seed, start))
-
-        def checkpoint(done: int, failed: bool = False) -> None:
-            if failed or done % every == 0 or done == total:
-                save_checkpoint(ck_path, name, to_dict(config), done, agent.state_dict())
-
+        checkpoint = _checkpointer(run_dir, name, config, total, agent)
         with MetricsLog(run_dir / "metrics.jsonl") as log, \
                 tqdm(total=total, initial=start, desc=f"train {name}", unit="ep", disable=not progress) as bar:
             play(agent, env, start, total, log, {"agent": name, "seed": seed}, bar, checkpoint,
@@ -387,15 +401,9 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
     checkpoint."""
     config = agent_config(name, config, "adapt", episodes)
     run_dir = Path(run_dir)
-    ck_path = run_dir / "checkpoints" / "latest.pt"
-    every = config.agent.checkpoint_every
-    ck = _checkpoint_to_resume(run_dir, name, config, "env.episodes_per_task")
-    start = _start_episode(run_dir, ck, episodes, every, progress)
+    ck, start = _prepare_run(run_dir, name, config, "env.episodes_per_task", episodes, progress)
     if start == episodes:
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    truncate_metrics(run_dir / "metrics.jsonl", start)
-    save_config(config, run_dir / "config.yaml")
     label = label or name
     with provenance.recorded(run_dir, command, config.env.device, source), opened_env(config, run_dir) as env, \
             _tracker(track, run_dir, start, config) as tracker:
@@ -405,11 +413,7 @@ def adapt(config: Config, name: str, policy_state: dict | None, episodes: int, r
         elif policy_state is not None:
             agent.load_policy(policy_state)
         agent.start(env, seed=_reset_seed(config.env.seed, start))
-
-        def checkpoint(done: int, failed: bool = False) -> None:
-            if failed or done % every == 0 or done == episodes:
-                save_checkpoint(ck_path, name, to_dict(config), done, agent.state_dict())
-
+        checkpoint = _checkpointer(run_dir, name, config, episodes, agent)
         with MetricsLog(run_dir / "metrics.jsonl") as log, \
                 tqdm(total=episodes, initial=start, desc=f"adapt {label}", unit="ep", disable=not progress) as bar:
             play(agent, env, start, episodes, log, {"agent": label, "seed": config.env.seed}, bar, checkpoint,

@@ -307,13 +307,17 @@ def _resume_command(stderr: str) -> list[str]:
     return argv[1:]
 
 
+def _train_process(agent: str, config: Path, run: Path, output=subprocess.PIPE) -> subprocess.Popen:
+    """`testbed train` as a child process (one torch thread), to be signalled."""
+    return subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", agent, "--config", str(config),
+                             "--run-dir", str(run)], stdout=output, stderr=output, text=True, env=ONE_THREAD)
+
+
 def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_exits_130(tmp_path):
     """checkpoint_every (50) larger than the run: the stop itself saves the finished episodes."""
     config = write_config(tmp_path, TINY, episodes=2000, checkpoint_every=50)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", "ppo", "--config", str(config),
-                             "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ONE_THREAD)
+    proc = _train_process("ppo", config, run)
     _wait_for_lines(proc, run / "metrics.jsonl", 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -336,9 +340,7 @@ def test_sigint_saves_a_checkpoint_prints_the_resume_command_and_exits_130(tmp_p
 def test_sigterm_also_stops_cleanly_with_status_143(tmp_path):
     config = write_config(tmp_path, TINY, episodes=2000, checkpoint_every=50)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", "rnn", "--config", str(config),
-                             "--run-dir", str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ONE_THREAD)
+    proc = _train_process("rnn", config, run)
     _wait_for_lines(proc, run / "metrics.jsonl", 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -350,8 +352,7 @@ def test_a_kill_before_the_first_checkpoint_is_reported_and_the_rerun_starts_ove
     """SIGKILL with checkpoint_every larger than the run: less than one block is lost, and the rerun says so."""
     config = write_config(tmp_path, TINY, episodes=2000, checkpoint_every=50)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli", "train", "--agent", "ppo", "--config", str(config),
-                             "--run-dir", str(run)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ONE_THREAD)
+    proc = _train_process("ppo", config, run, output=subprocess.DEVNULL)
     _wait_for_lines(proc, run / "metrics.jsonl", 2)
     proc.kill()
     proc.wait()

@@ -4,6 +4,8 @@ radios on one flowgraph, and faults (flowgraph killed and restarted, heartbeat l
 requests, misconfigured entries)."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import signal
 import time
@@ -279,14 +281,24 @@ def own_bench():
         fg.stop()
 
 
-def test_flowgraph_killed_mid_run_raises_mutes_and_reconnects_after_restart(own_bench):
-    fg = own_bench()
+@contextlib.contextmanager
+def tone_pair(fg):
+    """bs0 and ue0 of ``fg`` configured, bs0 sending a constant tone of amplitude 0.3; both closed at the end."""
     bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=TIMEOUT_S)
     ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=TIMEOUT_S)
     try:
         for r in (bs0, ue0):
             r.configure(UNITY)
         bs0.send(burst(np.full(512, 0.3)))
+        yield bs0, ue0
+    finally:
+        bs0.close()
+        ue0.close()
+
+
+def test_flowgraph_killed_mid_run_raises_mutes_and_reconnects_after_restart(own_bench):
+    fg = own_bench()
+    with tone_pair(fg) as (bs0, ue0):
         np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
         fg.signal(signal.SIGKILL)
         fg.proc.wait(5)
@@ -300,52 +312,35 @@ def test_flowgraph_killed_mid_run_raises_mutes_and_reconnects_after_restart(own_
         assert np.abs(quiet).max() < 1e-3
         bs0.send(burst(np.full(512, 0.2)))
         np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.2, atol=1e-3)
-    finally:
-        bs0.close()
-        ue0.close()
 
 
 def test_restart_while_transmitting_reports_the_lost_tx_once(own_bench):
     fg = own_bench()
-    bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=TIMEOUT_S)
-    ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=TIMEOUT_S)
-    try:
-        for r in (bs0, ue0):
-            r.configure(UNITY)
-        bs0.send(burst(np.full(512, 0.3)))
+    with tone_pair(fg) as (bs0, ue0):
         fg.stop()
         own_bench()
         with pytest.raises(RadioError, match=r"restarted: TX of \['bs0'\] was lost"):
             ue0.capture(4096)
         assert not bs0.transmitting
         assert np.abs(ue0.capture(4096)).max() < 1e-3
-    finally:
-        bs0.close()
-        ue0.close()
 
 
 def test_heartbeat_loss_mutes_tx_and_the_client_says_so(own_bench):
     fg = own_bench(heartbeat_timeout_s=TIMEOUT_S)
     status = StatusClient(fg)
-    bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=TIMEOUT_S)
-    ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=TIMEOUT_S)
-    try:
-        for r in (bs0, ue0):
-            r.configure(UNITY)
-        bs0.send(burst(np.full(512, 0.3)))
-        np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
-        time.sleep(2.0)                                             # the client goes quiet
-        after = status.status()
-        assert after["tx_enabled"] == {"bs0": False} and after["watchdog_trips"] == 1
-        with pytest.raises(RadioError, match="heartbeat lost"):
-            ue0.capture(4096)
-        assert not bs0.transmitting
-        bs0.send(burst(np.full(512, 0.3)))                         # an explicit send turns TX back on
-        np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
-    finally:
-        status.close()
-        bs0.close()
-        ue0.close()
+    with tone_pair(fg) as (bs0, ue0):
+        try:
+            np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
+            time.sleep(2.0)                                             # the client goes quiet
+            after = status.status()
+            assert after["tx_enabled"] == {"bs0": False} and after["watchdog_trips"] == 1
+            with pytest.raises(RadioError, match="heartbeat lost"):
+                ue0.capture(4096)
+            assert not bs0.transmitting
+            bs0.send(burst(np.full(512, 0.3)))                         # an explicit send turns TX back on
+            np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
+        finally:
+            status.close()
 
 
 def test_refused_request_is_a_radio_error_and_the_radio_works_on(bench):
@@ -393,24 +388,18 @@ def test_stalled_flowgraph_times_out_then_resumes_in_step(own_bench):
     """SIGSTOP mid-run: RadioTimeout; after SIGCONT the interrupted advance is finished first,
     so the streams stay in step and the next capture is the burst again."""
     fg = own_bench()
-    bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=TIMEOUT_S)
-    ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=TIMEOUT_S)
-    try:
-        for r in (bs0, ue0):
-            r.configure(UNITY)
-        bs0.send(burst(np.full(512, 0.3)))
-        ue0.capture(4096)
-        fg.signal(signal.SIGSTOP)
-        with pytest.raises(RadioTimeout):
-            ue0.capture(100_000)
-        fg.signal(signal.SIGCONT)
-        for _ in range(3):
-            np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
-        assert bs0.bridge.broken is None and bs0.transmitting
-    finally:
-        fg.signal(signal.SIGCONT)
-        bs0.close()
-        ue0.close()
+    with tone_pair(fg) as (bs0, ue0):
+        try:
+            ue0.capture(4096)
+            fg.signal(signal.SIGSTOP)
+            with pytest.raises(RadioTimeout):
+                ue0.capture(100_000)
+            fg.signal(signal.SIGCONT)
+            for _ in range(3):
+                np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
+            assert bs0.bridge.broken is None and bs0.transmitting
+        finally:
+            fg.signal(signal.SIGCONT)
 
 
 # A flowgraph whose TX relay lets everything through, so that a malformed message reaches GNU
@@ -435,28 +424,22 @@ def test_a_dead_data_path_is_an_error_in_status_and_a_radio_error_naming_the_nod
     with FlowgraphProcess("emulate", tx=["bs0"], rx=["bs0", "ue0"], python=str(python), noise_voltage=1e-5,
                           heartbeat_timeout_s=10.0) as fg:
         status = StatusClient(fg)
-        bs0 = ZmqRadio("bs0", WIDE_LIMITS, entry(fg, "bs0"), timeout_s=TIMEOUT_S)
-        ue0 = ZmqRadio("ue0", WIDE_LIMITS, entry(fg, "ue0"), timeout_s=TIMEOUT_S)
-        try:
-            for r in (bs0, ue0):
-                r.configure(UNITY)
-            bs0.send(burst(np.full(512, 0.3)))
-            np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
-            assert status.status()["ok"] is True
-            bs0.bridge.tx["bs0"].socket.send(b"1234567")       # the client's own TX socket, 7 bytes
-            deadline = time.monotonic() + 5.0
-            while (reply := status.status())["ok"] and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert reply["ok"] is False and set(reply["dead"]) == {"bs0"}
-            assert "pull_source" in reply["dead"]["bs0"] and "node 'bs0'" in reply["error"]
-            with pytest.raises(RadioError, match=r"data path dead: node 'bs0': GNU Radio block thread 'pull_source"):
-                ue0.capture(4096)
-            with pytest.raises(RadioError, match="data path dead: node 'bs0'"):
-                bs0.configure(UNITY)
-            assert fg.running
-        finally:
-            status.close()
-            bs0.close()
-            ue0.close()
+        with tone_pair(fg) as (bs0, ue0):
+            try:
+                np.testing.assert_allclose(np.abs(ue0.capture(4096)), 0.3, atol=1e-3)
+                assert status.status()["ok"] is True
+                bs0.bridge.tx["bs0"].socket.send(b"1234567")       # the client's own TX socket, 7 bytes
+                deadline = time.monotonic() + 5.0
+                while (reply := status.status())["ok"] and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert reply["ok"] is False and set(reply["dead"]) == {"bs0"}
+                assert "pull_source" in reply["dead"]["bs0"] and "node 'bs0'" in reply["error"]
+                with pytest.raises(RadioError, match=r"data path dead: node 'bs0': GNU Radio block thread 'pull_source"):
+                    ue0.capture(4096)
+                with pytest.raises(RadioError, match="data path dead: node 'bs0'"):
+                    bs0.configure(UNITY)
+                assert fg.running
+            finally:
+                status.close()
     assert any("Incompatible vector sizes" in line for line in fg.output)
     assert any("bridge: error: data path dead" in line for line in fg.output)
