@@ -300,6 +300,11 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
                               list("-+0123456789."))
 
 
+def read_value(text: str):
+    """One YAML scalar or flow value as a config file reads it (``3e-4`` is a float)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> ConfigError:
     """A YAML error as one line with the line and column it points at."""
     mark = getattr(err, "problem_mark", None)

@@ -25,13 +25,12 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from agents.config import AgentConfig
 from testbed.agent_factory import AGENTS, RunError, policy_of_checkpoint
 from testbed.checkpoint import load_checkpoint, read_metrics
 from testbed.commands import AGENT_HELP, MAX_WORKERS, bounded, cluster_address, config_range
-from testbed.config import ConfigError, EnvConfig, EvaluationConfig, load_config, to_dict
+from testbed.config import ConfigError, EnvConfig, EvaluationConfig, load_config, read_value, to_dict
 from testbed.reproduce import LocalPool, start_job      # the local pool of reproduce's jobs, reused
 from testbed.runner import Interrupted, StopSignals, evaluate, evaluation_label, format_duration, train
 
@@ -48,7 +47,7 @@ def _assignment(text: str) -> tuple[str, list]:
     key, sep, values = text.partition("=")
     if not sep or not key or not values:
         raise argparse.ArgumentTypeError(f"{text!r}: expected dotted.field=value[,value...]")
-    return key, [yaml.safe_load(v) for v in values.split(",")]
+    return key, [read_value(v) for v in values.split(",")]
 
 
 def _nested(dotted: str, value) -> dict:

@@ -111,3 +111,10 @@ def test_ctrl_c_stops_the_sweep_with_a_checkpoint_and_status_130(tmp_path):
     assert len((first / "metrics.jsonl").read_text().splitlines()) < 200
     assert not (tmp_path / "gamma=0.9").exists()              # the queued point never started
     assert not (tmp_path / "sweep.csv").exists()
+
+
+def test_grid_values_are_read_as_a_config_file_reads_them():
+    """``3e-4`` is a float in a config file, so it is one on the command line too (YAML 1.1 said str)."""
+    assert sweep._assignment("agent.ppo.learning_rate=3e-4,1e-3,0.01") == ("agent.ppo.learning_rate", [3e-4, 1e-3, 0.01])
+    assert sweep._assignment("network.informed=false,true") == ("network.informed", [False, True])
+    assert sweep._assignment("network.task_family=standard") == ("network.task_family", ["standard"])
