@@ -192,6 +192,10 @@ class HardwareConfig:
                                 (-20.0, 60.0))
     max_pilot_boost_db: float = param(30.0, "largest such pilot boost in dB (0 = measure every pilot at its "
                                             "network level)", (0.0, 60.0))
+    measure_map: bool = param(False, "measure the interference map's BS part: after each step every BS's radio in "
+                                     "turn captures while the other BS radios send their pilots at the executed power "
+                                     "times the network's BS-to-BS gain; the filter of the next step reads the measured "
+                                     "power (false: the model's BS-to-BS gains, plus the sensed external interference)")
     max_turns: int = param(16, "capture turns per step at most; links beyond are simulated and marked "
                                "not measured", (1, 4096))
     timeout_s: float = param(2.0, "timeout of one radio operation in s", (0.01, 600.0))

@@ -9,7 +9,13 @@ Per step (``sim.network.SimNetwork`` runs the rest, identically on every backend
             (path loss, shadowing, fading) of the UE measured on that band into the waveform;
   capture   the UE radio standing in for that UE captures;
   estimate  per-band least squares gives every BS's received power and the residual (noise +
-            real external interference), hence the SINR of the link.
+            real external interference), hence the SINR of the link;
+  map       ``interference_map_w`` (``hardware.measure_map``): after sensing, every BS b in turn has
+            its radio capture while the other BS radios send their BSs' pilots b' scaled by the
+            executed power and the network's BS-to-BS gain h(b',b) (its own radio is muted: a
+            radio never captures its own burst); the estimate gives p̂(b',k)·h(b',b) as the bench
+            delivers it, which replaces the model's term of the map I(b,k) the next filter reads.
+            Pairs of BSs on one radio keep the model's term.
 On band k, turn j measures the j-th active link (b, k): its served UE u is emulated by its UE
 radio, and every BS b' is sent at β(b',k)·p̂(b',k)·g(b',u) / (full_scale_w·G_radio). β is a
 known digital gain: a pilot boost for pilots that would arrive less than ``pilot_snr_db`` above
@@ -19,7 +25,10 @@ estimate divides β out, so every BS's power is referred to the network's refere
 while the residual (noise + real external interference) is measured as it is. Bands are measured
 in parallel, so a step takes as many turns as the busiest band has active links (at most
 ``max_turns``; links beyond, and UEs no radio stands for, keep the simulator's SINR and are
-marked not measured). Dry run: everything runs, nothing radiates, SINR stays simulated.
+marked not measured). The map turns use the same boost, back-off, freshness checks and estimate
+(one burst and capture per BS with another BS transmitting); a clipped map capture closes every
+band of its BS for the next step (fail safe). Dry run: everything runs, nothing radiates, SINR
+and map stay simulated.
 
 Captures hold only the present: successive bursts alternate between the two pilot sets of
 ``hardware.dsp`` (the step signature), so a capture that still holds the previous burst has its
@@ -49,8 +58,9 @@ simulator's SINR and are marked not measured.
 samples lost during a capture; ``Radio.underflows``: the DAC ran dry), beside those counts.
 
 Recording (``hardware.record``, ``hardware.recording``): every capture is handed to
-``recorder`` with its kind, step, env, bands, pilot set, the levels on air and its stale/clipped
-verdicts, every reset and step end too; ``close()`` writes the metadata. With no recording the
+``recorder`` with its kind, step, env, bands, pilot set, the levels on air, the receiving BS of a
+map capture and its stale/clipped verdicts, every reset and step end too (a step's row with its
+map turns' measured and model powers); ``close()`` writes the metadata. With no recording the
 recorder does nothing. Replay (``hardware.replay``) runs this same class on radios that serve a
 recording's captures and a recorder that checks each capture was taken as recorded.
 
@@ -126,6 +136,7 @@ class MeasuredNetwork(SimNetwork):
         self._last_signature = {name: 1 for name in radios}   # pilot set each radio last captured
         self.recorder = recorder or NullRecorder()   # hardware.recording: told every capture and step
         self.steps_done = 0                          # steps since start, over every episode
+        self.last_map: dict | None = None            # the last map turns' powers (``measure_map``), for the step row
         self.noise_floor: dict[str, np.ndarray] = {}
         self.calibration: dict[str, dict[str, float]] = {}
         try:
@@ -150,7 +161,8 @@ class MeasuredNetwork(SimNetwork):
     def step_with_noise(self, level: torch.Tensor, noise: StepNoise) -> StepResult:
         result = super().step_with_noise(level, noise)
         self.recorder.step(step_row(self.steps_done, result, turns=self.last_turns, backoff_db=self.last_backoff_db,
-                                    stale_captures=self.stale_captures, clipped_captures=self.clipped_captures))
+                                    stale_captures=self.stale_captures, clipped_captures=self.clipped_captures,
+                                    **(self.last_map or {})))
         self.steps_done += 1
         return result
 
@@ -209,7 +221,68 @@ class MeasuredNetwork(SimNetwork):
         return (torch.as_tensor(sinr, dtype=sinr_sim.dtype, device=self.device),
                 torch.as_tensor(measured, device=self.device))
 
+    def interference_map_w(self, safe: SafePowers, radiated_w: torch.Tensor, external_w: torch.Tensor) -> torch.Tensor:
+        """The model's map (Eq. 7) with, under ``hardware.measure_map``, the BS-to-BS terms measured
+        on radios in place of the model's, and the bands of a BS whose map capture clipped closed."""
+        model = super().interference_map_w(safe, radiated_w, external_w)
+        if not self.hw.measure_map:
+            return model
+        p, n_env = self.params, self.num_envs
+        gain = self._bs_gain_lin()                                                   # [N, B', B]
+        gain_np = gain.detach().cpu().double().numpy()
+        model_w = safe.power_w.detach().cpu().double().numpy()[:, :, None, :] * gain_np[..., None]   # [N, B', B, K]
+        rx_w = np.zeros(model_w.shape)
+        measured = np.zeros(model_w.shape, dtype=bool)
+        clipped = np.zeros((n_env, p.num_bs), dtype=bool)
+        with self._muting_on_error():
+            for n in range(n_env):
+                self._measure_map_env(safe, n, gain_np[n], rx_w[n], measured[n], clipped[n])
+            self.transmitter.mute_all()
+        self.last_map = {"map_rx_w": rx_w.tolist(), "map_model_w": model_w.tolist(), "map_measured": measured.tolist(),
+                         "map_clipped": clipped.tolist()}
+        if self.hw.dry_run:
+            return model
+        terms = radiated_w.unsqueeze(2) * gain.unsqueeze(-1)                          # the model's, [N, B', B, K]
+        hit = torch.as_tensor(measured, device=self.device)
+        bench = torch.as_tensor(rx_w, dtype=model.dtype, device=self.device)
+        out = model + (torch.where(hit, bench, 0.0) - torch.where(hit, terms, 0.0)).sum(1)
+        return torch.where(torch.as_tensor(clipped, device=self.device).unsqueeze(-1), CLIPPED_SENSE_W, out)
+
     # --- the measurement -----------------------------------------------------------------
+    def _measure_map_env(self, safe: SafePowers, n: int, gain_lin: np.ndarray, rx_w: np.ndarray,
+                         measured: np.ndarray, clipped: np.ndarray) -> None:
+        """The map turns of env n: BS b's radio captures the pilots of every BS b' on another radio,
+        sent at p̂(b',k)·h(b',b) (``gain_lin`` [B', B]) times the boost; writes the measured power
+        (W, the boost divided out) into ``rx_w`` / ``measured`` [B', B, K] and ``clipped`` [B]."""
+        self._apply_scene(n)
+        power_w = safe.power_w[n].detach().cpu().double().numpy()                       # [B', K]
+        on_air = {"env": n, "levels": safe.level[n].tolist()}
+        limit = _HEADROOM * min(self.radios[r].limits.max_amplitude for r in self.bs_radio)
+        for b, radio in enumerate(self.bs_radio):
+            other = np.array([r != radio for r in self.bs_radio])                        # [B']
+            senders = other[:, None] & (power_w > 0)                                     # [B', K]
+            if not senders.any():
+                continue
+            link_gain = np.where(other, gain_lin[:, b], 0.0)[:, None] / (self.full_scale_w * self.radio_gain_lin[radio])
+            due_w = power_w * np.where(other, gain_lin[:, b], 0.0)[:, None]                # [B', K] at BS b
+            boost = np.clip(self.pilot_floor_w / np.maximum(due_w, 1e-300), 1.0, self.max_boost)
+            peak = self.transmitter.peak(safe, n, link_gain * boost)
+            if peak > limit:
+                boost *= (limit / peak) ** 2
+            signature = 1 - self._last_signature[radio]
+            self.transmitter.transmit(safe, n, link_gain * boost, signature)
+            if self.hw.settle_s:
+                time.sleep(self.hw.settle_s)
+            bands = [int(k) for k in np.flatnonzero(senders.any(0))]
+            expected_fs = (due_w * boost).sum(axis=0)[bands] / self.full_scale_w
+            est = self._estimate_fresh(radio, signature, bands, expected_fs, {**on_air, "rx_bs": b}, kind="map")
+            self._last_signature[radio] = signature
+            if est is None:
+                clipped[b] = True
+                continue
+            rx_w[:, b] = np.where(senders, est.power / boost * self.full_scale_w, 0.0)
+            measured[:, b] = senders
+
     def _measure_env(self, safe: SafePowers, n: int, served: np.ndarray, on: np.ndarray,
                      gain_lin: np.ndarray, sinr: np.ndarray, measured: np.ndarray) -> None:
         """Measure the active links of env n in turns; writes into sinr / measured [B, K]."""
@@ -354,12 +427,13 @@ class MeasuredNetwork(SimNetwork):
         return bool(np.all(est.min_tone <= per_tone))
 
     def _estimate_fresh(self, radio: str, signature: int, bands: list[int], expected_fs: np.ndarray,
-                        on_air: dict) -> BandEstimate | None:
+                        on_air: dict, kind: str = "measure") -> BandEstimate | None:
         """The estimate of a capture of the burst just sent on pilot set ``signature``, judged on
         the bands this radio measures: not mostly on the other set, and, where the pilots are due
         clearly above the noise (``expected_fs`` [bands], full-scale units), not missing (more
         than MISSING_DB below what is due: room for an inexact ``link_gain_db``). None if the
-        capture was clipped. ``on_air``: env and executed levels, recorded with the capture."""
+        capture was clipped. ``on_air``: env and executed levels (and more), recorded with the capture
+        of ``kind`` (measure: a link turn; map: a map turn)."""
         out = []
 
         def fresh(iq: np.ndarray) -> bool:
@@ -372,7 +446,7 @@ class MeasuredNetwork(SimNetwork):
             due = expected_fs > floor / SENSE_PILOT_SHARE ** 2             # due 10 dB above the residual
             missing = due & (own < expected_fs * db_to_lin(-MISSING_DB))
             return bool(not missing.any() and np.all((foreign <= STALE_SHARE * own) | (foreign <= floor)))
-        _, clipped = self._fresh_capture(radio, fresh, kind="measure", bands=bands, signature=signature, **on_air)
+        _, clipped = self._fresh_capture(radio, fresh, kind=kind, bands=bands, signature=signature, **on_air)
         return None if clipped else out[-1]
 
     def _apply_scene(self, n: int, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:

@@ -6,14 +6,19 @@ A recording is a directory:
       rate, radio name and driver, gains, the start-up noise floor and calibration results
       (``testbed:`` keys); one annotation per capture with ``testbed:kind`` (noise: start-up
       noise floor, calibrate: start-up LO calibration burst, sense: TX off, measure: a pilot
-      burst), ``testbed:step``, ``testbed:env``, ``testbed:bands``, ``testbed:signature`` (pilot
-      set), ``testbed:levels`` (executed levels [B][K] on air, measure), ``testbed:tx`` (the
-      radio sending, calibrate), ``testbed:stale`` and ``testbed:clipped``;
+      burst at a UE radio, map: a BS radio capturing the other BS radios' pilots, with
+      ``hardware.measure_map``), ``testbed:step``, ``testbed:env``, ``testbed:bands``,
+      ``testbed:signature`` (pilot set), ``testbed:levels`` (executed levels [B][K] on air,
+      measure and map), ``testbed:rx_bs`` (the BS whose map term is measured, map),
+      ``testbed:tx`` (the radio sending, calibrate), ``testbed:stale`` and ``testbed:clipped``;
   ``steps.jsonl``  one line per reset (``{"reset": seed, "new_task": ...}``) and per step: requested
       and executed levels, mask, the sensed external interference, SINR, which links were
       measured, the BS-to-UE gains the step's waveforms carried (``gain_db``: path loss,
       shadowing and fading, dB, what ``testbed calibrate`` fits the bench against), reward and
-      its parts, turns, TX back-off, stale and clipped counts;
+      its parts, turns, TX back-off, stale and clipped counts; with ``hardware.measure_map`` also
+      the map turns' powers [N][B'][B][K] in W, from BS b' at BS b: ``map_model_w`` (p̂(b',k)·h(b',b),
+      what the pilots carried), ``map_rx_w`` (measured, 0 where not), ``map_measured``, and
+      ``map_clipped`` [N][B];
   ``recording.json``  the run: radios, whether IQ was recorded, where the size cap stopped it,
       how the run ended, and the caller's context (the testbed writes its config there).
 
@@ -47,7 +52,7 @@ RUN_FILE = "recording.json"
 STEP_FILE = "steps.jsonl"
 EXTENSION = {"name": "testbed", "version": "1.0.0", "optional": True}   # the testbed: keys
 BYTES_PER_SAMPLE = 8                                                      # cf32_le
-FORMAT = 2                                                                # 2: step rows hold gain_db
+FORMAT = 3                                                                # 2: step rows hold gain_db; 3: map turns
 
 
 class RecordingError(RadioError):

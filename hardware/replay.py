@@ -4,8 +4,8 @@ was captured, in order.
 ``ReplayRadio`` stands for one recorded radio: each ``capture`` returns that radio's next
 recorded capture, bit for bit; bursts it is sent go nowhere. ``ReplayCheck`` takes the place of
 the recorder and checks that every capture is taken as it was recorded: same kind, step, env,
-bands, pilot set, levels on air, calibration sender, and the same stale/clipped verdicts of the
-DSP. So ``hardware.measured.MeasuredNetwork`` runs unchanged (same DSP, filter, reward and
+bands, pilot set, levels on air, calibration sender, receiving BS of a map turn, and the same
+stale/clipped verdicts of the DSP. So ``hardware.measured.MeasuredNetwork`` runs unchanged (same DSP, filter, reward and
 metrics) and, for the recorded actions, gives the recorded estimates exactly; an action whose
 transmission the recording does not hold, or a DSP that now judges a capture differently, ends
 the run with a ``ReplayError`` (a ``RadioError``) naming the step and the radio.
@@ -28,7 +28,7 @@ from hardware.recording import RUN_FILE, STEP_FILE
 
 __all__ = ["Recording", "ReplayRadio", "ReplayCheck", "ReplayError", "drive", "open_replay"]
 
-_CHECKED = ("kind", "step", "env", "bands", "signature", "tx", "levels")   # what a capture must match
+_CHECKED = ("kind", "step", "env", "bands", "signature", "tx", "levels", "rx_bs")   # what a capture must match
 
 
 class ReplayError(RadioError):

@@ -7,8 +7,8 @@ Step t, for every backend:
      radiate (``radiated_w``: the executed power, or in the hardware family its PA response);
   4. rates, queues, throughput, Jain, cost, penalty, reward;
   5. fading and incumbents advance; ``sense_external_w`` gives the external interference of
-     step t+1 (sensed with TX off on radios) and the map for the next filter is
-     I(b,k) = Σ_{b'≠b} p̂_t(b',k) h(b',b) + X_{t+1}(b,k) (Eq. 7).
+     step t+1 (sensed with TX off on radios) and ``interference_map_w`` the map for the next filter,
+     I(b,k) = Σ_{b'≠b} p̂_t(b',k) h(b',b) + X_{t+1}(b,k) (Eq. 7; its BS part measured on radios).
 The step is a deterministic function of its ``StepNoise``, so batched and single runs fed the
 same draws agree exactly.
 """
@@ -118,8 +118,8 @@ class TaskConstants:
 
 
 class SimNetwork:
-    """N analytic networks. Measured backends subclass it and override the two hooks
-    ``sense_external_w`` and ``link_sinr``; everything else is shared."""
+    """N analytic networks. Measured backends subclass it and override the hooks ``sense_external_w``,
+    ``link_sinr`` and ``interference_map_w``; everything else is shared."""
 
     def __init__(self, params: NetworkParams, ranges: TaskRanges, num_envs: int,
                  device: str | torch.device = "cpu", seed: int = 0, task_seed: int | None = None,
@@ -198,6 +198,11 @@ class SimNetwork:
         """External interference X_bs [N, B, K] in W for the coming step: the incumbents."""
         s = self.state
         return s.incumbent_on * self.tasks.incumbent_power_w.view(-1, 1, 1)
+
+    def interference_map_w(self, safe: SafePowers, radiated_w: torch.Tensor, external_w: torch.Tensor) -> torch.Tensor:
+        """The map [N, B, K] in W the next filter reads (Eq. 7), from this step's radiated powers, the
+        BS-to-BS gains of the coming step and its external interference ``external_w``."""
+        return channel.interference_map(radiated_w, self._bs_gain_lin(), external_w)
 
     def mask(self) -> torch.Tensor:
         """The safety mask the next step's filter applies, 1[I_prev <= I_max]. [N, B, K] bool."""
@@ -308,8 +313,7 @@ class SimNetwork:
             queue_bits=queue, prev_power_w=safe.power_w, prev_level=safe.level, delay_s=delay, rate_bps=rate,
         )
         external = self.sense_external_w()
-        self.state = replace(self.state, external_w=external,
-                             map_w=channel.interference_map(radiated_w, self._bs_gain_lin(), external))
+        self.state = replace(self.state, external_w=external, map_w=self.interference_map_w(safe, radiated_w, external))
 
     # --- observation -------------------------------------------------------------------
     def observation(self) -> torch.Tensor:

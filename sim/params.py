@@ -6,18 +6,21 @@ Each field carries its allowed range (``metadata["range"]``, inclusive) or choic
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from sim.units import dbm_to_w, noise_power_dbm
 
 
-def param(default, doc: str, range=None, choices=None):
-    """A dataclass field with its doc and allowed range (inclusive) or choices."""
+def param(default, doc: str, range=None, choices=None, table=None):
+    """A dataclass field with its doc and allowed range (inclusive) or choices; ``table`` (a task
+    range only): the axes of the per-node table of [low, high] it may also be, e.g. ("num_bs", "num_bands")."""
     meta = {"doc": doc}
     if range is not None:
         meta["range"] = range
     if choices is not None:
         meta["choices"] = choices
+    if table is not None:
+        meta["table"] = table
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -107,7 +110,9 @@ class NetworkParams:
 
 @dataclass(frozen=True)
 class TaskRanges:
-    """Ranges [low, high] from which each episode's task is drawn uniformly."""
+    """Ranges [low, high] from which each episode's task is drawn uniformly. A field with a ``table``
+    in its metadata may instead be a table of [low, high], one per node (e.g. per BS and band), each
+    entry drawn from its own range (``check_task_tables`` checks its shape against the network)."""
 
     path_loss_exponent: list = param([2.0, 4.0], "n, path-loss exponent", (1.5, 6.0))
     path_loss_ref_db: list = param([38.0, 48.0], "PL0, path loss at 1 m in dB", (0.0, 120.0))
@@ -118,10 +123,50 @@ class TaskRanges:
     incumbent_occupancy: list = param([0.0, 0.3], "stationary on-probability of incumbents", (0.0, 0.95))
     incumbent_on_steps: list = param([10.0, 10.0], "mean on-time of incumbents in steps", (1.0, 1e6))
     incumbent_power_dbm: list = param([-85.0, -70.0], "incumbent power received when on, in dBm", (-150.0, 30.0))
-    pa_gain_offset_db: list = param([-20.0, 0.0], "o(b,k), PA gain offset per BS and band in dB (hardware family)",
-                                    (-60.0, 0.0))
+    pa_gain_offset_db: list = param([-20.0, 0.0], "o(b,k), PA gain offset per BS and band in dB (hardware family); "
+                                    "[low, high], or a num_bs × num_bands table of [low, high] (a twin's, centred on "
+                                    "each fitted offset)", (-60.0, 0.0), table=("num_bs", "num_bands"))
     pa_compression_dbm: list = param([10.0, 26.0], "P_c(b), PA output saturation power per BS in dBm "
                                      "(hardware family)", (-30.0, 60.0))
+    bs_gain_offset_db: list = param([0.0, 0.0], "c(b',b), offset added to the model's BS-to-BS gain h(b',b) of each "
+                                    "pair (transmitter b', receiver b) in dB, e.g. a bench's coupling fitted by "
+                                    "`testbed calibrate`; [low, high], or a num_bs × num_bs table of [low, high] (row "
+                                    "b', column b; the diagonal is unused); a range of zero width draws nothing",
+                                    (-60.0, 60.0), table=("num_bs", "num_bs"))
+
+    def __post_init__(self):
+        """Tables: rows of equal length, each entry [low, high] with low <= high (a plain [low, high]
+        is checked where the config is read, ``testbed.config``)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if "table" not in f.metadata or not _is_table(value):
+                continue
+            rows = [len(row) if isinstance(row, (list, tuple)) else -1 for row in value]
+            if len(set(rows)) != 1 or rows[0] < 1:
+                raise ValueError(f"{f.name}: a table needs rows of equal length, got row lengths {rows}")
+            for pair in (pair for row in value for pair in row):
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2 or pair[0] > pair[1]:
+                    raise ValueError(f"{f.name}: expected [low, high] with low <= high, got {pair!r}")
+
+
+def _is_table(value) -> bool:
+    """Whether a task range is a table of [low, high] (nested lists) rather than one [low, high]."""
+    return bool(value) and isinstance(value[0], (list, tuple))
+
+
+def table_shape(value) -> tuple[int, ...] | None:
+    """The shape of a task range's table (rows, entries per row), None for a plain [low, high]."""
+    return (len(value), len(value[0])) if _is_table(value) else None
+
+
+def check_task_tables(p: NetworkParams, r: TaskRanges) -> None:
+    """Raise ValueError, naming the field and both shapes, unless every table of ``r`` has the
+    shape its metadata asks of the network ``p`` (e.g. num_bs × num_bands)."""
+    for f in fields(r):
+        shape, axes = table_shape(getattr(r, f.name)), f.metadata.get("table")
+        if shape is not None and shape != tuple(getattr(p, a) for a in axes):
+            need = " × ".join(f"{a} ({getattr(p, a)})" for a in axes)
+            raise ValueError(f"{f.name}: a table must be {need} entries of [low, high], got {shape[0]} × {shape[1]}")
 
 
 def held_out_task_ranges() -> TaskRanges:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from sim.params import NetworkParams, TaskRanges
+from sim.params import NetworkParams, TaskRanges, check_task_tables, table_shape
 from sim.units import dbm_to_w, w_to_dbm
 
 
@@ -29,7 +29,7 @@ class Tasks:
     incumbent_on_steps: torch.Tensor   # [N]
     incumbent_power_w: torch.Tensor    # [N]
     gain_mean_db: torch.Tensor         # [N, B, U] path loss + shadowing (no fading)
-    bs_gain_mean_db: torch.Tensor      # [N, B, B] BS-to-BS, diagonal -inf
+    bs_gain_mean_db: torch.Tensor      # [N, B, B] BS-to-BS (offsets c(b',b) included), diagonal -inf
     assoc: torch.Tensor                # [N, U] long, serving BS of each UE
     ue_by_rank: torch.Tensor           # [N, B, U] long, j-th UE of BS b (padded with 0)
     num_assoc: torch.Tensor            # [N, B] long, UEs associated with each BS
@@ -67,8 +67,23 @@ class Tasks:
 
 
 def _uniform(gen: torch.Generator, bounds, shape, device) -> torch.Tensor:
-    lo, hi = float(bounds[0]), float(bounds[1])
+    """Uniform draws of ``shape`` from [low, high], or from a table of [low, high] per entry of the
+    trailing axes of ``shape`` (``TaskRanges``: per BS and band, per BS pair)."""
+    if table_shape(bounds) is None:
+        lo, hi = float(bounds[0]), float(bounds[1])
+        return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
+    table = torch.tensor(bounds, dtype=torch.float32, device=device)                # [..., 2]
+    lo, hi = table[..., 0], table[..., 1]
     return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
+
+
+def _bs_gain_offset_db(r: TaskRanges, n: int, num_bs: int, gen: torch.Generator, device) -> torch.Tensor | float:
+    """c(b',b) [N, B, B] in dB; a range of zero width is its value, drawing nothing (so the default
+    [0, 0] leaves every later draw as it was)."""
+    bounds = r.bs_gain_offset_db
+    if table_shape(bounds) is None and bounds[0] == bounds[1]:
+        return float(bounds[0])
+    return _uniform(gen, bounds, (n, num_bs, num_bs), device)
 
 
 def _bs_positions(p: NetworkParams, n: int, gen, device) -> torch.Tensor:
@@ -103,8 +118,10 @@ def path_gain_db(distance_m: torch.Tensor, exponent: torch.Tensor, ref_db: torch
 
 
 def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, device="cpu") -> Tasks:
-    """Draw n tasks from the ranges ``r``; the hardware family draws its PA parameters last, so its
-    geometry, propagation, traffic and incumbents are those of the standard family's draw."""
+    """Draw n tasks from the ranges ``r``; the hardware family draws its PA parameters after the
+    rest, so its geometry, propagation, traffic and incumbents are those of the standard family's
+    draw, and the BS-to-BS offsets c(b',b) come last. ValueError for a table of the wrong shape."""
+    check_task_tables(p, r)
     u = lambda bounds, shape=(n,): _uniform(gen, bounds, shape, device)  # noqa: E731
     exponent, ref_db = u(r.path_loss_exponent), u(r.path_loss_ref_db)
     shadow_std, rho, fade_std = u(r.shadowing_std_db), u(r.coherence).clamp(0.0, 1.0), u(r.fading_std_db)
@@ -122,7 +139,7 @@ def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, 
     bs_shadow = torch.randn(n, p.num_bs, p.num_bs, generator=gen, device=device) * col(shadow_std)
     bs_shadow = (bs_shadow + bs_shadow.transpose(1, 2)) / math.sqrt(2.0)  # reciprocal, same variance
     bs_gain = path_gain_db(torch.cdist(bs, bs), col(bs_exponent), col(ref_db)) + bs_shadow
-    bs_gain = bs_gain.masked_fill(torch.eye(p.num_bs, dtype=torch.bool, device=device), -math.inf)
+    bs_eye = torch.eye(p.num_bs, dtype=torch.bool, device=device)
 
     assoc = gain.argmax(dim=1)  # [N, U]
     member = assoc.unsqueeze(1) == torch.arange(p.num_bs, device=device).view(1, -1, 1)  # [N, B, U]
@@ -132,6 +149,7 @@ def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, 
     if p.task_family == "hardware":
         hardware = {"pa_gain_offset_db": u(r.pa_gain_offset_db, (n, p.num_bs, p.num_bands)),
                     "pa_compression_dbm": u(r.pa_compression_dbm, (n, p.num_bs))}
+    bs_gain = (bs_gain + _bs_gain_offset_db(r, n, p.num_bs, gen, device)).masked_fill(bs_eye, -math.inf)
     return Tasks(
         bs_pos_m=bs, ue_pos_m=ue, path_loss_exponent=exponent, path_loss_ref_db=ref_db,
         shadowing_std_db=shadow_std, coherence=rho, fading_std_db=fade_std, traffic_bps=traffic,

@@ -11,12 +11,17 @@ The measured backend puts the network's geometry (path loss, shadowing, fading: 
              the recorded IQ of measure captures in bands no incumbent occupied;
   incumbents occupancy, mean on-time (steps) and power (dBm) of the sensed external interference;
   crystals   the offset each radio was left with after the start-up correction, and the offset
-             the per-step estimator removed at each UE radio (Hz).
-BS-to-BS gains are not measured on such a bench (sensing captures are taken with TX off): the
-twin keeps the simulator's. The PA's compression is not fitted: the twin's PAs compress at P_max,
+             the per-step estimator removed at each UE radio (Hz);
+  BS-to-BS   with the map turns of ``hardware.measure_map``: ε(b',b,k), dB, how much stronger BS b'
+             arrives at BS b's radio than p̂·h(b',b) says, per pair and band, and the twin's
+             c(b',b) = ε - δ(b',k) over the bands (its PAs already give BS b' its δ); without
+             them the twin keeps the simulator's BS-to-BS gains.
+The twin holds a range per BS and band for δ and per BS pair for c (``tasks.pa_gain_offset_db``,
+``tasks.bs_gain_offset_db`` as tables of [low, high]). The PA's compression is not fitted: the twin's PAs compress at P_max,
 so with offsets <= 0 they never do. The fit uses the first steps; the last ``--held-out`` share
 of them is kept out of it and measures its quality: the per-link SINR error (median, p95, dB) of
-the fitted model and of the uncalibrated one (no offsets, noise N0) against the bench.
+the fitted model and of the uncalibrated one (no offsets, noise N0) against the bench, and the
+error of each measured map term for both.
 
 Exit status 0; 2 on a directory that is not a usable recording (one line, naming what is missing).
 """
@@ -40,8 +45,9 @@ from testbed.config import Config, ConfigError, load_config
 
 MIN_STEPS = 20            # measured steps a fit needs, held-out ones included
 MAX_NOISE_CAPTURES = 400  # measure captures per UE radio the noise floor is estimated from, at most
-OFFSET_MARGIN_DB = 0.5    # the twin's PA offsets reach at least this far past the fitted ones: the fit's
-                          # bias on the emulated bench (<= 0.2 dB, docs/twin.md), twice over
+OFFSET_MARGIN_DB = 0.5    # the twin's PA and BS-to-BS offsets reach at least this far past the fitted ones:
+                          # the fit's bias on the emulated bench (<= 0.2 dB, docs/twin.md), twice over
+MAP_SNR_DB = 10.0         # map terms whose pilots were due less than this far above N0 stay out of the BS-to-BS fit
 
 
 class CalibrationError(ValueError):
@@ -61,12 +67,17 @@ class Steps:
     step: np.ndarray          # [S] recorded step index
     env: np.ndarray           # [S]
     episode: np.ndarray       # [S] episode index (resets so far)
+    map_model_w: np.ndarray | None = None   # [S, B', B, K] p̂(b',k)·h(b',b) of the map turns (None: not measured)
+    map_rx_w: np.ndarray | None = None      # [S, B', B, K] what BS b's radio measured of BS b'
+    map_measured: np.ndarray | None = None  # [S, B', B, K] bool
 
     def take(self, keep: np.ndarray) -> Steps:
         index = torch.as_tensor(np.flatnonzero(keep))
+        maps = [None if self.map_rx_w is None else getattr(self, f)[keep]
+                for f in ("map_model_w", "map_rx_w", "map_measured")]
         return Steps(*(getattr(self, f)[index] for f in ("power_w", "gain_db", "served", "external_w", "sinr_db",
                                                          "measured")),
-                     self.step[keep], self.env[keep], self.episode[keep])
+                     self.step[keep], self.env[keep], self.episode[keep], *maps)
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,11 @@ class Fit:
     quality: dict[str, dict[str, float]]    # twin / default: median_db, p95_db, links
     train_steps: int
     held_out_steps: int
+    bs_offset_db: np.ndarray | None = None      # [B', B, K] ε(b',b,k) of the measured map (None: not measured)
+    bs_offset_se_db: np.ndarray | None = None   # [B', B, K] its standard error
+    coupling_db: np.ndarray | None = None       # [B', B] c(b',b) = ε - δ(b',k), over bands; NaN: not fitted
+    coupling_half_db: np.ndarray | None = None  # [B', B] the twin's half-width around it
+    map_quality: dict[str, dict[str, float]] | None = None   # twin / default: median_db, p95_db, terms
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -125,11 +141,15 @@ def read_steps(recording: Recording, config: Config) -> Steps:
     def stack(key, dtype=torch.float64):
         return torch.tensor([row[key] for row in rows], dtype=dtype).flatten(0, 1)
     sinr = stack("sinr")
+    maps = {}
+    if "map_rx_w" in rows[0]:
+        maps = {key: np.array([row[key] for row in rows]).reshape(-1, *np.shape(rows[0][key])[1:])
+                for key in ("map_model_w", "map_rx_w", "map_measured")}
     return Steps(power_w=level_w[stack("executed", torch.long)], gain_db=stack("gain_db"),
                  served=stack("served_ue", torch.long), external_w=stack("external_w"),
                  sinr_db=lin_to_db(sinr.clamp_min(1e-30)), measured=stack("measured", torch.bool),
                  step=np.repeat([row["step"] for row in rows], n), env=np.tile(np.arange(n), len(rows)),
-                 episode=np.repeat(episode, n))
+                 episode=np.repeat(episode, n), **maps)
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -170,6 +190,57 @@ def fit_offsets(steps: Steps, noise_w: torch.Tensor) -> tuple[np.ndarray, np.nda
         spread = ((residual - mean) ** 2 * mask).sum(0) / (count - 1).clamp_min(1)
         se = torch.where(links > 1, (spread / count).sqrt(), torch.inf)
     return offset.detach().numpy(), se.numpy()
+
+
+# --- the measured map (hardware.measure_map) -----------------------------------------------
+def map_terms(steps: Steps, config: Config) -> np.ndarray:
+    """[S, B', B, K] bool: the map terms measured with pilots due at least MAP_SNR_DB above N0 (with
+    the boost the measured backend gave them) and read back above 0: those the BS-to-BS fit uses."""
+    hw, p = config.hardware, config.network
+    boost = np.clip(p.noise_w * db_to_lin(hw.pilot_snr_db) / np.maximum(steps.map_model_w, 1e-300), 1.0,
+                    db_to_lin(hw.max_pilot_boost_db))
+    due = steps.map_model_w * boost >= p.noise_w * db_to_lin(MAP_SNR_DB)
+    return steps.map_measured & due & (steps.map_rx_w > 0)
+
+
+def fit_bs_offsets(steps: Steps, terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ε(b',b,k) [B', B, K] in dB: how much stronger BS b' arrives at BS b on band k than the model's
+    p̂·h says (the summed measured over the summed model power of the terms ``terms``), and its
+    standard error (the spread of the per-step ratios); NaN and inf where no term was measured."""
+    count = terms.sum(0)
+    rx, model = (np.where(terms, x, 0.0).sum(0) for x in (steps.map_rx_w, steps.map_model_w))
+    value = np.where(count > 0, lin_to_db(np.maximum(rx, 1e-300) / np.maximum(model, 1e-300)), np.nan)
+    ratio = lin_to_db(np.where(terms, steps.map_rx_w / np.maximum(steps.map_model_w, 1e-300), 1.0))
+    mean = (ratio * terms).sum(0) / np.maximum(count, 1)
+    spread = ((ratio - mean) ** 2 * terms).sum(0) / np.maximum(count - 1, 1)
+    return value, np.where(count > 1, np.sqrt(spread / np.maximum(count, 1)), np.inf)
+
+
+def couplings(bs_offset_db: np.ndarray, bs_se_db: np.ndarray, offset_db: np.ndarray, offset_se_db: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """c(b',b) [B', B] in dB, the twin's BS-to-BS gain offset: ε(b',b,k) less the PA offset δ(b',k)
+    the twin already gives BS b' (its PA reaches BS b as it reaches the UEs), averaged over the bands
+    where both were fitted; and its half-width, the largest of 2 standard errors, the spread over
+    the bands and OFFSET_MARGIN_DB. NaN where no band has both."""
+    per_band = bs_offset_db - offset_db[:, None, :]                                   # [B', B, K]
+    se = np.sqrt(bs_se_db ** 2 + offset_se_db[:, None, :] ** 2)
+    ok = np.isfinite(per_band) & np.isfinite(se)
+    count = ok.sum(-1)
+    value = np.where(count > 0, np.where(ok, per_band, 0.0).sum(-1) / np.maximum(count, 1), np.nan)
+    se_mean = np.sqrt(np.where(ok, se ** 2, 0.0).sum(-1)) / np.maximum(count, 1)
+    spread = np.where(ok, np.abs(per_band - value[..., None]), 0.0).max(-1)
+    return value, np.maximum(np.maximum(2 * se_mean, spread), OFFSET_MARGIN_DB)
+
+
+def map_error(steps: Steps, terms: np.ndarray, shift_db: np.ndarray) -> dict[str, float]:
+    """|model - bench| of the measured map terms ``terms``, the model's p̂·h raised by ``shift_db``
+    [B', B, K]: median and p95 in dB, and the number of terms."""
+    index = np.nonzero(terms)
+    predicted = steps.map_model_w[index] * db_to_lin(np.broadcast_to(shift_db, terms.shape[1:])[index[1:]])
+    gap = np.abs(lin_to_db(predicted) - lin_to_db(steps.map_rx_w[index]))
+    if gap.size == 0:
+        return {"median_db": float("nan"), "p95_db": float("nan"), "terms": 0}
+    return {"median_db": float(np.median(gap)), "p95_db": float(np.percentile(gap, 95)), "terms": int(gap.size)}
 
 
 # --- the bench's own figures ---------------------------------------------------------------
@@ -262,12 +333,21 @@ def calibrate(directory: str | Path, held_out: float = 0.25) -> tuple[Fit, Recor
                "default": sinr_error(test, np.zeros_like(offset), n0)}
     occ, on_steps, power = incumbents(steps, occupied)
     calibration = recording.run["summary"].get("calibration", {})
+    bench_map = {}
+    if steps.map_rx_w is not None:
+        bs_offset, bs_se = fit_bs_offsets(train, map_terms(train, config))
+        coupling, half = couplings(bs_offset, bs_se, offset, offset_se)
+        held = map_terms(test, config)
+        shift = np.nan_to_num(coupling)[..., None] + offset[:, None, :]
+        bench_map = {"bs_offset_db": bs_offset, "bs_offset_se_db": bs_se, "coupling_db": coupling,
+                     "coupling_half_db": half, "map_quality": {"twin": map_error(test, held, shift),
+                                                                "default": map_error(test, held, np.zeros(1))}}
     fit = Fit(offset_db=offset, offset_se_db=offset_se, ue_radios=radios, noise_dbm=noise_dbm,
               link_gain_db=steps.gain_db.mean(0).numpy() + offset.mean(1, keepdims=True),
               occupancy=occ, on_steps=on_steps, incumbent_power_dbm=power,
               residual_cfo_hz={name: c.get("residual_hz", 0.0) for name, c in calibration.items()},
               step_cfo_hz=step_cfo, quality=quality, train_steps=len(set(train.step.tolist())),
-              held_out_steps=len(set(test.step.tolist())))
+              held_out_steps=len(set(test.step.tolist())), **bench_map)
     return fit, recording
 
 
@@ -277,27 +357,49 @@ def _around(value: float, se: float, low: float, high: float) -> list[float]:
     return [round(float(np.clip(value - 2 * se, low, high)), 4), round(float(np.clip(value + 2 * se, low, high)), 4)]
 
 
+def offset_table(offset_db: np.ndarray, se_db: np.ndarray) -> list:
+    """The twin's PA offsets, a [B][K] table of [low, high] in dB: each fitted δ(b,k) ± the larger of 2
+    standard errors and OFFSET_MARGIN_DB, within the hardware family's [-60, 0]. An entry whose BS
+    served no measured link on that band (δ seen only as interference) gets the range spanning
+    every fitted offset, with the margin."""
+    seen = np.isfinite(se_db)
+    if not seen.any():
+        raise CalibrationError("no BS served a measured link: the PA offsets cannot be fitted; record a longer run")
+    margin = np.maximum(2 * se_db, OFFSET_MARGIN_DB)
+    low, high = offset_db[seen].min() - margin[seen].max(), offset_db[seen].max() + margin[seen].max()
+    centre = np.where(seen, offset_db, (low + high) / 2)
+    half = np.where(seen, margin, (high - low) / 2)
+    return [[_around(float(c), float(h) / 2, -60.0, 0.0) for c, h in zip(*row)] for row in zip(centre, half)]
+
+
+def coupling_table(coupling_db: np.ndarray, half_db: np.ndarray) -> list:
+    """The twin's BS-to-BS gain offsets, a [B'][B] table of [low, high] in dB: c(b',b) ± its half-width;
+    [0, 0] (the model's gain) for the diagonal and the pairs not fitted."""
+    fitted = np.isfinite(coupling_db)
+    centre, half = np.where(fitted, coupling_db, 0.0), np.where(fitted, half_db, 0.0)
+    return [[_around(float(c), float(h) / 2, -60.0, 60.0) for c, h in zip(*row)] for row in zip(centre, half)]
+
+
 def twin_config(fit: Fit, recorded: dict) -> dict:
     """The twin: the recorded config ``recorded`` on the simulator, the hardware task family, the
-    noise figure of the fitted floor, PA offsets and incumbents centred on the fit (± 2 standard errors)."""
+    noise figure of the fitted floor, PA offsets per BS and band (``offset_table``), BS-to-BS gain
+    offsets per pair where the map was measured (``coupling_table``) and incumbents centred on the
+    fit (± 2 standard errors)."""
     p = load_config(recorded).network
     twin = {key: value for key, value in recorded.items() if key not in ("hardware", "backend")}
     thermal = noise_power_dbm(p.bandwidth_hz, 0.0)
     twin["backend"] = "sim"
     twin["network"] = {**recorded.get("network", {}), "task_family": "hardware", "informed": False,
                        "noise_figure_db": round(float(np.clip(np.mean(fit.noise_dbm) - thermal, 0.0, 20.0)), 3)}
-    seen = np.isfinite(fit.offset_se_db)
-    if not seen.any():
-        raise CalibrationError("no BS served a measured link: the PA offsets cannot be fitted; record a longer run")
-    margin = np.maximum(2 * fit.offset_se_db[seen], OFFSET_MARGIN_DB)
     tasks = dict(recorded.get("tasks", {}))
-    tasks["pa_gain_offset_db"] = _around(float(fit.offset_db[seen].min() + fit.offset_db[seen].max()) / 2,
-                                         float(np.ptp(fit.offset_db[seen]) / 2 + margin.max()) / 2, -60.0, 0.0)
+    tasks["pa_gain_offset_db"] = offset_table(fit.offset_db, fit.offset_se_db)
     tasks["pa_compression_dbm"] = [p.max_power_dbm, p.max_power_dbm]
     tasks["incumbent_occupancy"] = _around(*fit.occupancy, 0.0, 0.95)
     tasks["incumbent_on_steps"] = _around(*fit.on_steps, 1.0, 1e6)
     if np.isfinite(fit.incumbent_power_dbm[0]):
         tasks["incumbent_power_dbm"] = _around(*fit.incumbent_power_dbm, -150.0, 30.0)
+    if fit.coupling_db is not None:
+        tasks["bs_gain_offset_db"] = coupling_table(fit.coupling_db, fit.coupling_half_db)
     twin["tasks"] = tasks
     load_config(twin)                                                  # the twin must load as it is written
     return twin
@@ -318,7 +420,18 @@ def describe(fit: Fit, recording: Recording) -> str:
     lines.append("per-link gain BS->UE (mean over the recording, offsets included), dB:")
     for b, row in enumerate(fit.link_gain_db):
         lines.append(f"  BS {b}: " + "  ".join(f"{v:.1f}" for v in row))
-    lines.append("BS->BS gains: not measured on this bench (sensing is TX off); the twin keeps the simulator's")
+    if fit.bs_offset_db is None:
+        lines.append("BS->BS gains: not measured in this recording (hardware.measure_map: false); the twin keeps "
+                     "the simulator's")
+    else:
+        lines.append("BS->BS gain offset eps(b'->b,k) of the measured map (bench over model, the PA of b' included), "
+                     "dB; and the twin's c(b',b) = eps - delta(b',k):")
+        for tx, rx in zip(*np.nonzero(~np.eye(fit.coupling_db.shape[0], dtype=bool))):
+            bands = "  ".join("not measured" if not np.isfinite(v) else f"{v:+6.2f}±{e:.2f}"
+                              for v, e in zip(fit.bs_offset_db[tx, rx], fit.bs_offset_se_db[tx, rx]))
+            c = fit.coupling_db[tx, rx]
+            twin = "not fitted (the model's)" if not np.isfinite(c) else f"{c:+6.2f}±{fit.coupling_half_db[tx, rx]:.2f}"
+            lines.append(f"  BS {tx} -> BS {rx}: per band {bands}   c {twin}")
     lines.append(f"incumbents: occupancy {fit.occupancy[0]:.3f}±{fit.occupancy[1]:.3f}, mean on-time "
                  f"{fit.on_steps[0]:.2f}±{fit.on_steps[1]:.2f} steps, power {fit.incumbent_power_dbm[0]:.2f}"
                  f"±{fit.incumbent_power_dbm[1]:.2f} dBm")
@@ -332,6 +445,10 @@ def describe(fit: Fit, recording: Recording) -> str:
     lines.append("SINR error on the held-out steps, |model - bench| per measured link:")
     for name, q in (("twin", fit.quality["twin"]), ("default model", fit.quality["default"])):
         lines.append(f"  {name:<14} median {q['median_db']:.2f} dB, p95 {q['p95_db']:.2f} dB ({q['links']} links)")
+    if fit.map_quality is not None:
+        lines.append("BS->BS map terms on the held-out steps, |model - bench| per measured term:")
+        for name, q in (("twin", fit.map_quality["twin"]), ("default model", fit.map_quality["default"])):
+            lines.append(f"  {name:<14} median {q['median_db']:.2f} dB, p95 {q['p95_db']:.2f} dB ({q['terms']} terms)")
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from sim.network import observation_layout
-from sim.params import NetworkParams, TaskRanges, held_out_task_ranges, param
+from sim.params import NetworkParams, TaskRanges, check_task_tables, held_out_task_ranges, param, table_shape
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 MAX_CONFIG_BYTES = 1_000_000     # largest config file read, bytes
@@ -126,6 +126,11 @@ class Config:
         if self.env.task_set == "evaluation" and self.env.num_envs != self.evaluation.num_tasks:
             raise ValueError(f"env.task_set: evaluation plays one evaluation task per lane: env.num_envs "
                              f"({self.env.num_envs}) must equal evaluation.num_tasks ({self.evaluation.num_tasks})")
+        for section in ("tasks", "test_tasks"):
+            try:
+                check_task_tables(self.network, getattr(self, section))
+            except ValueError as err:
+                raise ValueError(f"{section}.{err}") from None
 
     @property
     def task_ranges(self) -> TaskRanges:
@@ -179,6 +184,8 @@ def _convert(value, tp, meta: dict, where: str):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list of {_type_name(typing.get_args(tp)[0])} entries")
         return tuple(build(typing.get_args(tp)[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if "table" in meta and isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        return _table(value, meta, where)
     if tp in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, (list, tuple)) or any(isinstance(v, (list, tuple, dict)) for v in value):
             raise ConfigError(f"{where}: expected a flat list, got {_show(value)}")
@@ -192,6 +199,16 @@ def _convert(value, tp, meta: dict, where: str):
         except ValueError as err:
             raise ConfigError(f"{where}: {err}") from None
     return float(value) if tp is float else value      # in range, so it fits a float
+
+
+def _table(value, meta: dict, where: str) -> list:
+    """A task range given as a table of [low, high] (rows of pairs): numbers in range, as floats."""
+    rows = []
+    for i, row in enumerate(value):
+        if not isinstance(row, (list, tuple)) or any(not isinstance(v, (list, tuple)) for v in row):
+            raise ConfigError(f"{where}: expected [low, high] or a table of [low, high] rows; row {i} is {_show(row)}")
+        rows.append([_convert(pair, list, meta, f"{where}[{i}]") for pair in row])
+    return rows
 
 
 def build(cls, data, path: str = ""):
@@ -235,6 +252,8 @@ def _check_pairs(obj, path: str) -> None:
         return
     for f in dataclasses.fields(obj):
         lo_hi = getattr(obj, f.name)
+        if table_shape(lo_hi) is not None:       # each entry checked by TaskRanges itself
+            continue
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise ConfigError(f"{path}.{f.name}: expected [low, high] with low <= high, got {lo_hi!r}")
 

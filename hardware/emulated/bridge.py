@@ -16,8 +16,9 @@ def emulator_flowgraph(hw: HardwareConfig, params: NetworkParams, plan: PilotPla
     """An emulate-mode flowgraph (not started) standing in for the radios of ``hw``.
 
     Every radio is a TX+RX node (as a USRP would be); links go from every BS radio to every UE
-    radio only (the loop senses with TX off, so BS radios hear only noise and interferers, and
-    the medium stays small). Receiver noise is the network's N0 per band, and every link into a
+    radio, and with ``hardware.measure_map`` from every BS radio to every other BS radio (its map
+    turns); without it BS radios hear only noise and interferers (the loop senses with TX off),
+    and the medium stays small. Receiver noise is the network's N0 per band, and every link into a
     radio has the gain ``antenna_link_gain_db`` of the receiving radio's entry and its delay
     ``delay_samples`` (FIR taps just long enough). Every node has the bench's impairments
     (``hardware.impairments``: its crystal drawn or overridden by the entry's ``cfo_hz``, and the
@@ -39,7 +40,8 @@ def emulator_flowgraph(hw: HardwareConfig, params: NetworkParams, plan: PilotPla
                    **{k: v for k, v in chain.items() if k != "crystal_ppm"},
                    rx_link_delay={e.name: e.delay_samples for e in hw.radios if e.delay_samples},
                    num_taps=1 + max(e.delay_samples for e in hw.radios),
-                   link=[f"{b.name}={u.name}" for b in bs for u in ue],
+                   link=[f"{b.name}={r.name}" for b in bs for r in (*ue, *(bs if hw.measure_map else ()))
+                         if r.name != b.name],
                    heartbeat_timeout_s=max(2.0, 2 * hw.timeout_s), seed=seed)
     options.update(overrides)
     address, ports = entry_ports(hw.radios)

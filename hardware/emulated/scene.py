@@ -1,6 +1,8 @@
 """Sets a mock bench's RF medium from the simulated network, so the mock backend measures the
 network the simulator computes: receiver noise = N0 per band, the task's incumbents = real
-band-limited interferers, and the physical links of the radio map.
+band-limited interferers, and the physical links of the radio map: every BS radio into every UE
+radio and into every other BS radio (the map turns of ``hardware.measure_map``), at the receiving
+entry's ``link_gain_db``, with an optional hidden coupling per BS pair (``couple``).
 
 Units: the bench maps network power P (W) to full-scale power P / full_scale_w at every
 receiver's samples (``HardwareConfig.full_scale_dbm``). A mock radio multiplies by its TX gain
@@ -27,7 +29,7 @@ def antenna_noise_fs(hw: HardwareConfig, params: NetworkParams, plan: PilotPlan)
 
 
 def antenna_link_gain_db(hw: HardwareConfig, entry: RadioEntry) -> float:
-    """Gain of the medium's link into a radio, antenna to antenna, in dB: the entry's total
+    """Gain of the medium's link into a radio, antenna to antenna, in dB: the receiving entry's total
     ``link_gain_db`` (TX gain + path + RX gain) less the radios' TX and RX gains."""
     return entry.link_gain_db - hw.tx_gain_db - hw.rx_gain_db
 
@@ -44,9 +46,16 @@ class TaskScene:
         self.bs_radio = {b: e.name for e in hw.radios_with_role("bs") for b in e.nodes}
         self.sense_gain_db = {e.name: e.link_gain_db for e in hw.radios_with_role("bs")}
         medium.set_noise(antenna_noise_fs(hw, params, plan))
-        for ue in hw.radios_with_role("ue"):
+        for rx in hw.radios:
             for bs in hw.radios_with_role("bs"):
-                medium.set_link(bs.name, ue.name, gain_db=antenna_link_gain_db(hw, ue), delay_samples=ue.delay_samples)
+                if bs.name != rx.name:
+                    medium.set_link(bs.name, rx.name, gain_db=antenna_link_gain_db(hw, rx), delay_samples=rx.delay_samples)
+
+    def couple(self, tx: str, rx: str, offset_db: float) -> None:
+        """Make BS radio ``rx`` hear BS radio ``tx`` ``offset_db`` dB stronger than its ``link_gain_db``
+        says: a coupling the model does not know (hidden truth of an emulated bench, for calibration)."""
+        entry = next(e for e in self.hw.radios_with_role("bs") if e.name == rx)
+        self.medium.set_link(tx, rx, gain_db=antenna_link_gain_db(self.hw, entry) + offset_db)
 
     def apply(self, incumbent_w: np.ndarray, ue_bs: dict[int, tuple[int, str]] | None = None) -> None:
         """Put the incumbents of one env on the medium.

@@ -1,6 +1,7 @@
 """A mock bench whose true parameters are set, and hidden from the model: per-band transmit
 responses of the BS radios (a PA's gain offset and ripple), cable errors on the links into the UE
-radio, a UE radio noisier than N0, and incumbents of known occupancy, on-time and power. It is
+radio, a UE radio noisier than N0, couplings between the BS radios (what their map turns
+measure, ``hardware.measure_map``), and incumbents of known occupancy, on-time and power. It is
 what `testbed calibrate` is tested and timed on (tests/testbed/test_calibrate.py,
 benchmarks/calibrate_time.py).
 
@@ -43,10 +44,27 @@ class Truth:
     tx_response_db: dict = field(default_factory=lambda: {"bs0": [-1.0, -4.0, -2.0], "bs1": [-5.0, -2.0, -3.5]})
     link_error_db: dict = field(default_factory=lambda: {"bs0": -1.5, "bs1": 0.0})   # cable into ue0 vs link_gain_db
     ue_noise_db: float = 3.0          # ue0's noise above N0, dB
+    coupling_db: dict = field(default_factory=lambda: {("bs0", "bs1"): 4.0, ("bs1", "bs0"): -3.0})  # BS->BS
 
     def offset_db(self, bs_radio: list[str]) -> np.ndarray:
         """The gain of each BS's signal on each band beyond the model's [B, K], dB."""
         return np.array([np.add(self.tx_response_db[r], self.link_error_db[r]) for r in bs_radio])
+
+    def bs_offset_db(self, bs_radio: list[str]) -> np.ndarray:
+        """ε(b',b,k) [B', B, K], dB: BS b' at BS b's radio beyond the model's, its TX response and the
+        coupling (NaN on the diagonal)."""
+        out = np.full((len(bs_radio), len(bs_radio), len(self.tx_response_db[bs_radio[0]])), np.nan)
+        for (tx, rx), coupling in self.coupling_db.items():
+            out[bs_radio.index(tx), bs_radio.index(rx)] = np.add(self.tx_response_db[tx], coupling)
+        return out
+
+    def coupling_c_db(self, bs_radio: list[str]) -> np.ndarray:
+        """c(b',b) [B', B], dB, what the twin needs on top of its PA offsets δ: the coupling less the
+        cable error into the UE radio that δ(b',k) holds (NaN on the diagonal)."""
+        out = np.full((len(bs_radio), len(bs_radio)), np.nan)
+        for (tx, rx), coupling in self.coupling_db.items():
+            out[bs_radio.index(tx), bs_radio.index(rx)] = coupling - self.link_error_db[tx]
+        return out
 
 
 class TxResponse:
@@ -83,6 +101,8 @@ def hide(net: MeasuredNetwork, truth: Truth) -> None:
         medium.set_link(bs, ue.name, gain_db=link.gain_db + error)
         net.radios[bs].port = TxResponse(net.radios[bs].port, net.plan, truth.tx_response_db[bs])
     medium.set_noise(antenna_noise_fs(hw, params, net.plan) * db_to_lin(truth.ue_noise_db), rx=ue.name)
+    for (tx, rx), offset in truth.coupling_db.items():
+        net.scene.couple(tx, rx, offset)
 
 
 def record(directory: Path, steps: int, truth: Truth = Truth(), seed: int = 0, iq: bool = True) -> Path:

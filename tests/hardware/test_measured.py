@@ -397,6 +397,72 @@ def test_a_clipped_measurement_is_counted_and_not_measured():
         net.close()
 
 
+# --- the measured map (hardware.measure_map) -------------------------------------------------
+def _coupled_bench(measure_map: bool, coupling_db: float, margin_db: float = 15.0):
+    """The mock bench without incumbents, I_max set ``margin_db`` above what BS 0 at full power puts
+    on BS 1 in the model, and BS 0's radio coupled into BS 1's ``coupling_db`` beyond the model."""
+    quiet = {"tasks": {"incumbent_occupancy": [0.0, 0.0]}, "env": {"task_seed": 3}}
+    probe = SimNetwork(load_config("bench_mock", quiet).network, load_config("bench_mock", quiet).tasks, 1, task_seed=3)
+    probe.reset(seed=0)
+    h_db = float(probe.tasks.bs_gain_mean_db[0, 0, 1])
+    config = load_config("bench_mock", {**quiet, "hardware": {"measure_map": measure_map},
+                                        "network": {"i_max_dbm": probe.params.max_power_dbm + h_db + margin_db}})
+    net = make_backend(config, num_envs=1)
+    net.scene.couple("bs0", "bs1", coupling_db)
+    return net
+
+
+def test_the_measured_map_closes_a_band_the_model_leaves_open():
+    """A hidden coupling 30 dB stronger than the model's BS 0 -> BS 1 gain: the model's map leaves
+    BS 1's bands open, the measured one closes them, and the next step's filter blocks BS 1 there."""
+    only_bs0 = torch.zeros(1, 3, 5, dtype=torch.long)
+    only_bs0[0, 0] = 3
+    masks = {}
+    for measure_map in (False, True):
+        net = _coupled_bench(measure_map, coupling_db=30.0)
+        try:
+            net.reset(seed=0)
+            net.step(only_bs0)
+            masks[measure_map] = net.mask().clone()
+            res = net.step(torch.full((1, 3, 5), 3))
+            if measure_map:
+                assert torch.all(res.safe.power_w[0, 1] == 0) and int(res.blocked_unsafe) >= 5
+                measured = np.array(net.last_map["map_rx_w"])[0, 0, 1] / np.array(net.last_map["map_model_w"])[0, 0, 1]
+                assert np.all(np.abs(10 * np.log10(measured[measured > 0]) - 30.0) < 1.0)
+        finally:
+            net.close()
+    assert masks[False][0, 1].all()                       # the model: BS 0 is 15 dB under I_max at BS 1
+    assert not masks[True][0, 1].any()                    # measured: 15 dB over it
+    assert torch.equal(masks[False][0, [0, 2]], masks[True][0, [0, 2]])   # BS 0 sends to BS 2 as modelled
+
+
+def test_without_coupling_the_measured_map_is_the_models():
+    net = _coupled_bench(True, coupling_db=0.0)
+    try:
+        net.reset(seed=1)
+        for t in range(3):
+            res = net.step(random_levels(t))
+            model = SimNetwork.interference_map_w(net, res.safe, res.radiated_w, net.state.external_w)
+            hit = np.array(net.last_map["map_measured"])
+            assert hit.sum() >= 4 and not hit[0, [0, 1, 2], [0, 1, 2]].any()
+            on = model > 0
+            assert (10 * torch.log10(net.state.map_w[on] / model[on])).abs().max() < 1.0
+    finally:
+        net.close()
+
+
+def test_measure_map_off_takes_no_map_capture():
+    net = _coupled_bench(False, coupling_db=0.0)
+    kinds = []
+    net.recorder.capture = lambda radio, iq, **fields: kinds.append(fields["kind"])
+    try:
+        net.reset(seed=1)
+        net.step(torch.full((1, 3, 5), 3))
+    finally:
+        net.close()
+    assert "map" not in kinds and "measure" in kinds and net.last_map is None
+
+
 # --- calibration ------------------------------------------------------------------------------
 CRYSTALS_HZ = {"bs0": 40e3, "bs1": -55e3, "bs2": 12e3, "ue0": -20e3, "ue1": 61e3}   # ±25 ppm at 2.44 GHz
 

@@ -55,14 +55,18 @@ def test_sigmf_files_read_back_with_their_metadata(tmp_path):
         assert sum(a["core:sample_count"] for a in notes) == meta.sample_count
         assert all(a["core:sample_count"] == config.hardware.capture_samples for a in notes)
         for a in notes:
-            assert a["testbed:kind"] in ("noise", "calibrate", "sense", "measure")
+            assert a["testbed:kind"] in ("noise", "calibrate", "sense", "measure", "map")
             assert isinstance(a["testbed:step"], int)
         sensed = [a for a in notes if a["testbed:kind"] == "sense"]
         measured = [a for a in notes if a["testbed:kind"] == "measure"]
+        maps = [a for a in notes if a["testbed:kind"] == "map"]
         if entry.role == "bs":
             assert info["testbed:noise_floor_fs"] and len(sensed) >= 8 and not measured
             assert all(a["testbed:bands"] == [0, 1, 2] and a["testbed:stale"] is False for a in sensed)
+            assert maps and all(a["testbed:rx_bs"] == entry.nodes[0] and a["testbed:signature"] in (0, 1)
+                                and len(a["testbed:levels"]) == 2 for a in maps)        # hardware.measure_map
         else:
+            assert not maps
             assert measured and all(a["testbed:signature"] in (0, 1) and len(a["testbed:levels"]) == 2
                                     for a in measured)
             assert sum(a["testbed:stale"] for a in measured) == 1          # the injected stale capture
@@ -82,7 +86,11 @@ def test_step_table_holds_levels_estimates_sinr_and_info(tmp_path):
         assert np.array(row["external_w"]).shape == np.array(row["sinr"]).shape == (1, 2, 3)
         for key in ("mask", "measured", "reward", "throughput_bps", "turns", "backoff_db", "stale_captures"):
             assert key in row
-    assert any(np.any(row["measured"]) for row in steps)
+        rx, model, hit = (np.array(row[k]) for k in ("map_rx_w", "map_model_w", "map_measured"))
+        assert rx.shape == model.shape == hit.shape == (1, 2, 2, 3) and np.array(row["map_clipped"]).shape == (1, 2)
+        assert not hit[0, [0, 1], [0, 1]].any() and (rx[~hit] == 0).all()      # a radio never measures itself
+        assert np.array_equal(hit[0, 0, 1], (np.array(row["executed"])[0, 0] > 0))   # what BS 0 sent, BS 1 measured
+    assert any(np.any(row["measured"]) for row in steps) and any(np.any(row["map_measured"]) for row in steps)
     assert steps[-1]["stale_captures"] == 1
     run = json.loads((out / RUN_FILE).read_text())
     assert run["iq"] and run["steps"] == 8 and run["error"] is None and run["context"]["config"]["backend"] == "mock"

@@ -1,5 +1,5 @@
 """Replay (backend replay, hardware.replay, `testbed replay`): the shipped recording replays to its
-recorded estimates bit for bit (the regression test of DSP changes), an env run replays to the
+recorded estimates bit for bit (the regression test of DSP changes; its map turns included), an env run replays to the
 same rewards and metrics, and an action, config or DSP the recording does not hold is refused."""
 from __future__ import annotations
 
@@ -35,8 +35,11 @@ def test_shipped_recording_is_small_and_holds_every_kind_of_capture():
     assert sum(f.stat().st_size for f in SHIPPED.iterdir()) < 1_000_000
     rec = Recording(SHIPPED)
     kinds = {a["testbed:kind"] for name in rec.meta for a in rec.annotations(name)}
-    assert kinds == {"noise", "calibrate", "sense", "measure"}
+    assert kinds == {"noise", "calibrate", "sense", "measure", "map"}
     assert any(a.get("testbed:stale") for a in rec.annotations("ue0"))
+    maps = [a for a in rec.annotations("bs1") if a["testbed:kind"] == "map"]
+    assert maps and all(a["testbed:rx_bs"] == 1 for a in maps)       # bs1 captures what bs0 sends at BS 1
+    assert rec.run["format"] == 3 and any(np.any(row["map_measured"]) for row in rec.steps)
 
 
 def test_dsp_on_the_shipped_recording_gives_the_recorded_estimates():
@@ -49,7 +52,8 @@ def test_dsp_on_the_shipped_recording_gives_the_recorded_estimates():
         net.close()
     assert len(replayed) == len(rec.steps) == 8
     for got, want in zip(replayed, rec.steps):
-        for key in ("executed", "mask", "external_w", "sinr", "measured", "reward", "turns", "stale_captures"):
+        for key in ("executed", "mask", "external_w", "sinr", "measured", "reward", "turns", "stale_captures",
+                    "map_rx_w", "map_model_w", "map_measured", "map_clipped"):
             assert got[key] == want[key], (got["step"], key)
     assert net.recorder.summary["noise_floor"] == rec.run["summary"]["noise_floor"]
     assert net.recorder.summary["calibration"] == rec.run["summary"]["calibration"]
