@@ -30,7 +30,7 @@ from torch.func import functional_call, grad, vmap
 from agents.config import AgentConfig
 from agents.functional import batched_call, stack_params
 from agents.policies import MLPPolicy, act, kl_divergence, log_prob
-from agents.rollout import RolloutStorage
+from agents.rollout import RolloutStorage, env_step
 from agents.update import (anneal_lr, check_lockstep, check_mode, normalize_advantages, optimise, policy_loss,
                            value_loss)
 
@@ -115,7 +115,7 @@ class MAML:
             with torch.no_grad():
                 logits, value = self._act(self.obs)
                 action = act(logits, self.generator, self.greedy)
-            obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
+            obs, reward, terminated, truncated, info = env_step(env, action)
             if on_step is not None:
                 on_step(reward, info)
             check_lockstep(terminated | truncated, t, self.num_steps)

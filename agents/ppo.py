@@ -15,7 +15,7 @@ import torch
 from agents.config import AgentConfig
 from agents.functional import batched_call, clip_grad_norm_per_learner, stack_params
 from agents.policies import MLPPolicy, act, log_prob
-from agents.rollout import RolloutStorage
+from agents.rollout import RolloutStorage, env_step
 from agents.update import (Batch, anneal_lr, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
                            shuffled_minibatches)
 
@@ -62,12 +62,12 @@ class PPO:
             with torch.no_grad():
                 logits, value = self._forward(self.obs)
                 action = act(logits, self.generator, self.greedy)
-            obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
+            obs, reward, terminated, truncated, info = env_step(env, action)
             if on_step is not None:
                 on_step(reward, info)
             check_lockstep(terminated | truncated, t, self.num_steps)
             if self.mode != "eval":
-                self.storage.add(self.obs, action, log_prob(logits, action), value, torch.as_tensor(reward))
+                self.storage.add(self.obs, action, log_prob(logits, action), value, torch.as_tensor(reward, device=self.device))
             self.obs = torch.as_tensor(obs, device=self.device)
         if self.mode == "eval":
             return {}

@@ -17,7 +17,7 @@ import torch
 
 from agents.config import AgentConfig
 from agents.policies import RecurrentPolicy, act, log_prob
-from agents.rollout import RolloutStorage
+from agents.rollout import RolloutStorage, env_step
 from agents.update import (Batch, anneal_lr, check_lockstep, check_mode, mean_stats, optimise, ppo_loss,
                            shuffled_minibatches)
 
@@ -71,7 +71,7 @@ class RL2:
             with torch.no_grad():
                 logits, value, self.state = self.policy.step(inp, self.state)
                 action = act(logits, self.generator, self.greedy)
-            obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
+            obs, reward, terminated, truncated, info = env_step(env, action)
             if on_step is not None:
                 on_step(reward, info)
             ended = terminated | truncated

@@ -67,3 +67,10 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, bootstrap: torch.Te
         running = deltas[t] + gamma * gae_lambda * carry[t] * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+def env_step(env, action: torch.Tensor):
+    """``env.step`` with the agent's actions [N, H]: the tensor itself for an env that acts in
+    tensors (``env.tensors``: its observations and rewards are tensors too), a numpy copy for a
+    Gymnasium vector env of arrays."""
+    return env.step(action if getattr(env, "tensors", False) else action.cpu().numpy())

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from testbed.config import Config, save_config
 from testbed.env import SpectrumVectorEnv
-from testbed.metrics import HEADERS, METRIC_KEYS, EpisodeRecorder, summarise
+from testbed.metrics import HEADERS, METRIC_KEYS, episode_rows, summarise
 from testbed.plots import count, plot_bars
 from testbed.policies import make_policy
 
@@ -31,17 +31,15 @@ def new_run_dir(config: Config, name: str) -> Path:
 def run_policy(env: SpectrumVectorEnv, name: str, episodes: int, seed: int, bar: tqdm) -> list[dict]:
     """``episodes`` rounds of N parallel episodes; every policy sees the same tasks and draws."""
     policy = make_policy(name, env, seed)
-    recorder = EpisodeRecorder(env.num_envs)
     rows = []
     obs, info = env.reset(seed=seed)
     for episode in range(episodes):
         done = False
         while not done:
             obs, reward, terminated, truncated, info = env.step(policy(obs, info))
-            recorder.add(reward, info)
             done = bool(truncated.all() or terminated.all())
             bar.update(1)
-        for i, row in enumerate(recorder.finish()):
+        for i, row in enumerate(episode_rows(info)):
             rows.append({"policy": name, "episode": episode, "env": i, **row})
     return rows
 

@@ -183,7 +183,12 @@ class SpectrumVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
 
-    def __init__(self, config=None, num_envs: int | None = None, device: str | None = None):
+    def __init__(self, config=None, num_envs: int | None = None, device: str | None = None,
+                 tensors: bool = False):
+        """``tensors``: observations, rewards and ``info["final_obs"]`` stay torch tensors on the
+        simulator's device (float32) instead of numpy arrays, for loops that act in tensors (the
+        agents'); actions may be tensors or arrays either way."""
+        self.tensors = tensors
         self.config = config if isinstance(config, Config) else load_config(config)
         if num_envs is not None and num_envs != self.config.env.num_envs:   # checked as if in the config
             self.config = load_config(self.config, {"env": {"num_envs": num_envs}})
@@ -225,19 +230,19 @@ class SpectrumVectorEnv(VectorEnv):
                          "task": partial(_describe, self.net.tasks)})
 
     def step(self, actions):
-        actions = np.asarray(actions)
+        actions = torch.as_tensor(actions, dtype=torch.long, device=self.net.device)
         expected = (self.num_envs,) + self.single_action_space.shape
-        if actions.shape != expected:
-            raise ValueError(f"actions: expected shape {expected}, got {actions.shape}")
-        if actions.min() < 0 or actions.max() >= self.params.num_levels:
+        if tuple(actions.shape) != expected:
+            raise ValueError(f"actions: expected shape {expected}, got {tuple(actions.shape)}")
+        if bool(((actions < 0) | (actions >= self.params.num_levels)).any()):
             raise ValueError(f"actions: power levels must lie in [0, {self.params.num_levels - 1}]")
-        res = self.net.step(torch.as_tensor(actions, dtype=torch.long))
+        res = self.net.step(actions)
         info = step_info(res, self.params.noise_w)
-        reward = res.reward.cpu().numpy().astype(np.float32)
+        reward = res.reward.float()
         info["task"] = _Pending(partial(_describe, self.net.tasks))
         for key, count in capture_faults(self.net).items():
             info[key] = np.full(self.num_envs, count)
-        self.recorder.add(reward, info)
+        self.recorder.add(reward, res)
         done = self.net.state.t >= self.params.episode_steps
         truncated = np.full(self.num_envs, done)
         terminated = np.zeros(self.num_envs, dtype=bool)
@@ -252,7 +257,7 @@ class SpectrumVectorEnv(VectorEnv):
             self.net.reset(new_task=new_task)
         info["new_task"] = _Pending(partial(np.full, self.num_envs, new_task))
         info["next_mask"] = _Pending(self.net.mask())
-        return self._obs(), reward, terminated, truncated, info
+        return self._obs(), reward if self.tensors else reward.cpu().numpy(), terminated, truncated, info
 
     def action_masks(self) -> np.ndarray:
         """Levels each action dimension may take at the next step, [N, B*K*L] bool: dimension
@@ -273,8 +278,9 @@ class SpectrumVectorEnv(VectorEnv):
             out[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
         return out
 
-    def _obs(self) -> np.ndarray:
-        return self.net.observation().cpu().numpy().astype(np.float32, copy=False)
+    def _obs(self) -> np.ndarray | torch.Tensor:
+        obs = self.net.observation()
+        return obs if self.tensors else obs.cpu().numpy().astype(np.float32, copy=False)
 
     def _mask(self) -> np.ndarray:
         """Bands each BS may use at the next step, [N, B, K] bool."""

@@ -4,6 +4,7 @@ the names tables and plots show for metrics and agents."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 # info key -> (episode metric name, how steps combine)
 METRICS = {
@@ -32,7 +33,7 @@ HEADERS = {"sinr_violations": "SINR viol./step", "throughput_mbps": "throughput 
            "latency_violations": "latency viol./step", "fairness": "Jain", "blocked_unsafe": "blocked unsafe / ep",
            "executed_violations": "executed viol. / ep", "return": "return / ep"}   # table columns
 DISPLAY_NAMES = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN (RL²)", "rnn_attention": "RNN + attention",
-                 "ppo_finetune": "PPO fine-tuned", "ppo_scratch": "PPO from scratch", "random": "random",
+                 "ppo_finetune": "PPO fine-tuned", "ppo_informed": "informed PPO", "ppo_scratch": "PPO from scratch", "random": "random",
                  "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle"}   # agents and policies
 
 ACTION_NAMES = {"argmax": "argmax", "sample": "sampled"}   # an evaluated agent's action modes, as tables show them
@@ -46,7 +47,8 @@ def display_name(policy: str) -> str:
 
 
 class EpisodeRecorder:
-    """Accumulates step infos of N lock-step envs; ``finish`` returns one dict per env."""
+    """Accumulates the step results of N lock-step envs on their device (nothing leaves it per
+    step); ``finish`` returns one dict per env."""
 
     def __init__(self, num_envs: int):
         self.num_envs = num_envs
@@ -54,27 +56,38 @@ class EpisodeRecorder:
 
     def reset(self) -> None:
         self.steps = 0
-        self.sums = {key: np.zeros(self.num_envs) for key in METRICS}
-        self.ret = np.zeros(self.num_envs)
+        self.sums: dict[str, torch.Tensor] = {}
+        self.ret: torch.Tensor | float = 0.0
 
-    def add(self, reward: np.ndarray, info: dict) -> None:
+    def add(self, reward: torch.Tensor, result) -> None:
+        """``reward`` [N]; ``result``: the step's ``sim.network.StepResult`` (its per-env metric tensors)."""
         self.steps += 1
-        self.ret += reward
+        self.ret = self.ret + reward.double()
         for key in METRICS:
-            self.sums[key] += info[key]
+            value = getattr(result, key).double()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
 
     def finish(self) -> list[dict]:
         """Episode metrics per env, then a fresh start."""
+        ret = torch.as_tensor(self.ret).cpu().numpy()
+        sums = {key: value.cpu().numpy() for key, value in self.sums.items()}
         out = []
         for i in range(self.num_envs):
-            row = {"return": float(self.ret[i])}
+            row = {"return": float(ret[i])}
             for key, (name, how) in METRICS.items():
-                total = self.sums[key][i]
+                total = sums[key][i]
                 row[name] = float(total / self.steps if how == "mean" else total)
             row["throughput_mbps"] /= 1e6
             out.append(row)
         self.reset()
         return out
+
+
+def episode_rows(info: dict) -> list[dict]:
+    """The finished episode's metrics per env lane, from the ``info`` of its last step
+    (``final_info["episode_metrics"]``, which the env batches as Gymnasium's vector envs do)."""
+    metrics = info["final_info"]["episode_metrics"]
+    return [{key: float(metrics[key][i]) for key in METRIC_KEYS} for i in range(len(metrics["return"]))]
 
 
 def lane_means(rows: list[dict]) -> dict:

@@ -40,7 +40,7 @@ from testbed.agent_factory import RunError, agent_config, make_agent
 from testbed.checkpoint import MetricsLog, load_checkpoint, read_metrics, save_checkpoint, truncate_metrics
 from testbed.config import Config, ConfigError, load_config, save_config, to_dict
 from testbed.env import SpectrumVectorEnv, capture_faults
-from testbed.metrics import EpisodeRecorder, lane_means, summarise
+from testbed.metrics import episode_rows, lane_means, summarise
 from testbed.plots import plot_training_run
 
 EXIT_BACKEND = 3
@@ -152,7 +152,7 @@ def backend_record(config: Config, env: SpectrumVectorEnv) -> dict:
 def opened_env(config: Config, run_dir: Path | None = None):
     """The env of a run, closed at the end; a failure while closing after an error is reported
     but never replaces that error. ``run_dir``: where ``backend.json`` goes once the backend is open."""
-    env = SpectrumVectorEnv(config)
+    env = SpectrumVectorEnv(config, tensors=True)
     try:
         if run_dir is not None:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,11 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
     (see ``StopSignals``) becomes ``Interrupted`` after ``on_episode(finished, failed=True)``.
     ``estimate``: print the expected duration after the first episodes if the run is long.
     """
-    recorder = EpisodeRecorder(env.num_envs)
+    latest = {}   # the info of the latest step; an episode's last carries its metrics
+
+    def keep_info(reward, info) -> None:
+        latest["info"] = info
+
     samples = env.num_envs * agent.num_steps
     clock = time.perf_counter()
     run_dir = log.path.parent
@@ -187,7 +191,7 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
                 _stop(on_episode, episode, run_dir, stop.signal_name)
             try:
                 stop.interruptible = True
-                stats = agent.run_episode(env, recorder.add)
+                stats = agent.run_episode(env, keep_info)
             except KeyboardInterrupt:
                 _stop(on_episode, episode, run_dir, stop.signal_name or "SIGINT")
             except RADIO_ERRORS as err:
@@ -196,7 +200,7 @@ def play(agent, env: SpectrumVectorEnv, first: int, last: int, log: MetricsLog, 
                 raise BackendFailure(f"radio backend failed during episode {episode}: {err}", run_dir) from err
             finally:
                 stop.interruptible = False
-            rows = recorder.finish()
+            rows = episode_rows(latest.pop("info"))
             row = {"episode": episode, **tag}
             row.update(lane_means(rows))
             row["return_std"] = float(np.std([r["return"] for r in rows]))

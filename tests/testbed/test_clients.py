@@ -17,22 +17,50 @@ from stable_baselines3.common.monitor import Monitor
 
 import testbed  # noqa: F401  (registers the env)
 from testbed.env import EPISODE_INFO_KEYS, SpectrumEnv, SpectrumVectorEnv
-from testbed.metrics import METRIC_KEYS, EpisodeRecorder
+from testbed.metrics import METRIC_KEYS, METRICS, episode_rows
 
 T = 5
 SMALL = {"network": {"episode_steps": T}}
 ENV_ID = "testbed/SpectrumAllocation-v0"
 
 
+class InfoSums:
+    """The episode metrics recomputed from the step infos' numpy arrays (apart from the env's own
+    recorder, which sums the step results on the simulator's device)."""
+
+    def __init__(self, num_envs: int):
+        self.steps, self.ret = 0, np.zeros(num_envs)
+        self.sums = {key: np.zeros(num_envs) for key in METRICS}
+
+    def add(self, reward: np.ndarray, info: dict) -> None:
+        self.steps += 1
+        self.ret += reward
+        for key in METRICS:
+            self.sums[key] += info[key]
+
+    def rows(self) -> list[dict]:
+        out = []
+        for i in range(len(self.ret)):
+            row = {"return": float(self.ret[i])}
+            for key, (name, how) in METRICS.items():
+                row[name] = float(self.sums[key][i] / self.steps if how == "mean" else self.sums[key][i])
+            row["throughput_mbps"] /= 1e6
+            out.append(row)
+        return out
+
+
 def runner_metrics(seed: int, actions: np.ndarray) -> dict:
-    """What the runner logs for one episode of ``actions`` [T, 15] from ``seed``."""
+    """What the runner logs for one episode of ``actions`` [T, 15] from ``seed`` (the last step's
+    episode metrics), checked against the sums of the step infos."""
     env = SpectrumVectorEnv(SMALL, num_envs=1)
     env.reset(seed=seed)
-    recorder = EpisodeRecorder(1)
+    sums = InfoSums(1)
     for action in actions:
         _, reward, _, _, info = env.step(action[None])
-        recorder.add(reward, info)
-    return recorder.finish()[0]
+        sums.add(reward, info)
+    logged = episode_rows(info)[0]
+    assert logged == pytest.approx(sums.rows()[0], rel=1e-12, abs=1e-12)
+    return logged
 
 
 def test_monitor_logs_the_runners_episode_metrics(tmp_path):
@@ -85,16 +113,17 @@ def test_record_episode_statistics_counts_the_episodes_next_to_the_metrics():
 def test_vector_env_final_info_exactly_at_episode_ends():
     env = SpectrumVectorEnv(SMALL, num_envs=4)
     env.reset(seed=0)
-    recorder = EpisodeRecorder(4)
+    sums = InfoSums(4)
     ends = 0
     for t in range(3 * T):
         _, reward, _, truncated, info = env.step(env.action_space.sample())
-        recorder.add(reward, info)
+        sums.add(reward, info)
         assert ("final_info" in info) == ("_final_info" in info) == truncated.all() == ((t + 1) % T == 0)
         if not truncated.all():
             continue
         ends += 1
-        final, want = info["final_info"], recorder.finish()
+        final, want = info["final_info"], sums.rows()
+        sums = InfoSums(4)
         assert info["_final_info"].all() and final["_episode_metrics"].all()
         metrics = final["episode_metrics"]
         for key in METRIC_KEYS:

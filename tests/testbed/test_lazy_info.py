@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from testbed.env import LazyInfo, SpectrumEnv, SpectrumVectorEnv
-from testbed.metrics import EpisodeRecorder
+from testbed.metrics import episode_rows
 from sim.units import lin_to_db
 
 T = 4
@@ -123,14 +123,14 @@ def test_lazy_info_is_a_dict_in_every_way_of_reading_it():
     assert_same(value, want["next_mask"])
 
 
-def test_the_runners_reads_leave_the_other_keys_uncopied():
-    """The runner's recorder reads its six metrics; the rest of the arrays are never copied."""
+def test_the_runners_reads_leave_every_step_uncopied_but_the_last():
+    """The env sums the episode's metrics on the simulator's device and the runner reads them from
+    the last step's ``final_info``: no key of any other step is ever copied."""
     env = SpectrumVectorEnv(SMALL, num_envs=2)
     env.reset(seed=0)
-    recorder = EpisodeRecorder(2)
-    _, reward, _, _, info = env.step(np.full((2, 15), 2))
-    recorder.add(reward, info)
-    loaded = {key for key in info if isinstance(dict.__getitem__(info, key), np.ndarray)}
-    assert loaded == {"sinr_violations", "throughput_bps", "latency_violations", "fairness", "blocked_unsafe",
-                      "executed_violations"}
-    assert not isinstance(dict.__getitem__(info, "sinr_db"), (np.ndarray, torch.Tensor))
+    for t in range(T):
+        _, reward, _, truncated, info = env.step(np.full((2, 15), 2))
+        loaded = {key for key in info if isinstance(dict.__getitem__(info, key), np.ndarray)}
+        assert loaded == ({"final_obs", "_final_obs", "_final_info"} if t == T - 1 else set()), t
+        assert not isinstance(dict.__getitem__(info, "sinr_db"), (np.ndarray, torch.Tensor))
+    assert truncated.all() and len(episode_rows(info)) == 2
