@@ -2,15 +2,19 @@
 ``table.md`` (the main results: every agent with argmax and with sampled actions and every
 reference policy on the fixed evaluation sets of the training and the held-out distribution,
 and as fractions of the oracle), ``curves.csv`` and ``fig3.png`` (training curves),
-``adaptation.csv/.md/.png`` and ``results.md`` (with the paper's claims checked on the
-deterministic evaluation); or, when jobs failed, a ``summary.json`` and ``results.md`` naming them.
+``adaptation.csv/.md/.png`` and ``results.md`` (with the paper's claims and the testbed's aims checked
+on the deterministic evaluation); or, when jobs failed, a ``summary.json`` and ``results.md`` naming them.
 Every report names the backends it ran on; a bench run's also its radios, their start-up
 calibration, the bench budget with the air time and the steps measured, and the same agents and
 references evaluated in the simulator and on the bench side by side (the sim-to-real gap).
 Every caption and heading says what its numbers average; one seed, or one run of a reference
 policy, shows no spread ('± n/a'); a quick run's figures and tables are marked QUICK and its
 results.md judges none of the claims. A reference policy left out of ``run.policies`` is left
-out of every table and figure, and what needs the oracle says it was not run."""
+out of every table and figure, and what needs the oracle says it was not run.
+With the hardware task family in the simulator, table.md and results.md lead with the value of
+information (informed PPO against PPO), and the adaptation is also given as fractions of the informed
+PPO and of the oracle on the same tasks, with the samples each adapter needs to reach 90 % of the
+informed PPO; elsewhere they say why there is no informed ceiling."""
 from __future__ import annotations
 
 import json
@@ -58,6 +62,9 @@ def _averaged(summary: dict) -> str:
 
 
 DISTRIBUTION_NAMES = {"train": "training distribution", "test": "held-out distribution"}
+INFORMED_NAME = DISPLAY_NAMES["ppo_informed"]
+META = ("maml", "rnn", "rnn_attention")            # the meta-learners among the adapters
+PPO_ADAPTERS = ("ppo_finetune", "ppo_scratch")
 
 
 def _on_bench(summary: dict) -> str:
@@ -105,6 +112,51 @@ def evaluation_tables(summary: dict) -> str:
     return "\n\n".join(parts)
 
 
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def no_informed_ceiling(summary: dict) -> str | None:
+    """Why the run has no informed ceiling; None where it has one."""
+    if summary.get("informed"):
+        return None
+    if summary["bench"]:
+        return ("No informed ceiling on the bench: it has no ground truth of the hidden hardware parameters to "
+                "inform a policy of (the simulator's reproduction, `testbed reproduce`, measures it).")
+    family = summary["config"]["network"]["task_family"]
+    if family != "hardware":
+        return (f"No informed ceiling for task family {family}: its tasks have no hidden hardware parameters to "
+                "inform a policy of (network.informed needs task_family hardware).")
+    return "No informed ceiling: the informed PPO did not run."
+
+
+def value_of_information(summary: dict) -> str:
+    """Informed PPO against PPO (argmax) on both fixed evaluation sets, and their ratios; or why there is none."""
+    why = no_informed_ceiling(summary)
+    if why:
+        return why
+    seeds, informed = summary["seeds"], summary["informed"]
+    heading = (f"Value of information{_on_bench(summary)}: {INFORMED_NAME} (trained with the hidden hardware "
+               "parameters in its observation, network.informed: true) against PPO without them, both with argmax "
+               f"actions on each distribution's fixed evaluation set; per seed the mean over the episodes × tasks, then "
+               f"mean ± std over {count(seeds, 'seed')} ({_plus_minus(seeds)}). Ratios are of the means over seeds: "
+               "return above random = (R_informed − R_random) / (R_PPO − R_random), random on the same tasks and draws; "
+               "— where the denominator (R_PPO − R_random, R_PPO, PPO's throughput) is not above 0")
+    lines = [f"**{marked(heading, summary['quick'])}**", "",
+             f"| | PPO return / ep | {INFORMED_NAME} return / ep | random return / ep | return above random, informed / PPO "
+             f"| return, informed / PPO | PPO throughput (Mbit/s) | {INFORMED_NAME} throughput (Mbit/s) "
+             "| throughput, informed / PPO |", "|---" * 9 + "|"]
+    for dist, value in informed["value"].items():
+        ppo, inf = summary["evaluation"][dist]["ppo/argmax"], informed["evaluation"][dist]["ppo_informed/argmax"]
+        random = summary["evaluation"][dist].get("random")
+        lines.append(f"| {DISTRIBUTION_NAMES[dist]} | {_fmt(ppo['return'], seeds)} | {_fmt(inf['return'], seeds)} | "
+                     f"{'not run' if random is None else _fmt(random['return'], 1)} | "
+                     f"{_ratio(value['return_above_random'])} | {_ratio(value['return'])} | "
+                     f"{_fmt(ppo['throughput_mbps'], seeds)} | {_fmt(inf['throughput_mbps'], seeds)} | "
+                     f"{_ratio(value['throughput_mbps'])} |")
+    return "\n".join(lines)
+
+
 def _reference_lines(rows: dict[str, dict]) -> dict[str, dict]:
     """The horizontal lines of a figure: the oracle and random policy where they ran."""
     return {DISPLAY_NAMES[n]: {k: rows[n][k]["mean"] for k in PAPER_METRICS} for n in ("oracle", "random") if n in rows}
@@ -133,7 +185,7 @@ def write_outputs(out: Path, summary: dict) -> None:
                       f"{count(seeds, 'seed')}; {_band(seeds)}; {smoothing}.\n"
                       "Horizontal lines: reference policies on the training distribution's evaluation set.")
     table = evaluation_tables(summary)
-    (out / "table.md").write_text(table + "\n")
+    (out / "table.md").write_text(value_of_information(summary) + "\n\n" + table + "\n")
 
     adaptation = summary["adaptation"]
     points = summary["adapt_points"]
@@ -152,7 +204,8 @@ def write_outputs(out: Path, summary: dict) -> None:
                 title=f"Online adaptation{_on_bench(summary)} on held-out tasks (each network keeps one task). After n "
                       f"episodes: mean over {count(summary['adapt_num_envs'], 'network')}, then over {count(seeds, 'seed')}; {_band(seeds)}.\n"
                       "Horizontal lines: reference policies on the same tasks (mean over seeds).")
-    (out / "adaptation.md").write_text(adaptation_table(summary) + "\n")
+    parts = (adaptation_table(summary), fraction_tables(summary), samples_to_reach(summary))
+    (out / "adaptation.md").write_text("\n\n".join(part for part in parts if part) + "\n")
     (out / "results.md").write_text(results_markdown(summary, table))
 
 
@@ -171,6 +224,77 @@ def adaptation_table(summary: dict) -> str:
             lines.append(f"| {DISPLAY_NAMES[label]} | "
                          + " | ".join(_fmt(per_point[str(p)][key], seeds) for p in points) + " |")
         lines.append("")
+    return "\n".join(lines)
+
+
+def fraction_tables(summary: dict) -> str:
+    """Each adapter's return and throughput after n adaptation episodes as fractions of the informed PPO's
+    and of the oracle's on the same tasks (mean ± std over seeds of per-seed fractions)."""
+    fractions, seeds, points = summary.get("adaptation_fractions", {}), summary["seeds"], summary["adapt_points"]
+    names = {"informed": INFORMED_NAME, "oracle": "per-band oracle"}
+    plays = {"informed": " (it plays argmax actions there and does not learn)", "oracle": ""}
+    parts = [] if "informed" in fractions else [no_informed_ceiling(summary) or ""]
+    if "oracle" not in summary["references"]:
+        parts.append("(No fractions of the per-band oracle: it is not among run.policies.)")
+    for ref, per_label in fractions.items():
+        name = names[ref]
+        for key, how in (("return", f"normalised against random: (R_n − R_random) / (R_ref − R_random), R_ref and "
+                                    f"R_random the means over the episodes the {name}{plays[ref]} and random played on "
+                                    f"these tasks; 1: as good as the {name}, 0: no better than random; —: on some "
+                                    f"seed's tasks the {name} is not above random, or random did not run"),
+                         ("throughput_mbps", f"T_n / T_ref, T_ref the mean over the episodes the {name}{plays[ref]} "
+                                             f"played on these tasks; —: the {name}'s throughput is 0 on some seed's")):
+            heading = (f"{HEADERS[key]} in adaptation episode n{_on_bench(summary)} as a fraction of the {name}'s on "
+                       f"the same held-out tasks, {how}. Per seed, then mean ± std over {count(seeds, 'seed')} "
+                       f"({_plus_minus(seeds)})")
+            lines = [f"**{marked(heading, summary['quick'])}**", "",
+                     "| | " + " | ".join(f"n={p}" for p in points) + " |", "|---" * (len(points) + 1) + "|"]
+            for label, per_point in per_label.items():
+                lines.append(f"| {DISPLAY_NAMES[label]} | " + " | ".join(
+                    "—" if per_point[str(p)][key] is None else _fmt(per_point[str(p)][key], seeds) for p in points) + " |")
+            parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _steps(reached: dict, samples: dict) -> str:
+    """An adapter's samples to reach the threshold, in words."""
+    if reached["episode"] is None:
+        last = samples["last_episode"]
+        return f"not within {count(last, 'episode')} (> {last * samples['episode_steps']} steps)"
+    return f"episode {reached['episode']}: {reached['steps']} steps"
+
+
+def _against(meta: dict, ppo: dict, samples: dict) -> str:
+    """PPO's samples to the threshold over a meta-learner's: how many times more PPO needs."""
+    if meta["episode"] is None:
+        return "— (the meta-learner did not reach it)"
+    if meta["steps"] == 0:
+        return "— (the meta-learner reached it before any adaptation)"
+    if ppo["episode"] is None:
+        return f"> {samples['last_episode'] * samples['episode_steps'] / meta['steps']:.1f}× (PPO did not reach it)"
+    return f"{ppo['steps'] / meta['steps']:.1f}×"
+
+
+def samples_to_reach(summary: dict) -> str:
+    """Per adapter, the adaptation samples it needs to reach 90 % of the informed PPO's normalised return;
+    the meta-learners against PPO fine-tuned and PPO from scratch ('' without the informed PPO)."""
+    samples = summary.get("samples_to_reach")
+    if samples is None:
+        return ""                       # no informed ceiling: fraction_tables says why
+    pct = f"{samples['threshold']:.0%}"
+    heading = (f"Samples to reach {pct} of the {INFORMED_NAME}{_on_bench(summary)}: the first adaptation episode n "
+               f"(any of 0 to {samples['last_episode']}, not only the table's) at which the adapter's return, "
+               f"normalised as above and averaged over {count(summary['seeds'], 'seed')}, is at least {samples['threshold']:g}; steps: the network-steps each "
+               f"held-out task (one network) had played before that episode, n × {samples['episode_steps']}. The "
+               "ratios: PPO's steps over the meta-learner's (above 1: PPO needs more)")
+    if samples["why_not"]:
+        return f"**{marked(heading, summary['quick'])}**\n\nNot measured: {samples['why_not']}."
+    reached = samples["adapters"]
+    lines = [f"**{marked(heading, summary['quick'])}**", "",
+             f"| | reaches {pct} | vs PPO fine-tuned | vs PPO from scratch |", "|---|---|---|---|"]
+    for label, r in reached.items():
+        cells = [_against(r, reached[p], samples) if label in META else "" for p in PPO_ADAPTERS]
+        lines.append(f"| {DISPLAY_NAMES[label]} | {_steps(r, samples)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -225,6 +349,48 @@ def _claims(summary: dict) -> list[str]:
     return out
 
 
+def _aims(summary: dict) -> list[str]:
+    """The testbed's aims, measured: learned agents against greedy, the value of information, and how
+    fast the best meta-learner nears the informed PPO; none judged for a quick run."""
+    if summary["quick"]:
+        return ["Not judged: a QUICK run (see above)."]
+    train, out = summary["evaluation"]["train"], []
+    learned = {display_name(f"{a}/argmax"): train[f"{a}/argmax"] for a in AGENTS}
+    if summary.get("informed"):
+        learned[f"{INFORMED_NAME} (argmax)"] = summary["informed"]["evaluation"]["train"]["ppo_informed/argmax"]
+    claim = "- *Every learned agent at least matches greedy's return on the training tasks (argmax)*: "
+    if "greedy" not in train:
+        out.append(claim + "not judged (greedy is not among run.policies).")
+    else:
+        greedy = train["greedy"]["return"]["mean"]
+        ok = all(stats["return"]["mean"] >= greedy for stats in learned.values())
+        out.append(claim + f"{'holds' if ok else 'does not hold'} (return / ep, mean over seeds: greedy {greedy:.3g}; "
+                   + ", ".join(f"{name} {stats['return']['mean']:.3g}" for name, stats in learned.items()) + ").")
+    claim = f"- *{INFORMED_NAME} at least 20 % above PPO on the held-out set (return above random, argmax)*: "
+    why = no_informed_ceiling(summary)
+    value = None if why else summary["informed"]["value"]["test"]
+    if why:
+        out.append(claim + f"not judged ({why.rstrip('.')}).")
+    elif value["return_above_random"] is None:
+        out.append(claim + "not judged (PPO's return is not above random's on the held-out set: the ratio is undefined).")
+    else:
+        out.append(claim + f"{'holds' if value['return_above_random'] >= 1.2 else 'does not hold'} (informed / PPO: "
+                   f"return above random {value['return_above_random']:.2f}, return {_ratio(value['return'])}, "
+                   f"throughput {_ratio(value['throughput_mbps'])}).")
+    samples = summary.get("samples_to_reach")
+    claim = f"- *The best meta-learner reaches 90 % of the {INFORMED_NAME} within 5 adaptation episodes*: "
+    if why or samples["why_not"]:
+        out.append(claim + f"not judged ({why.rstrip('.') if why else samples['why_not']}).")
+        return out
+    reached = {a: samples["adapters"][a]["episode"] for a in META if samples["adapters"][a]["episode"] is not None}
+    best = min(reached, key=reached.get) if reached else None
+    ok = best is not None and reached[best] <= 5
+    out.append(claim + f"{'holds' if ok else 'does not hold'} (" + (
+        f"first: {DISPLAY_NAMES[best]} at episode {reached[best]}" if best else
+        f"no meta-learner within {count(samples['last_episode'], 'episode')}") + ").")
+    return out
+
+
 def _baseline(summary: dict) -> list[str]:
     """The baseline-strength section's body: its table, or why it did not run."""
     if not summary["fixed_task"]:
@@ -237,8 +403,8 @@ def _baseline(summary: dict) -> list[str]:
 
 
 def results_markdown(summary: dict, table: str) -> str:
-    """``results.md``: setup, the evaluation ``table``, the claims, Fig. 3 with the end of training,
-    baseline and adaptation."""
+    """``results.md``: setup, the value of information, the evaluation ``table``, the claims and aims,
+    Fig. 3 with the end of training, baseline and adaptation (with its fractions and samples to 90 %)."""
     cfg = summary["config"]
     quick, seeds = summary["quick"], summary["seeds"]
     adapt = summary["adaptation"]
@@ -258,16 +424,18 @@ def results_markdown(summary: dict, table: str) -> str:
         f"the same for every seed and policy), {count(ev['episodes'], 'episode')} each; every agent with argmax and "
         f"with sampled actions, the reference policies ({', '.join(summary['references'])}) on the same tasks and draws.",
         *_backend_lines(summary),
-        "", "## " + marked(f"Evaluation{_on_bench(summary)} (fixed tasks, no learning)", quick), "", table, "",
+        "", "## " + marked("Value of information: the informed-PPO ceiling", quick), "", value_of_information(summary), "",
+        "## " + marked(f"Evaluation{_on_bench(summary)} (fixed tasks, no learning)", quick), "", table, "",
         *_side_by_side(summary),
         "## " + marked("The paper's claims, checked (argmax actions, training distribution's evaluation set)", quick), "",
         *_claims(summary), "",
+        "## " + marked("The testbed's aims, measured", quick), "", *_aims(summary), "",
         "## " + marked("Fig. 3: training curves", quick), "", "![Fig. 3](fig3.png)", "", training, "",
         "## " + marked("Baseline strength: PPO on one fixed task (throughput-only reward) against the per-band oracle",
                        quick), "", *_baseline(summary), "",
         "## " + marked(f"Online adaptation{_on_bench(summary)} on held-out tasks", quick), "",
         "![adaptation](adaptation.png)", "",
-        adaptation_table(summary), "",
+        adaptation_table(summary), "", fraction_tables(summary), "", samples_to_reach(summary), "",
         f"Throughput gained by adaptation (episode {last} minus episode {first}, mean over "
         f"{count(seeds, 'seed')}; + = gained): " + ", ".join(
             f"{DISPLAY_NAMES[l]} {adapt[l][last]['throughput_mbps']['mean'] - adapt[l][first]['throughput_mbps']['mean']:+.1f} Mbit/s"

@@ -8,7 +8,13 @@ adapt on the held-out test tasks (each lane keeps one task) for 20 episodes: the
 meta-learners, PPO fine-tuned from its multi-task policy and PPO from scratch, beside the
 reference policies on the same tasks; and, when the oracle is among ``run.policies``, a
 baseline-strength check, PPO on one fixed task with a throughput-only reward against the
-per-band oracle. Jobs run in parallel processes, or as tasks on a Ray cluster (``cluster``:
+per-band oracle. With ``network.task_family: hardware`` (not on the bench, which has no ground truth
+of the hidden parameters) also the informed-PPO ceiling: PPO trained with ``network.informed: true``
+(the hidden hardware parameters in its observation; ``train-ppo_informed-seed<s>``), evaluated by the
+evaluation protocol on both distributions (``evaluate-informed-seed<s>``) and played, without
+learning, on the held-out tasks of that seed's adaptation for as many episodes
+(``informed-test-seed<s>``), so the adaptation is measured as fractions of it on the same tasks.
+Jobs run in parallel processes, or as tasks on a Ray cluster (``cluster``:
 ``testbed.cluster``, where a job that fails is named in ``failed_jobs`` and the run goes on); a
 rerun resumes unfinished trainings.
 
@@ -30,7 +36,9 @@ adaptations after their episode in progress, with a checkpoint; the results fold
 The run folders go under ``runs/`` in the results folder; ``collect`` aggregates them into
 the summary ``testbed.report`` writes out: ``table.md`` (the evaluation: mean ± std over seeds,
 and as fractions of the oracle), ``fig3.png`` and ``curves.csv`` (training curves, mean over
-seeds with a ±1 std band), ``adaptation.csv/.md/.png``, ``summary.json`` and ``results.md``.
+seeds with a ±1 std band), ``adaptation.csv/.md/.png``, ``summary.json`` and ``results.md``; with
+the informed ceiling the value of information first, the adaptation as fractions of the informed
+policy and of the oracle, and the samples each adapter needs to reach 90 % of the informed policy.
 """
 from __future__ import annotations
 
@@ -59,6 +67,10 @@ from testbed.report import write_failures, write_outputs
 from testbed.runner import (ACTION_MODES, RADIO_ERRORS, BackendFailure, Interrupted, StopSignals, adapt,
                             evaluate_on, evaluation_config, evaluation_label, evaluation_tasks_record,
                             format_duration, opened_env, train)
+
+INFORMED = "ppo_informed"     # PPO that observes the hidden hardware parameters: the ceiling
+REACH = 0.9                   # samples to reach this fraction of the informed policy's normalised return
+FRACTION_KEYS = ("return", "throughput_mbps")
 
 ADAPT_POINTS = (0, 1, 2, 5, 10, 20)
 ADAPTERS = ("maml", "rnn", "rnn_attention", "ppo_finetune", "ppo_scratch")
@@ -193,6 +205,38 @@ def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: st
     return out
 
 
+def informed_config(config: dict) -> dict:
+    """``config`` with ``network.informed: true`` (the hidden hardware parameters observed)."""
+    return to_dict(load_config(config, {"network": {"informed": True}}))
+
+
+def held_out_config(config: dict, seed: int, episodes: int) -> Config:
+    """Seed ``seed``'s held-out adaptation tasks (each lane keeps one for ``episodes`` episodes),
+    set to play them ``episodes`` times per policy: the tasks of ``adapt-*-seed<s>``."""
+    return _seeded(config, seed, env={"task_distribution": "test", "episodes_per_task": episodes},
+                   evaluation={"episodes": episodes})
+
+
+def _job_informed(config: dict, seed: int, episodes: int, train_dir: str, runs: str) -> str:
+    """The informed PPO of seed ``seed`` (``config``: ``informed_config``), no learning: the evaluation
+    protocol on both distributions (``evaluate-informed-seed<s>``), then argmax and sampled actions for
+    ``episodes`` episodes on the held-out tasks of the seed's adaptation (``informed-test-seed<s>``, with
+    tasks.json: those tasks as drawn at the start). A finished part is not repeated."""
+    _job_evaluate(config, seed, {"ppo": train_dir}, str(Path(runs) / f"evaluate-informed-seed{seed}"))
+    folder = Path(runs) / f"informed-test-seed{seed}"
+    if _complete(folder, len(ACTION_MODES) * episodes):
+        return runs
+    cfg = held_out_config(config, seed, episodes)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, folder / "config.yaml")
+    truncate_metrics(folder / "metrics.jsonl", 0)
+    with opened_env(cfg, folder) as env, MetricsLog(folder / "metrics.jsonl") as log:
+        env.reset(seed=cfg.env.seed)            # the tasks every policy starts from (evaluate_on resets alike)
+        (folder / "tasks.json").write_text(json.dumps(evaluation_tasks_record(env), indent=1))
+        evaluate_on(env, cfg, {"ppo": _trained_policy(Path(train_dir))}, (), log, tag={"seed": seed})
+    return runs
+
+
 def _job_fixed(config: dict, seed: int, episodes: int, run_dir: str) -> str:
     """Baseline strength: PPO on one fixed task, throughput-only reward, then the oracle on that task."""
     start_job(run_dir)
@@ -276,8 +320,10 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
     """Run the whole experiment; returns the results folder. ``command``: the command line recorded
     in provenance.json (default: this process's); ``cluster``: run the jobs on the Ray cluster at
     that address instead of a local pool (bench jobs stay local); ``bench``: ``source`` is a bench
-    config, trainings run in the simulator (on ``twin`` if given), the rest on the bench. A stop
-    signal raises ``runner.Interrupted``; failed jobs ``JobsFailed``, a failed bench job ``BenchFailed``."""
+    config, trainings run in the simulator (on ``twin`` if given), the rest on the bench. The
+    informed-PPO jobs run with ``task_family: hardware`` off the bench; a rerun into a results folder
+    made without them runs only them and whatever else is missing. A stop signal raises
+    ``runner.Interrupted``; failed jobs ``JobsFailed``, a failed bench job ``BenchFailed``."""
     config, bench_config = experiment_configs(source, quick, bench, twin)
     on = bench_config or config                  # where agents adapt and are evaluated
     for distribution in DISTRIBUTIONS:           # the evaluation's sizes are checked before anything runs
@@ -294,12 +340,15 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
     clock = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, num_seeds * len(AGENTS))
     train_dirs = {s: {a: str(runs / f"train-{a}-seed{s}") for a in AGENTS} for s in range(num_seeds)}
+    informed = has_informed(config, bench)
+    informed_dirs = {s: str(runs / f"train-{INFORMED}-seed{s}") for s in range(num_seeds)} if informed else {}
     cost = {"rnn_attention": 4, "rnn": 3, "maml": 2, "ppo": 2}          # longest first
     names = on.run.policies
     fixed = "oracle" in names                # the baseline check needs the oracle
-    others = 1 + num_seeds * (3 + fixed) + (1 + num_seeds if bench else 0)
-    total = num_seeds * len(AGENTS) * plan.train_episodes + others
+    others = 1 + num_seeds * (3 + fixed + informed) + (1 + num_seeds if bench else 0)
+    total = num_seeds * (len(AGENTS) + informed) * plan.train_episodes + others
     fields = {"bench_budget": budget, "twin": _file_record(twin)} if bench else {}
+    fields["informed_ceiling"] = informed
     with provenance.recorded(out, command, config.env.device, **fields) as record, \
             StopSignals("stopping: the running trainings finish their episode and save a checkpoint") as stop, \
             _executor(workers, cluster, out) as pool, \
@@ -319,6 +368,9 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
         for agent in sorted(AGENTS, key=lambda a: -cost[a]):
             for s in range(num_seeds):
                 submit("train", s, f"train-{agent}-seed{s}", _job_train, cfg, agent, s, train_dirs[s][agent])
+        for s, run_dir in informed_dirs.items():
+            submit("train-informed", s, f"train-{INFORMED}-seed{s}", _job_train, informed_config(cfg), "ppo", s,
+                   run_dir)
         submit("other", 0, "evaluate-references", _job_evaluate, on_cfg, 0, None, str(runs / "evaluate-references"),
                radios=True)
         if bench:
@@ -331,6 +383,7 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
                 submit("other", s, f"fixed-ppo-seed{s}", _job_fixed, cfg, s, plan.fixed_episodes,
                        str(runs / f"fixed-ppo-seed{s}"))
         trained = {s: 0 for s in range(num_seeds)}
+        informed_trained = set()
         done_others, failed = 0, {}
         try:
             while pending or queue:
@@ -356,7 +409,11 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
                             tqdm.write(f"bench job {name} failed: {failed[name]}; its data is saved. No further "
                                        "bench job starts; the simulator's jobs go on.", file=sys.stderr)
                         continue
-                    if kind == "train":
+                    if kind == "train-informed":
+                        informed_trained.add(s)
+                        submit("other", s, f"evaluate-informed-seed{s}", _job_informed, informed_config(cfg), s,
+                               plan.adapt_episodes, informed_dirs[s], str(runs))
+                    elif kind == "train":
                         trained[s] += 1
                         if trained[s] == len(AGENTS):
                             submit("other", s, f"evaluate-seed{s}", _job_evaluate, on_cfg, s, train_dirs[s],
@@ -368,7 +425,8 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
                                        str(runs / f"evaluate-sim-seed{s}"))
                     else:
                         done_others += 1
-                lines = sum(_count_lines(Path(d) / "metrics.jsonl") for s in train_dirs for d in train_dirs[s].values())
+                lines = sum(_count_lines(Path(d) / "metrics.jsonl")
+                            for d in [*informed_dirs.values(), *(d for s in train_dirs for d in train_dirs[s].values())])
                 bar.n = lines + done_others
                 bar.set_postfix_str(f"jobs done {sum(trained.values()) + done_others}, "
                                     f"running {pool.running(pending)}, failed {len(failed)}", refresh=False)
@@ -382,6 +440,8 @@ def reproduce(source, quick: bool = False, num_seeds: int = 3, out_dir: str | No
             seed_jobs = ("evaluate", "adapt") + (("evaluate-sim",) if bench else ())
             failed.update({f"{job}-seed{s}": "not run: a training of its seed failed"
                            for s, n in trained.items() if n < len(AGENTS) for job in seed_jobs})
+            failed.update({f"evaluate-informed-seed{s}": "not run: its training failed"
+                           for s in informed_dirs if s not in informed_trained})
             record["failed_jobs"] = failed
             folder = write_failures(out, plan.quick, plan.num_seeds, failed)
             raise BenchFailed(folder, failed, down) if down else JobsFailed(folder, failed)
@@ -404,6 +464,12 @@ class BenchFailed(JobsFailed):
     def __init__(self, out: Path, failed: dict[str, str], job: str):
         super().__init__(out, failed)
         self.job = job
+
+
+def has_informed(config: Config, bench: bool) -> bool:
+    """Whether the informed-PPO ceiling runs: with hidden task parameters to observe (``task_family:
+    hardware``) and their ground truth (the simulator, not the bench)."""
+    return config.network.task_family == "hardware" and not bench
 
 
 def _bench_pool() -> LocalPool:
@@ -523,6 +589,97 @@ def _evaluation(runs: Path, seeds: range, names, prefix: str) -> dict:
     return evaluation
 
 
+def normalised(value: float, ref: float, floor: float) -> float | None:
+    """(value − floor) / (ref − floor): ``value`` as a fraction of the way from ``floor`` to ``ref``
+    (1: as good as ``ref``, 0: no better than ``floor``); None where ``ref`` is not above ``floor``."""
+    gap = ref - floor
+    return (value - floor) / gap if gap > 0 else None
+
+
+def _defined_mean_std(values: list) -> dict | None:
+    """Mean ± std over seeds; None where a seed's value is undefined."""
+    return None if any(v is None for v in values) else _mean_std(values)
+
+
+def _episode_mean(rows: list[dict], agent: str, key: str) -> float:
+    return float(np.mean([r[key] for r in rows if r["agent"] == agent]))
+
+
+def _informed(runs: Path, seeds: range, evaluation: dict) -> dict:
+    """The informed PPO: its evaluation on both fixed sets (argmax and sampled, mean ± std over seeds)
+    and on the held-out adaptation tasks; per distribution the value of information, informed against
+    uninformed PPO with argmax actions as ratios of the means over seeds (None where undefined): the
+    return above random's on the same tasks, (R_informed − R_random) / (R_PPO − R_random), the return
+    and the throughput."""
+    out = {"evaluation": {}, "value": {}}
+    for dist in DISTRIBUTIONS:
+        per_seed = [read_metrics(runs / f"evaluate-informed-seed{s}" / dist / "metrics.jsonl") for s in seeds]
+        rows = {f"{INFORMED}/{m}": _over_seeds(per_seed, f"ppo/{m}") for m in ACTION_MODES}
+        informed = {k: rows[f"{INFORMED}/argmax"][k]["mean"] for k in FRACTION_KEYS}
+        ppo = {k: evaluation[dist]["ppo/argmax"][k]["mean"] for k in FRACTION_KEYS}
+        random = evaluation[dist].get("random")
+        out["evaluation"][dist] = rows
+        out["value"][dist] = {
+            "return_above_random": None if random is None else
+            normalised(informed["return"], ppo["return"], random["return"]["mean"]),
+            **{k: normalised(informed[k], ppo[k], 0.0) for k in FRACTION_KEYS}}
+    test = [read_metrics(runs / f"informed-test-seed{s}" / "metrics.jsonl") for s in seeds]
+    out["test"] = {m: _over_seeds(test, f"ppo/{m}") for m in ACTION_MODES}
+    return out
+
+
+def _held_out_references(runs: Path, s: int, names, informed: bool) -> dict[str, dict]:
+    """Seed ``s``'s no-learning policies on its held-out adaptation tasks (random and oracle where they
+    ran, the informed PPO with argmax actions): metric -> mean over the episodes they played."""
+    rows = read_metrics(runs / f"reference-test-seed{s}" / "metrics.jsonl")
+    refs = {n: {k: _episode_mean(rows, n, k) for k in FRACTION_KEYS} for n in ("random", "oracle") if n in names}
+    if informed:
+        rows = read_metrics(runs / f"informed-test-seed{s}" / "metrics.jsonl")
+        refs["informed"] = {k: _episode_mean(rows, "ppo/argmax", k) for k in FRACTION_KEYS}
+    return refs
+
+
+def adaptation_fractions(runs: Path, plan: Plan, names, informed: bool, episode_steps: int) -> tuple[dict, dict | None]:
+    """Per reference ('informed': the informed PPO with argmax actions; 'oracle'), adapter and adaptation
+    point: per seed the return of that episode normalised against random on the same tasks,
+    (R − R_random) / (R_ref − R_random), and the throughput T / T_ref, the references' values being
+    their means over the episodes they played on those tasks; then mean ± std over seeds (None where
+    a seed's value is undefined: no random run, or the reference not above random).
+    And, with the informed PPO, the samples to ``REACH``: per adapter the first adaptation episode n at
+    which the mean over seeds of its normalised return reaches ``REACH``, and the steps every held-out
+    task played before it, n × episode_steps (None: not within the episodes played)."""
+    seeds = range(plan.num_seeds)
+    refs = [_held_out_references(runs, s, names, informed) for s in seeds]
+    references = [r for r in ("informed", "oracle") if r in refs[0]]
+
+    def fractions(row: dict, ref: dict, random: dict | None) -> dict:
+        return {"return": None if random is None else normalised(row["return"], ref["return"], random["return"]),
+                "throughput_mbps": normalised(row["throughput_mbps"], ref["throughput_mbps"], 0.0)}
+
+    curves = {(ref, label): [[fractions(row, refs[s][ref], refs[s].get("random"))       # [seed][episode]
+                              for row in read_metrics(runs / f"adapt-{label}-seed{s}" / "metrics.jsonl")] for s in seeds]
+              for ref in references for label in ADAPTERS}
+    table = {ref: {label: {str(p): {k: _defined_mean_std([c[p][k] for c in curves[ref, label]]) for k in FRACTION_KEYS}
+                           for p in plan.adapt_points} for label in ADAPTERS} for ref in references}
+    if not informed:
+        return table, None
+    last = plan.adapt_episodes - 1
+    samples = {"threshold": REACH, "episode_steps": episode_steps, "last_episode": last, "why_not": None, "adapters": {}}
+    if "random" not in names:
+        samples["why_not"] = "random is not among run.policies, so no return is normalised"
+        return table, samples
+    below = [s for s in seeds if refs[s]["informed"]["return"] <= refs[s]["random"]["return"]]
+    if below:
+        samples["why_not"] = ("the informed policy's return is not above random's on the held-out tasks of seed "
+                              + ", ".join(map(str, below)))
+        return table, samples
+    for label in ADAPTERS:
+        means = [np.mean([c[e]["return"] for c in curves["informed", label]]) for e in range(last + 1)]
+        first = next((e for e, m in enumerate(means) if m >= REACH), None)
+        samples["adapters"][label] = {"episode": first, "steps": None if first is None else first * episode_steps}
+    return table, samples
+
+
 def _bench_summary(runs: Path, plan: Plan, bench: Config, twin: str | None, budget: dict) -> dict:
     """Backend, radios, the twin, each bench folder's start-up calibration (backend.json), the
     budget with the network-steps and seconds measured, and the same evaluation in the simulator."""
@@ -543,8 +700,9 @@ def _bench_summary(runs: Path, plan: Plan, bench: Config, twin: str | None, budg
 def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int, bench: Config | None = None,
             twin: str | None = None, budget: dict | None = None) -> dict:
     """Evaluation, training curves and end-of-training table, adaptation with its references and the
-    baseline check, from the run folders; on a bench (``bench``, its ``twin`` and ``budget``) also
-    what ``_bench_summary`` gathers."""
+    baseline check, the informed PPO (None where it did not run), the adaptation as fractions of the
+    informed PPO and of the oracle and the samples to reach ``REACH``, from the run folders; on a
+    bench (``bench``, its ``twin`` and ``budget``) also what ``_bench_summary`` gathers."""
     runs = out / "runs"
     seeds = range(plan.num_seeds)
     names = config.run.policies
@@ -563,6 +721,8 @@ def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int, 
                              for p in plan.adapt_points}
     test_refs = {name: _over_seeds([read_metrics(runs / f"reference-test-seed{s}" / "metrics.jsonl") for s in seeds],
                                    name) for name in names}
+    informed = has_informed(config, bench is not None)
+    fractions, samples = adaptation_fractions(runs, plan, names, informed, (bench or config).network.episode_steps)
     fixed = []
     for s in seeds if "oracle" in names else ():
         rows = read_metrics(runs / f"fixed-ppo-seed{s}" / "metrics.jsonl")
@@ -580,4 +740,5 @@ def collect(out: Path, plan: Plan, config: Config, wall_s: float, workers: int, 
             "evaluation_set": {"num_tasks": ev.num_tasks, "episodes": ev.episodes, "seed": ev.seed},
             "evaluation": evaluation, "curves": curves, "final": final,
             "adaptation": adaptation, "test_references": test_refs, "adapt_points": list(plan.adapt_points),
-            "fixed_task": fixed}
+            "informed": _informed(runs, seeds, evaluation) if informed else None,
+            "adaptation_fractions": fractions, "samples_to_reach": samples, "fixed_task": fixed}

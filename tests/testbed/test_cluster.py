@@ -267,7 +267,8 @@ def test_reproduce_on_a_two_node_cluster_matches_a_local_run_and_survives_a_lost
     assert plain_summary["failed_jobs"] == {} and plain_summary["workers"] == 2
     logs = {p.stem for p in (plain / "logs").glob("*.log")}
     assert logs == {"train-ppo-seed0", "train-maml-seed0", "train-rnn-seed0", "train-rnn_attention-seed0",
-                    "evaluate-references", "reference-test-seed0", "fixed-ppo-seed0", "evaluate-seed0", "adapt-seed0"}
+                    "evaluate-references", "reference-test-seed0", "fixed-ppo-seed0", "evaluate-seed0", "adapt-seed0",
+                    "train-ppo_informed-seed0", "evaluate-informed-seed0"}
 
     assert report["faulty"]["rc"] == 0, report["faulty"]["stderr"]
     assert json.loads((faulty / "summary.json").read_text())["failed_jobs"] == {}

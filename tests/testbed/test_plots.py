@@ -120,7 +120,7 @@ def summary(quick: bool, seeds: int, changes: dict[str, float] | None = None) ->
             "evaluation_set": {"num_tasks": 4, "episodes": 2, "seed": 0},
             "adaptation": {a: {str(p): {k: stat(k) for k in METRIC_KEYS} for p in points} for a in ADAPTERS},
             "test_references": {n: {k: stat(k) for k in METRIC_KEYS} for n in policies.NAMES},
-            "adapt_points": points,
+            "adapt_points": points, "informed": None, "adaptation_fractions": {}, "samples_to_reach": None,
             "fixed_task": [{"seed": s, "ppo_mbps": 100.0, "oracle_mbps": 200.0, "fraction": 0.5} for s in range(seeds)]}
 
 
