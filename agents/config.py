@@ -46,7 +46,8 @@ class MAMLConfig:
     inner_lr: float = _f(0.1, "α, step size of the inner policy-gradient steps (Eq. 13); with meta_sgd the "
                          "initial value of every learned step size", (0.0, 100.0))
     inner_steps: int = _f(1, "policy-gradient steps on the support rollout of each task", (1, 20))
-    support_episodes: int = _f(2, "episodes per task collected with θ for the inner steps", (1, 100))
+    support_episodes: int = _f(1, "episodes per task collected with θ for the inner steps (1 beat 2 at equal "
+                               "training episodes, docs/agents.md)", (1, 100))
     meta_sgd: bool = _f(False, "learn one inner step size per actor parameter in the outer update (Meta-SGD)",
                         choices=(False, True))
     meta_lr: float = _f(1e-3, "β, Adam step size of the outer update (Eq. 14)", (1e-7, 1.0))
@@ -70,7 +71,8 @@ class RecurrentConfig:
                                "reaches back into the previous episode)", (1, 4096))
     episodes_per_trial: int = _f(20, "episodes per task (trial) in training; the hidden state persists across them "
                                  "and the input carries the step index over this trial length", (1, 1000))
-    learning_rate: float = _f(1e-3, "Adam step size", (1e-7, 1.0))
+    learning_rate: float = _f(3e-4, "Adam step size (3e-4 beat 1e-3 for both recurrent agents, docs/agents.md)",
+                              (1e-7, 1.0))
     num_minibatches: int = _f(2, "minibatches (groups of env lanes) per update epoch", (1, 4096))
     update_epochs: int = _f(4, "passes over each rollout", (1, 100))
     clip_coef: float = _f(0.2, "ratio clip ε of the surrogate", (0.0, 10.0))
