@@ -43,10 +43,10 @@ def test_bench_gnuradio_preset_describes_one_emulator():
     [fg] = flowgraphs_for(config)
     assert fg.mode == "emulate"
     assert fg.tx == fg.rx == ["bs0", "bs1", "bs2", "ue0", "ue1"]
-    bs_bs = [f"bs{b}=bs{c}" for b in range(3) for c in range(3) if b != c]      # hardware.measure_map: true
-    assert sorted(fg.options["link"]) == sorted([f"bs{b}={u}" for b in range(3) for u in ("ue0", "ue1")] + bs_bs)
-    [without] = flowgraphs_for(load_config("bench_gnuradio", {"hardware": {"measure_map": False}}))
-    assert sorted(without.options["link"]) == sorted(f"bs{b}={u}" for b in range(3) for u in ("ue0", "ue1"))
+    assert sorted(fg.options["link"]) == sorted(f"bs{b}={u}" for b in range(3) for u in ("ue0", "ue1"))
+    bs_bs = [f"bs{b}=bs{c}" for b in range(3) for c in range(3) if b != c]      # with the map turns
+    [with_map] = flowgraphs_for(load_config("bench_gnuradio", {"hardware": {"measure_map": True}}))
+    assert sorted(with_map.options["link"]) == sorted([f"bs{b}={u}" for b in range(3) for u in ("ue0", "ue1")] + bs_bs)
     assert fg.options["rx_link_gain_db"]["ue1"] == -35.0 - config.hardware.tx_gain_db - config.hardware.rx_gain_db
     assert fg.fixed_ports["tx:bs0"] == 5601 and fg.fixed_ports["rx:ue1"] == 5615
     assert fg.fixed_ports["control"] == 5600
