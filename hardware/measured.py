@@ -127,7 +127,6 @@ class MeasuredNetwork(SimNetwork):
         self.radio_gain_lin = {name: db_to_lin(g) for name, g in gain_db.items()}
         self.full_scale_w = dbm_to_w(hw.full_scale_dbm)
         self.pilot_floor_w = params.noise_w * db_to_lin(hw.pilot_snr_db)
-        self.max_boost = db_to_lin(hw.max_pilot_boost_db)
         self.transmitter = Transmitter(radios, self.bs_radio, self.plan, dry_run=hw.dry_run)
         self.last_turns = 0
         self.last_backoff_db = 0.0
@@ -265,7 +264,7 @@ class MeasuredNetwork(SimNetwork):
                 continue
             link_gain = np.where(other, gain_lin[:, b], 0.0)[:, None] / (self.full_scale_w * self.radio_gain_lin[radio])
             due_w = power_w * np.where(other, gain_lin[:, b], 0.0)[:, None]                # [B', K] at BS b
-            boost = np.clip(self.pilot_floor_w / np.maximum(due_w, 1e-300), 1.0, self.max_boost)
+            boost = pilot_boost(due_w, self.params, self.hw)
             peak = self.transmitter.peak(safe, n, link_gain * boost)
             if peak > limit:
                 boost *= (limit / peak) ** 2
@@ -305,7 +304,7 @@ class MeasuredNetwork(SimNetwork):
                 rx_w[:, k] = power_w[:, k] * gain_lin[:, u]
                 ue_bs[k] = (int(self.tasks.assoc[n, u]), radio)
             self._apply_scene(n, ue_bs)
-            boost = np.clip(self.pilot_floor_w / np.maximum(rx_w, 1e-300), 1.0, self.max_boost)
+            boost = pilot_boost(rx_w, self.params, self.hw)
             peak = self.transmitter.peak(safe, n, link_gain * boost)
             limit = _HEADROOM * min(self.radios[r].limits.max_amplitude for r in self.bs_radio)
             if peak > limit:
@@ -491,6 +490,13 @@ class MeasuredNetwork(SimNetwork):
             self.recorder.close(self.summary())
         if first is not None:
             raise first
+
+
+def pilot_boost(due_w: np.ndarray, params: NetworkParams, hw: HardwareConfig) -> np.ndarray:
+    """β before any back-off: the digital boost of pilots due at ``due_w`` (W at the receiver) that
+    would arrive less than ``pilot_snr_db`` above N0, at most ``max_pilot_boost_db``; 1 otherwise."""
+    floor_w = params.noise_w * db_to_lin(hw.pilot_snr_db)
+    return np.clip(floor_w / np.maximum(due_w, 1e-300), 1.0, db_to_lin(hw.max_pilot_boost_db))
 
 
 def _at_full_scale(iq: np.ndarray) -> bool:

@@ -37,7 +37,7 @@ import torch
 import yaml
 
 from hardware.dsp import estimate
-from hardware.measured import BackendError, ue_radio_map
+from hardware.measured import BackendError, pilot_boost, ue_radio_map
 from hardware.replay import Recording
 from sim import channel
 from sim.units import db_to_lin, dbm_to_w, lin_to_db, noise_power_dbm, w_to_dbm
@@ -197,9 +197,7 @@ def map_terms(steps: Steps, config: Config) -> np.ndarray:
     """[S, B', B, K] bool: the map terms measured with pilots due at least MAP_SNR_DB above N0 (with
     the boost the measured backend gave them) and read back above 0: those the BS-to-BS fit uses."""
     hw, p = config.hardware, config.network
-    boost = np.clip(p.noise_w * db_to_lin(hw.pilot_snr_db) / np.maximum(steps.map_model_w, 1e-300), 1.0,
-                    db_to_lin(hw.max_pilot_boost_db))
-    due = steps.map_model_w * boost >= p.noise_w * db_to_lin(MAP_SNR_DB)
+    due = steps.map_model_w * pilot_boost(steps.map_model_w, p, hw) >= p.noise_w * db_to_lin(MAP_SNR_DB)
     return steps.map_measured & due & (steps.map_rx_w > 0)
 
 
