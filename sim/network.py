@@ -213,7 +213,7 @@ class SimNetwork:
         """Linear SINR [N, B, K] of every link and which were measured [N, B, K] bool (Eq. 6, from the
         radiated powers; in the hardware family limited by each link's own PA distortion)."""
         power_w, sdr_lin = self.radiated_w(safe)
-        value = channel.sinr(power_w, db_to_lin(gain_db), served_ue, external_w, self.params.noise_w)
+        value = channel.sinr(self.toward_ues_w(power_w), db_to_lin(gain_db), served_ue, external_w, self.params.noise_w)
         if sdr_lin is not None:
             value = channel.distortion_limited(value, sdr_lin)
         return value, torch.zeros_like(safe.mask)
@@ -226,6 +226,13 @@ class SimNetwork:
         out_dbm, over_db = channel.pa_output_dbm(self.level_power_dbm[level], t.pa_gain_offset_db,
                                                  t.pa_compression_dbm.unsqueeze(-1))
         return dbm_to_w(out_dbm), db_to_lin(channel.pa_sdr_db(over_db, p.pa_sdr_max_db, p.pa_sdr_slope_db))
+
+    def toward_ues_w(self, radiated_w: torch.Tensor) -> torch.Tensor:
+        """Radiated powers [..., N, B, K] in W as the UEs' paths take them: times the access gains
+        a(b,k) in the hardware family (the BS-to-BS paths of the map take ``radiated_w`` as is)."""
+        if self.params.task_family == "standard":
+            return radiated_w
+        return radiated_w * db_to_lin(self.tasks.access_gain_offset_db)
 
     def level_response(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Radiated power in W and SDR (linear) of candidate levels [..., N, B, K] (leading axes
@@ -327,7 +334,9 @@ class SimNetwork:
         level = s.prev_level.float() / (p.num_levels - 1)
         parts = [gain, interference.clamp(-5.0, 5.0), mask, delay.clamp(0.0, 10.0), rate.clamp(0.0, 10.0), level]
         if p.informed:
-            parts += [self.tasks.pa_gain_offset_db / 10.0, (self.tasks.pa_compression_dbm - p.max_power_dbm) / 10.0]
+            t = self.tasks
+            parts += [t.pa_gain_offset_db / 10.0, (t.pa_compression_dbm - p.max_power_dbm) / 10.0,
+                      t.access_gain_offset_db / 10.0]
         return torch.cat([x.reshape(n, -1) for x in parts], dim=1).clamp(-10.0, 10.0)
 
     def obs_layout(self) -> dict[str, slice]:
@@ -344,7 +353,8 @@ def observation_layout(p: NetworkParams) -> dict[str, slice]:
              ("mask", p.num_bs * p.num_bands), ("delay", p.num_ue), ("rate", p.num_ue),
              ("prev_level", p.num_bs * p.num_bands)]
     if p.informed:
-        sizes += [("pa_gain_offset", p.num_bs * p.num_bands), ("pa_compression", p.num_bs)]
+        sizes += [("pa_gain_offset", p.num_bs * p.num_bands), ("pa_compression", p.num_bs),
+                  ("access_gain_offset", p.num_bs * p.num_bands)]
     out, start = {}, 0
     for name, size in sizes:
         out[name] = slice(start, start + size)

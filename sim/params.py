@@ -128,6 +128,12 @@ class TaskRanges:
                                     "each fitted offset)", (-60.0, 0.0), table=("num_bs", "num_bands"))
     pa_compression_dbm: list = param([10.0, 26.0], "P_c(b), PA output saturation power per BS in dBm "
                                      "(hardware family)", (-30.0, 60.0))
+    access_gain_offset_db: list = param([0.0, 0.0], "a(b,k), gain of BS b's access path (antenna panel, filters, "
+                                        "cabling toward the UEs) on band k in dB (hardware family): what the UEs "
+                                        "receive from b on k is this much weaker, the BS-to-BS (backhaul) path and so "
+                                        "the interference map do not see it; [low, high], or a num_bs × num_bands "
+                                        "table of [low, high]; a range of zero width draws nothing",
+                                        (-60.0, 0.0), table=("num_bs", "num_bands"))
     bs_gain_offset_db: list = param([0.0, 0.0], "c(b',b), offset added to the model's BS-to-BS gain h(b',b) of each "
                                     "pair (transmitter b', receiver b) in dB, e.g. a bench's coupling fitted by "
                                     "`testbed calibrate`; [low, high], or a num_bs × num_bs table of [low, high] (row "

@@ -35,6 +35,7 @@ class Tasks:
     num_assoc: torch.Tensor            # [N, B] long, UEs associated with each BS
     pa_gain_offset_db: torch.Tensor | None = None   # [N, B, K] o(b,k), hardware family only
     pa_compression_dbm: torch.Tensor | None = None  # [N, B] P_c(b), hardware family only
+    access_gain_offset_db: torch.Tensor | None = None  # [N, B, K] a(b,k), hardware family only
 
     @property
     def num_envs(self) -> int:
@@ -63,6 +64,7 @@ class Tasks:
         if self.pa_gain_offset_db is not None:
             out["mean_pa_gain_offset_db"] = self.pa_gain_offset_db.mean((1, 2))
             out["mean_pa_compression_dbm"] = self.pa_compression_dbm.mean(-1)
+            out["mean_access_gain_offset_db"] = self.access_gain_offset_db.mean((1, 2))
         return out
 
 
@@ -77,13 +79,12 @@ def _uniform(gen: torch.Generator, bounds, shape, device) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=gen, device=device)
 
 
-def _bs_gain_offset_db(r: TaskRanges, n: int, num_bs: int, gen: torch.Generator, device) -> torch.Tensor | float:
-    """c(b',b) [N, B, B] in dB; a range of zero width is its value, drawing nothing (so the default
-    [0, 0] leaves every later draw as it was)."""
-    bounds = r.bs_gain_offset_db
+def _offset_db(bounds, shape, gen: torch.Generator, device) -> torch.Tensor:
+    """Offsets of ``shape`` in dB drawn from ``bounds``; a range of zero width is its value, drawing
+    nothing (so a default [0, 0] leaves every later draw as it was)."""
     if table_shape(bounds) is None and bounds[0] == bounds[1]:
-        return float(bounds[0])
-    return _uniform(gen, bounds, (n, num_bs, num_bs), device)
+        return torch.full(shape, float(bounds[0]), device=device)
+    return _uniform(gen, bounds, shape, device)
 
 
 def _bs_positions(p: NetworkParams, n: int, gen, device) -> torch.Tensor:
@@ -120,7 +121,7 @@ def path_gain_db(distance_m: torch.Tensor, exponent: torch.Tensor, ref_db: torch
 def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, device="cpu") -> Tasks:
     """Draw n tasks from the ranges ``r``; the hardware family draws its PA parameters after the
     rest, so its geometry, propagation, traffic and incumbents are those of the standard family's
-    draw, and the BS-to-BS offsets c(b',b) come last. ValueError for a table of the wrong shape."""
+    draw; the BS-to-BS offsets c(b',b), then (hardware family) the access offsets a(b,k) come last. ValueError for a table of the wrong shape."""
     check_task_tables(p, r)
     u = lambda bounds, shape=(n,): _uniform(gen, bounds, shape, device)  # noqa: E731
     exponent, ref_db = u(r.path_loss_exponent), u(r.path_loss_ref_db)
@@ -149,7 +150,9 @@ def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, 
     if p.task_family == "hardware":
         hardware = {"pa_gain_offset_db": u(r.pa_gain_offset_db, (n, p.num_bs, p.num_bands)),
                     "pa_compression_dbm": u(r.pa_compression_dbm, (n, p.num_bs))}
-    bs_gain = (bs_gain + _bs_gain_offset_db(r, n, p.num_bs, gen, device)).masked_fill(bs_eye, -math.inf)
+    bs_gain = (bs_gain + _offset_db(r.bs_gain_offset_db, (n, p.num_bs, p.num_bs), gen, device)).masked_fill(bs_eye, -math.inf)
+    if hardware:
+        hardware["access_gain_offset_db"] = _offset_db(r.access_gain_offset_db, (n, p.num_bs, p.num_bands), gen, device)
     return Tasks(
         bs_pos_m=bs, ue_pos_m=ue, path_loss_exponent=exponent, path_loss_ref_db=ref_db,
         shadowing_std_db=shadow_std, coherence=rho, fading_std_db=fade_std, traffic_bps=traffic,

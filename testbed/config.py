@@ -320,8 +320,13 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float",
 
 
 def read_value(text: str):
-    """One YAML scalar or flow value as a config file reads it (``3e-4`` is a float)."""
-    return yaml.load(text, Loader=_Loader)
+    """One YAML scalar or flow value as a config file reads it (``3e-4`` is a float); ConfigError,
+    one line, for text that is not one."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"not a YAML value: {text!r} ({problem})") from None
 
 
 def _yaml_error(path: Path, text: str, err: yaml.YAMLError) -> ConfigError:

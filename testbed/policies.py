@@ -47,7 +47,7 @@ def _band_throughput(power_w, gain, external_w, noise_w, has_ue, sdr_lin=None):
 def _level_throughput(env, level, gain, external_w, has_ue):
     """``_band_throughput`` of candidate levels [..., N, B, K] as the step computes it -> [..., N, K]."""
     power_w, sdr_lin = env.net.level_response(level)
-    return _band_throughput(power_w, gain, external_w, env.params.noise_w, has_ue, sdr_lin)
+    return _band_throughput(env.net.toward_ues_w(power_w), gain, external_w, env.params.noise_w, has_ue, sdr_lin)
 
 
 def _to_actions(level: torch.Tensor) -> np.ndarray:

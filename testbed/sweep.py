@@ -42,12 +42,27 @@ EVAL_TASKS = ("train", "test")
 
 
 # the grid ---------------------------------------------------------------------------------------
+def _split_values(text: str) -> list[str]:
+    """'v1,[a, b],v3' -> ['v1', '[a, b]', 'v3']: split at the commas outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
+
+
 def _assignment(text: str) -> tuple[str, list]:
-    """An argparse type: 'a.b=v1,v2' -> ('a.b', [v1, v2]), each value read as YAML (numbers, booleans, strings)."""
+    """An argparse type: 'a.b=v1,v2' -> ('a.b', [v1, v2]), each value read as YAML (numbers, booleans,
+    strings, lists such as [-20, 0]: commas inside brackets do not separate values)."""
     key, sep, values = text.partition("=")
     if not sep or not key or not values:
         raise argparse.ArgumentTypeError(f"{text!r}: expected dotted.field=value[,value...]")
-    return key, [read_value(v) for v in values.split(",")]
+    try:
+        return key, [read_value(v) for v in _split_values(values)]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: {err}") from None
 
 
 def _nested(dotted: str, value) -> dict:

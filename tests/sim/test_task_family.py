@@ -1,4 +1,5 @@
-"""The hardware task family: hidden PA gain offsets and compression points (docs/model.md)."""
+"""The hardware task family: hidden PA gain offsets and compression points, access gain offsets
+(docs/model.md)."""
 from dataclasses import replace
 
 import pytest
@@ -12,6 +13,7 @@ from sim.units import db_to_lin, lin_to_db
 
 SMALL = NetworkParams(num_bs=2, num_ue=4, num_bands=3, episode_steps=20, task_family="hardware")
 QUIET = TaskRanges(incumbent_occupancy=[0.0, 0.0])   # no incumbents: every band open unless a BS masks it
+ACCESS = TaskRanges(access_gain_offset_db=[-20.0, 0.0])   # access offsets drawn too
 
 
 def r_squared(x_fit, y_fit, x_eval, y_eval) -> float:
@@ -46,7 +48,8 @@ def test_an_ideal_pa_reproduces_the_standard_physics():
     hw = SimNetwork(replace(SMALL, pa_sdr_max_db=80.0), ideal, 16, seed=1)
     std.reset(), hw.reset()
     hw.tasks = replace(std.tasks, pa_gain_offset_db=hw.tasks.pa_gain_offset_db,
-                       pa_compression_dbm=hw.tasks.pa_compression_dbm)
+                       pa_compression_dbm=hw.tasks.pa_compression_dbm,
+                       access_gain_offset_db=hw.tasks.access_gain_offset_db)
     for net in (std, hw):
         net.gen.manual_seed(5)
         net.initial_state(net.tasks)
@@ -97,22 +100,54 @@ def test_informed_observation_appends_the_normalised_hidden_parameters():
     obs, layout = net.observation(), net.obs_layout()
     plain = SimNetwork(SMALL, TaskRanges(), 4, seed=0)
     plain.reset()
-    assert obs.shape[1] == max(s.stop for s in layout.values()) == plain.observation().shape[1] + 2 * 3 + 2
+    assert obs.shape[1] == max(s.stop for s in layout.values()) == plain.observation().shape[1] + 2 * 3 + 2 + 2 * 3
     assert torch.equal(obs[:, : plain.observation().shape[1]], plain.observation())
     assert torch.allclose(obs[:, layout["pa_gain_offset"]], net.tasks.pa_gain_offset_db.view(4, -1) / 10.0)
     assert torch.allclose(obs[:, layout["pa_compression"]], (net.tasks.pa_compression_dbm - 23.0) / 10.0)
+    assert torch.equal(obs[:, layout["access_gain_offset"]], torch.zeros(4, 6))     # default [0, 0]
+    drawn = SimNetwork(replace(SMALL, informed=True), ACCESS, 4, seed=0)
+    drawn.reset()
+    assert torch.allclose(drawn.observation()[:, layout["access_gain_offset"]],
+                          drawn.tasks.access_gain_offset_db.view(4, -1) / 10.0)
+
+
+def test_access_offsets_weaken_what_the_ues_receive_and_not_the_map():
+    """Same tasks, same draws, one network with a(b,k) = -10 dB everywhere (ideal PAs): the radiated
+    powers and the interference map (BS-to-BS paths) are identical, a link alone on its band has
+    a tenth of the SINR, no link gains; a default [0, 0] draws nothing (tasks unchanged)."""
+    params, ideal = replace(SMALL, pa_sdr_max_db=80.0), replace(QUIET, pa_compression_dbm=[60.0, 60.0])
+    base = SimNetwork(params, ideal, 16, seed=1)
+    weak = SimNetwork(params, replace(ideal, access_gain_offset_db=[-10.0, -10.0]), 16, seed=1)
+    drawn = SimNetwork(params, replace(ideal, access_gain_offset_db=[-20.0, 0.0]), 16, seed=1)
+    for net in (base, weak, drawn):
+        net.reset()
+    assert torch.equal(base.tasks.gain_mean_db, drawn.tasks.gain_mean_db)
+    assert torch.equal(base.tasks.pa_gain_offset_db, drawn.tasks.pa_gain_offset_db)
+    assert (base.tasks.access_gain_offset_db == 0).all() and drawn.tasks.access_gain_offset_db.std() > 3
+    gen, alone_seen = torch.Generator().manual_seed(0), 0
+    for _ in range(10):
+        level = torch.randint(0, 4, (16, 2, 3), generator=gen)
+        noise = base.draw_noise()
+        a, b = base.step_with_noise(level, noise), weak.step_with_noise(level, noise)
+        assert torch.equal(a.radiated_w, b.radiated_w) and torch.equal(base.state.map_w, weak.state.map_w)
+        alone = a.active & (a.radiated_w.gt(0).sum(1, keepdim=True) == 1)     # the only BS on its band
+        assert torch.allclose(b.sinr_lin[alone], 0.1 * a.sinr_lin[alone], rtol=1e-4)
+        assert (b.sinr_lin <= a.sinr_lin * (1 + 1e-5)).all()
+        alone_seen += int(alone.sum())
+    assert alone_seen > 20
 
 
 def hidden_targets(net: SimNetwork) -> dict[str, torch.Tensor]:
     return {"gain offset o(0,0)": net.tasks.pa_gain_offset_db[:, 0, 0],
-            "compression P_c(0)": net.tasks.pa_compression_dbm[:, 0]}
+            "compression P_c(0)": net.tasks.pa_compression_dbm[:, 0],
+            "access offset a(0,0)": net.tasks.access_gain_offset_db[:, 0, 0]}
 
 
 def test_a_linear_probe_cannot_read_the_hidden_parameters_from_one_observation():
     """Many single observations (at reset and after 5 random steps) of many tasks: least squares
     from the observation to each hidden parameter explains under 20 % of its variance."""
     n = 4000
-    net = SimNetwork(SMALL, TaskRanges(), n, seed=0)
+    net = SimNetwork(SMALL, ACCESS, n, seed=0)
     net.reset()
     views = {"reset": net.observation()}
     gen = torch.Generator().manual_seed(0)
@@ -221,3 +256,16 @@ def test_knowing_the_hidden_parameters_pays():
             net.reset()
             returns[informed] = sum(net.step(heuristic(net, informed)).reward for _ in range(20)).mean().item()
         assert returns[True] > returns[False] + max(0.2 * abs(returns[False]), 1.0), returns
+
+
+def test_a_probe_trial_recovers_what_the_ues_links_see_of_the_access_offsets():
+    """With access offsets drawn, the same seven-step probe reads o(b,k) + a(b,k) from the SINRs
+    (the UEs' paths see both), while the map, which a(b,k) does not reach, keeps o(b,k) alone."""
+    n = 400
+    net = SimNetwork(SMALL, replace(QUIET, access_gain_offset_db=[-20.0, 0.0]), n, seed=4)
+    net.reset()
+    offset, _, valid = estimate_pa(net, probe_trial(net))
+    truth = net.tasks.pa_gain_offset_db + net.tasks.access_gain_offset_db
+    assert valid.float().mean() > 0.5
+    y, y_hat = truth[valid], offset[valid]
+    assert 1 - (y - y_hat).var() / y.var() > 0.99

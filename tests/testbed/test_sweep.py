@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import sweep
+from testbed import cli, sweep
 from testbed.cli import Parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +118,16 @@ def test_grid_values_are_read_as_a_config_file_reads_them():
     assert sweep._assignment("agent.ppo.learning_rate=3e-4,1e-3,0.01") == ("agent.ppo.learning_rate", [3e-4, 1e-3, 0.01])
     assert sweep._assignment("network.informed=false,true") == ("network.informed", [False, True])
     assert sweep._assignment("network.task_family=standard") == ("network.task_family", ["standard"])
+
+
+def test_list_values_keep_their_commas_and_bad_yaml_is_one_line(capsys):
+    """A task range is a list: its commas do not split the grid; text that is not YAML exits 2 with
+    one line naming it."""
+    assert sweep._assignment("tasks.access_gain_offset_db=[-20.0, 0.0],[-30, 0]") == (
+        "tasks.access_gain_offset_db", [[-20.0, 0.0], [-30, 0]])
+    assert sweep._assignment("tasks.traffic_bps=[1e6,2e7]") == ("tasks.traffic_bps", [[1e6, 2e7]])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["sweep", "--set", "tasks.traffic_bps=[1e6,", "--episodes", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a YAML value: '[1e6,'" in err[0]
