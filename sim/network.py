@@ -282,7 +282,8 @@ class SimNetwork:
         queue = rw.update_queues(s.queue_bits, noise.arrivals_bits, rate, p.step_s)
         delay = queue / tasks.traffic_bps
         throughput = link_rate.sum((1, 2))
-        fairness = rw.jain_index(link_rate, active)
+        fairness = (rw.jain_index(link_rate, active) if p.fairness_over == "links"
+                    else rw.jain_index(rate, torch.ones_like(rate, dtype=torch.bool)))
         sinr_viol = (active & (sinr_lin < db_to_lin(p.min_sinr_db))).sum((1, 2))
         latency_viol = (delay > p.max_delay_s).sum(-1)
         cost = rw.cost(safe.power_w, s.prev_power_w, p)

@@ -54,6 +54,9 @@ class NetworkParams:
     max_delay_s: float = param(0.05, "D_max, latency bound in s", (1e-4, 10.0))
     min_sinr_db: float = param(5.0, "γ_min, SINR below which an active link counts as a violation, in dB", (-30.0, 60.0))
 
+    fairness_over: str = param("links", "Jain's index (Eq. 10) over the rates of the active links (links: the paper's; "
+                               "one link alone scores 1) or over the rates of all UEs (ues: a UE left unserved scores 0)",
+                               choices=("links", "ues"))
     w_throughput: float = param(1.0, "w1, weight of normalised throughput", (0.0, 100.0))
     w_fairness: float = param(0.5, "w2, weight of Jain's index", (0.0, 100.0))
     w_cost: float = param(1.0, "w3, weight of the power/switching cost", (0.0, 100.0))

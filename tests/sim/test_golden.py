@@ -102,3 +102,17 @@ def test_jain_edge_cases():
     y = torch.tensor([[5.0, 0.0, 0.0, 0.0]])
     assert jain_index(y, torch.ones_like(y, dtype=torch.bool)).item() == pytest.approx(0.25)
     assert jain_index(y, torch.zeros_like(y, dtype=torch.bool)).item() == 0.0
+
+
+def test_fairness_over_ues_by_hand():
+    """One BS on: Jain over active links is 1 (one link), over the UEs' rates [r0, 0] it is 1/2;
+    both on, the two agree (one link per UE)."""
+    links, ues = hand_network(), hand_network(fairness_over="ues")
+    one = torch.tensor([[[1], [0]]])
+    a, b = links.step_with_noise(one, noise()), ues.step_with_noise(one, noise())
+    assert a.fairness.item() == pytest.approx(1.0) and b.fairness.item() == pytest.approx(0.5, rel=1e-5)
+    assert b.reward.item() == pytest.approx(a.reward.item() - 0.5 * P.w_fairness, rel=1e-5)
+    both = torch.tensor([[[1], [1]]])
+    assert ues.step_with_noise(both, noise()).fairness.item() == pytest.approx(
+        links.step_with_noise(both, noise()).fairness.item(), rel=1e-5)
+
