@@ -1,10 +1,10 @@
 """How much knowing the hidden hardware parameters is worth to a privileged heuristic, per reward
 definition and task family: the value of information a learner could at best recover.
 
-The heuristic (per band, the level combination with the largest predicted throughput, then every
-link predicted under γ_min + margin switched off) knows the gains and the schedule; it predicts
-with the true PA and access-path model (informed) or with ideal hardware (uninformed, the best of
-margins 0, 5, 10 dB). Each row: 64 networks of the paper preset, 100 steps, seed 0; returns per
+The heuristic (``testbed.policies.switch_off_levels``: per band the level combination with the
+largest predicted throughput, then every link predicted under γ_min + margin switched off) knows
+the gains and the schedule; it predicts with the true PA and access-path model (informed) or with
+ideal hardware (uninformed, the best of margins 0, 5, 10 dB). Each row: 64 networks of the paper preset, 100 steps, seed 0; returns per
 episode, and the ratio of informed to uninformed return above random's on the same networks.
 Prints a Markdown table. About 1 min on one core.
 
@@ -12,37 +12,14 @@ Prints a Markdown table. About 1 min on one core.
 """
 from __future__ import annotations
 
-import itertools
-
 import torch
 
-from sim import channel
 from sim.network import SimNetwork
-from sim.units import db_to_lin
 from testbed.config import load_config
+from testbed.policies import switch_off_levels
 
 FAMILIES = {"PA only": {}, "PA + access offsets [-20, 0] dB": {"tasks": {"access_gain_offset_db": [-20.0, 0.0]}}}
 MARGINS_DB = (0.0, 5.0, 10.0)
-
-
-def heuristic(net: SimNetwork, informed: bool, margin_db: float) -> torch.Tensor:
-    p, t, s = net.params, net.tasks, net.state
-    combos = torch.tensor(list(itertools.product(range(p.num_levels), repeat=p.num_bs)))     # [C, B]
-    served = channel.round_robin(s.t, t.ue_by_rank, t.num_assoc, p.num_bands)
-    gain = channel.link_gains(db_to_lin(t.gain_mean_db + s.fading_db), served)               # [N, B', B, K]
-    mask, has_ue = net.mask(), served >= 0
-
-    def predict(level):
-        if not informed:
-            return channel.sinr_of_received(net.level_power_w[level].unsqueeze(-2) * gain, s.external_w, p.noise_w)
-        power, sdr = net.pa_response(level)
-        sinr = channel.sinr_of_received(net.toward_ues_w(power).unsqueeze(-2) * gain, s.external_w, p.noise_w)
-        return channel.distortion_limited(sinr, sdr)
-
-    trial = combos.view(-1, 1, p.num_bs, 1) * mask                                          # [C, N, B, K]
-    best = (torch.log2(1 + predict(trial)) * has_ue).sum(-2).argmax(0)                     # [N, K]
-    level = combos[best].permute(0, 2, 1) * mask
-    return torch.where(predict(level) < db_to_lin(p.min_sinr_db + margin_db), 0, level)
 
 
 def episode_return(overrides: dict, act) -> float:
@@ -65,8 +42,8 @@ def main() -> None:
             gen = torch.Generator().manual_seed(0)
             rand = episode_return(over, lambda net: torch.randint(0, net.params.num_levels,
                                                                   (64, net.params.num_bs, net.params.num_bands), generator=gen))
-            plain = max(episode_return(over, lambda net, m=m: heuristic(net, False, m)) for m in MARGINS_DB)
-            informed = episode_return(over, lambda net: heuristic(net, True, 0.0))
+            plain = max(episode_return(over, lambda net, m=m: switch_off_levels(net, False, m)) for m in MARGINS_DB)
+            informed = episode_return(over, lambda net: switch_off_levels(net, True, 0.0))
             print(f"| {fairness} | {family} | {rand:.1f} | {plain:.1f} | {informed:.1f} | "
                   f"{(informed - rand) / (plain - rand):.2f} |")
 

@@ -103,6 +103,30 @@ def oracle_policy(env) -> Policy:
     return act
 
 
+def switch_off_levels(net, informed: bool, margin_db: float = 0.0) -> torch.Tensor:
+    """Privileged heuristic levels [N, B, K] of the coming step: per band the level combination
+    (all L^B, masked bands off) with the largest predicted throughput, then every link predicted
+    under γ_min + ``margin_db`` switched off. Predicted with the network's true PA and access-path
+    model (``informed``) or with ideal hardware (nominal powers, no distortion)."""
+    p, t, s = net.params, net.tasks, net.state
+    combos = torch.cartesian_prod(*[torch.arange(p.num_levels, device=net.device)] * p.num_bs)   # [C, B]
+    served = channel.round_robin(s.t, t.ue_by_rank, t.num_assoc, p.num_bands)
+    gain = channel.link_gains(db_to_lin(t.gain_mean_db + s.fading_db), served)                # [N, B', B, K]
+    mask, has_ue = net.mask(), served >= 0
+
+    def predict(level):
+        if not informed:
+            return channel.sinr_of_received(net.level_power_w[level].unsqueeze(-2) * gain, s.external_w, p.noise_w)
+        power, sdr = net.level_response(level)
+        sinr = channel.sinr_of_received(net.toward_ues_w(power).unsqueeze(-2) * gain, s.external_w, p.noise_w)
+        return sinr if sdr is None else channel.distortion_limited(sinr, sdr)
+
+    trial = combos.view(-1, 1, p.num_bs, 1) * mask                                           # [C, N, B, K]
+    best = (torch.log2(1 + predict(trial)) * has_ue).sum(-2).argmax(0)                      # [N, K]
+    level = combos[best].permute(0, 2, 1) * mask
+    return torch.where(predict(level) < db_to_lin(p.min_sinr_db + margin_db), 0, level)
+
+
 def make_policy(name: str, env, seed: int = 0) -> Policy:
     """A reference policy by name: random, max_power, greedy or oracle."""
     if name == "random":

@@ -10,6 +10,7 @@ from sim import channel
 from sim.network import SimNetwork
 from sim.params import NetworkParams, TaskRanges
 from sim.units import db_to_lin, lin_to_db
+from testbed.policies import switch_off_levels
 
 SMALL = NetworkParams(num_bs=2, num_ue=4, num_bands=3, episode_steps=20, task_family="hardware")
 QUIET = TaskRanges(incumbent_occupancy=[0.0, 0.0])   # no incumbents: every band open unless a BS masks it
@@ -222,29 +223,6 @@ def test_a_probe_trial_of_seven_steps_recovers_the_hidden_parameters():
     assert 1 - (y - y_hat).var() / y.var() > 0.8
 
 
-def heuristic(net: SimNetwork, informed: bool) -> torch.Tensor:
-    """Per band, the level combination (all L^B, masked bands off) with the largest predicted
-    throughput, then every link predicted under γ_min switched off; predicted with the true PA
-    model (informed) or an ideal PA (uninformed)."""
-    p, t, s = net.params, net.tasks, net.state
-    combos = torch.cartesian_prod(*[torch.arange(p.num_levels)] * p.num_bs)       # [C, B]
-    served = channel.round_robin(s.t, t.ue_by_rank, t.num_assoc, p.num_bands)
-    gain = channel.link_gains(db_to_lin(t.gain_mean_db + s.fading_db), served)    # [N, B', B, K]
-    mask, has_ue = net.mask(), served >= 0
-
-    def predict(level):
-        if not informed:
-            return channel.sinr_of_received(net.level_power_w[level].unsqueeze(-2) * gain, s.external_w, p.noise_w)
-        power, sdr = net.pa_response(level)
-        return channel.distortion_limited(
-            channel.sinr_of_received(power.unsqueeze(-2) * gain, s.external_w, p.noise_w), sdr)
-
-    trial = combos.view(-1, 1, p.num_bs, 1) * mask                                # [C, N, B, K]
-    best = (torch.log2(1 + predict(trial)) * has_ue).sum(-2).argmax(0)           # [N, K]
-    level = combos[best].permute(0, 2, 1) * mask
-    return torch.where(predict(level) < db_to_lin(p.min_sinr_db), 0, level)
-
-
 def test_knowing_the_hidden_parameters_pays():
     """The same heuristic with the true PA parameters earns clearly more than with an ideal PA
     model, on the training PAs and on the held-out ones that compress lower."""
@@ -254,7 +232,7 @@ def test_knowing_the_hidden_parameters_pays():
         for informed in (False, True):
             net = SimNetwork(params, ranges, 64, seed=7)
             net.reset()
-            returns[informed] = sum(net.step(heuristic(net, informed)).reward for _ in range(20)).mean().item()
+            returns[informed] = sum(net.step(switch_off_levels(net, informed)).reward for _ in range(20)).mean().item()
         assert returns[True] > returns[False] + max(0.2 * abs(returns[False]), 1.0), returns
 
 
