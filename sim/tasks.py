@@ -121,7 +121,8 @@ def path_gain_db(distance_m: torch.Tensor, exponent: torch.Tensor, ref_db: torch
 def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, device="cpu") -> Tasks:
     """Draw n tasks from the ranges ``r``; the hardware family draws its PA parameters after the
     rest, so its geometry, propagation, traffic and incumbents are those of the standard family's
-    draw; the BS-to-BS offsets c(b',b), then (hardware family) the access offsets a(b,k) come last. ValueError for a table of the wrong shape."""
+    draw; the BS-to-BS offsets c(b',b), then (hardware family) the access offsets a(b,k) come last.
+    ValueError for a table of the wrong shape."""
     check_task_tables(p, r)
     u = lambda bounds, shape=(n,): _uniform(gen, bounds, shape, device)  # noqa: E731
     exponent, ref_db = u(r.path_loss_exponent), u(r.path_loss_ref_db)
@@ -150,7 +151,8 @@ def sample_tasks(p: NetworkParams, r: TaskRanges, n: int, gen: torch.Generator, 
     if p.task_family == "hardware":
         hardware = {"pa_gain_offset_db": u(r.pa_gain_offset_db, (n, p.num_bs, p.num_bands)),
                     "pa_compression_dbm": u(r.pa_compression_dbm, (n, p.num_bs))}
-    bs_gain = (bs_gain + _offset_db(r.bs_gain_offset_db, (n, p.num_bs, p.num_bs), gen, device)).masked_fill(bs_eye, -math.inf)
+    bs_offset = _offset_db(r.bs_gain_offset_db, (n, p.num_bs, p.num_bs), gen, device)
+    bs_gain = (bs_gain + bs_offset).masked_fill(bs_eye, -math.inf)
     if hardware:
         hardware["access_gain_offset_db"] = _offset_db(r.access_gain_offset_db, (n, p.num_bs, p.num_bands), gen, device)
     return Tasks(
