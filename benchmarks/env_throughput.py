@@ -3,8 +3,9 @@ stepped in a Python loop, measured in the same run. Prints one JSON line.
 
 Each figure runs in its own child process so its peak memory (max RSS) is its own.
 ``--against REF`` instead measures the git revision REF (exported to a temporary folder, removed
-afterwards) beside the working tree: the vector env and the simulator's step alone at each N, the two
-trees interleaved (A, B, A, B, ...) ``--rounds`` times, medians and their ratio (working tree / REF).
+afterwards) beside the working tree: the vector env and the simulator's step alone at each N, and one
+Gymnasium ``SpectrumEnv`` (``single_n1``), the two trees interleaved (A, B, A, B, ...) ``--rounds``
+times, medians and their ratio (working tree / REF).
 ``--compiled`` measures the simulator's step through torch.compile beside the eager one (interleaved,
 medians, ratio; compile time apart).
 Usage: python benchmarks/env_throughput.py [--steps 200] [--device cpu] [--against HEAD~1 --rounds 3]
@@ -128,23 +129,24 @@ def export_revision(ref: str, dest: Path) -> None:
 
 
 def against(ref: str, sizes: list[int], steps: int, rounds: int, device: str) -> dict:
-    """Median env-steps/s of REF and of the working tree, measured interleaved, and their ratio."""
+    """Median env-steps/s of REF and of the working tree, measured interleaved, and their ratio: the
+    simulator's step and the vector env at each N, one single env ("single", a loop over 1 env)."""
     repo = Path(__file__).resolve().parents[1]
     result = {"device": device, "config": "paper", "threads": torch.get_num_threads(), "against": ref,
               "rounds": rounds}
     with tempfile.TemporaryDirectory(prefix="env_throughput_ref_") as tmp:
         export_revision(ref, Path(tmp))
-        for kind in ("sim", "vector"):
-            for n in sizes:
-                n_steps = steps if n > 1 else max(steps, 1000)
-                rates = {"ref": [], "tree": []}
-                for _ in range(rounds):
-                    for name, tree in (("ref", Path(tmp)), ("tree", repo)):
-                        rates[name].append(run_child(kind, n, n_steps, device, tree)["env_steps_per_s"])
-                ref_rate, tree_rate = statistics.median(rates["ref"]), statistics.median(rates["tree"])
-                result[f"{kind}_n{n}_ref_steps_per_s"] = round(ref_rate)
-                result[f"{kind}_n{n}_tree_steps_per_s"] = round(tree_rate)
-                result[f"{kind}_n{n}_ratio"] = round(tree_rate / ref_rate, 2)
+        for kind, n in [(kind, n) for kind in ("sim", "vector") for n in sizes] + [("loop", 1)]:
+            n_steps = steps if n > 1 else max(steps, 1000)
+            rates = {"ref": [], "tree": []}
+            for _ in range(rounds):
+                for name, tree in (("ref", Path(tmp)), ("tree", repo)):
+                    rates[name].append(run_child(kind, n, n_steps, device, tree)["env_steps_per_s"])
+            ref_rate, tree_rate = statistics.median(rates["ref"]), statistics.median(rates["tree"])
+            label = "single" if kind == "loop" else kind
+            result[f"{label}_n{n}_ref_steps_per_s"] = round(ref_rate)
+            result[f"{label}_n{n}_tree_steps_per_s"] = round(tree_rate)
+            result[f"{label}_n{n}_ratio"] = round(tree_rate / ref_rate, 2)
     return result
 
 

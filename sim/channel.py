@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from sim.units import scalar_like
+
 
 def ar1_fading(prev_db: torch.Tensor, coherence: torch.Tensor, std_db: torch.Tensor,
                eps: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,7 @@ def sinr(power_w: torch.Tensor, gain_lin: torch.Tensor, served_ue: torch.Tensor,
     external_w [N, B, K] incumbent power at the served UE, X_ue(u(b,k), k) = X_bs(b, k).
     """
     rx = power_w.unsqueeze(2) * link_gains(gain_lin, served_ue)   # [N, B', B, K] received at u(b,k) from b'
-    return sinr_of_received(rx, external_w, noise_w)
+    return sinr_of_received(rx, external_w, scalar_like(noise_w, rx))
 
 
 def interference_map(power_w: torch.Tensor, bs_gain_lin: torch.Tensor,
@@ -114,7 +116,7 @@ def pa_output_dbm(level_dbm: torch.Tensor, gain_offset_db: torch.Tensor,
 
 def pa_sdr_db(overdrive_db: torch.Tensor, sdr_max_db: float, slope_db: float) -> torch.Tensor:
     """Signal-to-distortion ratio of a PA driven ``overdrive_db`` above compression: SDR_max − s·Δ, in dB."""
-    return sdr_max_db - slope_db * overdrive_db
+    return scalar_like(sdr_max_db, overdrive_db) - scalar_like(slope_db, overdrive_db) * overdrive_db
 
 
 def distortion_limited(sinr_lin: torch.Tensor, sdr_lin: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from sim import channel, reward as rw
 from sim.params import NetworkParams, TaskRanges
 from sim.safety import SafePowers, apply_safety_filter, safety_mask
 from sim.tasks import Tasks, sample_tasks
-from sim.units import db_to_lin, dbm_to_w, lin_to_db
+from sim.units import db_to_lin, dbm_to_w, lin_to_db, scalar_like
 
 
 @dataclass(frozen=True)
@@ -102,18 +102,24 @@ class TaskConstants:
     rr_count: torch.Tensor           # [N, B, 1] round-robin cycle length
     assoc_index: torch.Tensor        # [N, U, K] serving BS of each UE, repeated over the bands
     packets_per_step: torch.Tensor   # [N, U] mean arrivals λ_u Δt / S in packets
+    pa_power_w: torch.Tensor | None  # [L, N, B, K] radiated power of each level in W (hardware family; else None)
+    pa_sdr_lin: torch.Tensor | None  # [L, N, B, K] SDR (linear) of each level (hardware family; else None)
 
     @staticmethod
-    def of(tasks: Tasks, p: NetworkParams) -> "TaskConstants":
+    def of(tasks: Tasks, p: NetworkParams,
+           pa_by_level: tuple[torch.Tensor, torch.Tensor] | None = None) -> "TaskConstants":
+        """``pa_by_level``: the PA response of each level (``SimNetwork.pa_by_level``), hardware family only."""
         n = tasks.num_envs
         p_on, p_off = channel.incumbent_rates(tasks.incumbent_occupancy, tasks.incumbent_on_steps)
         coherence, std = tasks.coherence.view(n, 1, 1), tasks.fading_std_db.view(n, 1, 1)
         rr_table, rr_count = channel.round_robin_table(tasks.ue_by_rank, tasks.num_assoc)
+        pa_power_w, pa_sdr_lin = pa_by_level or (None, None)
         return TaskConstants(
             tasks=tasks, coherence=coherence, innovation_db=channel.ar1_innovation_db(coherence, std),
             p_on=p_on.view(n, 1, 1), p_off=p_off.view(n, 1, 1), rr_table=rr_table, rr_count=rr_count,
             assoc_index=tasks.assoc.unsqueeze(-1).expand(-1, -1, p.num_bands),
             packets_per_step=tasks.traffic_bps * (p.step_s / p.packet_bits),
+            pa_power_w=pa_power_w, pa_sdr_lin=pa_sdr_lin,
         )
 
 
@@ -190,7 +196,8 @@ class SimNetwork:
     def constants(self) -> TaskConstants:
         """The per-task tensors of ``self.tasks`` (recomputed when ``self.tasks`` is replaced)."""
         if self._constants is None or self._constants.tasks is not self.tasks:
-            self._constants = TaskConstants.of(self.tasks, self.params)
+            hardware = self.params.task_family == "hardware"
+            self._constants = TaskConstants.of(self.tasks, self.params, self.pa_by_level() if hardware else None)
         return self._constants
 
     # --- hooks (overridden by measured backends) ---------------------------------------
@@ -227,6 +234,15 @@ class SimNetwork:
                                                  t.pa_compression_dbm.unsqueeze(-1))
         return dbm_to_w(out_dbm), db_to_lin(channel.pa_sdr_db(over_db, p.pa_sdr_max_db, p.pa_sdr_slope_db))
 
+    def pa_by_level(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pa_response`` of every level on every link of ``self.tasks``: radiated power in W and SDR
+        (linear), [L, N, B, K] each. Each level is evaluated over [N, B, K] as a step's levels are,
+        so a lookup equals the step's own call bit for bit."""
+        shape = (self.tasks.num_envs, self.params.num_bs, self.params.num_bands)
+        levels = [self.pa_response(torch.full(shape, level, device=self.device))
+                  for level in range(self.params.num_levels)]
+        return torch.stack([power for power, _ in levels]), torch.stack([sdr for _, sdr in levels])
+
     def toward_ues_w(self, radiated_w: torch.Tensor) -> torch.Tensor:
         """Radiated powers [..., N, B, K] in W as the UEs' paths take them: times the access gains
         a(b,k) in the hardware family (the BS-to-BS paths of the map take ``radiated_w`` as is)."""
@@ -247,7 +263,8 @@ class SimNetwork:
         None in the standard family, whose PAs are ideal: they radiate the executed power)."""
         if self.params.task_family == "standard":
             return safe.power_w, None
-        return self.pa_response(safe.level)
+        c, index = self.constants, safe.level.unsqueeze(0)
+        return c.pa_power_w.gather(0, index).squeeze(0), c.pa_sdr_lin.gather(0, index).squeeze(0)
 
     # --- stepping ----------------------------------------------------------------------
     def draw_noise(self) -> StepNoise:
@@ -284,21 +301,21 @@ class SimNetwork:
         throughput = link_rate.sum((1, 2))
         fairness = (rw.jain_index(link_rate, active) if p.fairness_over == "links"
                     else rw.jain_index(rate, torch.ones_like(rate, dtype=torch.bool)))
-        sinr_viol = (active & (sinr_lin < db_to_lin(p.min_sinr_db))).sum((1, 2))
-        latency_viol = (delay > p.max_delay_s).sum(-1)
+        sinr_viol = (active & (sinr_lin < scalar_like(db_to_lin(p.min_sinr_db), sinr_lin))).sum((1, 2))
+        latency_viol = (delay > scalar_like(p.max_delay_s, delay)).sum(-1)
         cost = rw.cost(safe.power_w, s.prev_power_w, p)
         penalty = rw.penalty(sinr_viol, latency_viol, p)
         result = StepResult(
             safe=safe, requested_level=level, map_w=s.map_w, gain_db=gain_db, served_ue=served,
             external_w=s.external_w,
             external_ue_w=s.external_w.gather(1, c.assoc_index),
-            sinr_lin=torch.where(active, sinr_lin, 0.0), active=active,
+            sinr_lin=torch.where(active, sinr_lin, scalar_like(0.0, sinr_lin)), active=active,
             measured=measured & active, rate_bps=rate, delay_s=delay, throughput_bps=throughput,
             fairness=fairness, cost=cost, penalty=penalty,
             reward=rw.reward(throughput, fairness, cost, penalty, p),
             sinr_violations=sinr_viol, latency_violations=latency_viol,
             blocked_unsafe=safe.blocked.sum((1, 2)),
-            executed_violations=(on & ~safety_mask(s.map_w, p.i_max_w)).sum((1, 2)),
+            executed_violations=(on & ~safe.mask).sum((1, 2)),
             radiated_w=radiated_w,
         )
         self._advance(safe, radiated_w, queue, delay, rate, noise)
@@ -316,7 +333,7 @@ class SimNetwork:
             s, t=s.t + 1,
             fading_db=channel.ar1_step(s.fading_db, c.coherence, c.innovation_db, noise.normal[:, : b * u].view(n, b, u)),
             bs_fading_db=channel.ar1_step(s.bs_fading_db, c.coherence, c.innovation_db,
-                                          (eps_bs + eps_bs.transpose(1, 2)) / 2**0.5),
+                                          (eps_bs + eps_bs.transpose(1, 2)) / scalar_like(2**0.5, eps_bs)),
             incumbent_on=channel.incumbent_switch(s.incumbent_on, noise.uniform, c.p_on, c.p_off),
             queue_bits=queue, prev_power_w=safe.power_w, prev_level=safe.level, delay_s=delay, rate_bps=rate,
         )
@@ -327,17 +344,18 @@ class SimNetwork:
     def observation(self) -> torch.Tensor:
         """Flat normalised observation [N, obs_dim] float32 (layout: ``obs_layout``)."""
         p, s, n = self.params, self.state, self.num_envs
-        gain = (self.tasks.gain_mean_db + s.fading_db + 100.0) / 20.0
-        interference = (lin_to_db(s.map_w * 1e3 + 1e-30) - p.i_max_dbm) / 10.0
+        c = lambda value: scalar_like(value, s.map_w)  # noqa: E731
+        gain = (self.tasks.gain_mean_db + s.fading_db + c(100.0)) / c(20.0)
+        interference = (lin_to_db(s.map_w * c(1e3) + c(1e-30)) - c(p.i_max_dbm)) / c(10.0)
         mask = self.mask().float()
-        delay = s.delay_s / p.max_delay_s
-        rate = s.rate_bps / p.bandwidth_hz / 10.0
-        level = s.prev_level.float() / (p.num_levels - 1)
+        delay = s.delay_s / c(p.max_delay_s)
+        rate = s.rate_bps / c(p.bandwidth_hz) / c(10.0)
+        level = s.prev_level.float() / c(p.num_levels - 1)
         parts = [gain, interference.clamp(-5.0, 5.0), mask, delay.clamp(0.0, 10.0), rate.clamp(0.0, 10.0), level]
         if p.informed:
             t = self.tasks
-            parts += [t.pa_gain_offset_db / 10.0, (t.pa_compression_dbm - p.max_power_dbm) / 10.0,
-                      t.access_gain_offset_db / 10.0]
+            parts += [t.pa_gain_offset_db / c(10.0), (t.pa_compression_dbm - c(p.max_power_dbm)) / c(10.0),
+                      t.access_gain_offset_db / c(10.0)]
         return torch.cat([x.reshape(n, -1) for x in parts], dim=1).clamp(-10.0, 10.0)
 
     def obs_layout(self) -> dict[str, slice]:

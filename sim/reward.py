@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from sim.params import NetworkParams
+from sim.units import scalar_like
 
 
 def link_rate_bps(sinr_lin: torch.Tensor, active: torch.Tensor, bandwidth_hz: float) -> torch.Tensor:
     """Shannon rate W log2(1 + SINR) of each active link, 0 elsewhere. [N, B, K]."""
-    return torch.where(active, bandwidth_hz * torch.log2(1.0 + sinr_lin), torch.zeros_like(sinr_lin))
+    one, zero = scalar_like(1.0, sinr_lin), scalar_like(0.0, sinr_lin)
+    return torch.where(active, scalar_like(bandwidth_hz, sinr_lin) * torch.log2(one + sinr_lin), zero)
 
 
 def ue_rate_bps(link_rate: torch.Tensor, served_ue: torch.Tensor, num_ue: int) -> torch.Tensor:
@@ -22,30 +24,35 @@ def ue_rate_bps(link_rate: torch.Tensor, served_ue: torch.Tensor, num_ue: int) -
 def update_queues(queue_bits: torch.Tensor, arrivals_bits: torch.Tensor, rate_bps: torch.Tensor,
                   step_s: float) -> torch.Tensor:
     """Q ← max(0, Q + A − R Δt), in bit. [N, U]."""
-    return (queue_bits + arrivals_bits - rate_bps * step_s).clamp_min(0.0)
+    return (queue_bits + arrivals_bits - rate_bps * scalar_like(step_s, rate_bps)).clamp_min(0.0)
 
 
 def jain_index(x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """Eq. 10 over the active entries of the last axes: (Σx)² / (n Σx²); 0 with no active entry. [N]."""
-    x = torch.where(active, x, torch.zeros_like(x)).flatten(1)
+    zero, one = scalar_like(0.0, x), scalar_like(1.0, x)
+    x = torch.where(active, x, zero).flatten(1)
     top = x.amax(-1, keepdim=True)
-    x = x / torch.where(top > 0, top, torch.ones_like(top))  # scale-free, no underflow of x²
+    x = x / torch.where(top > zero, top, one)  # scale-free, no underflow of x²
     n = active.flatten(1).sum(-1)
     sq = (x * x).sum(-1)
-    return torch.where(sq > 0, x.sum(-1) ** 2 / (n * sq).clamp_min(1e-30), torch.zeros_like(sq))
+    return torch.where(sq > zero, x.sum(-1) ** 2 / (n * sq).clamp_min(1e-30), zero)
 
 
 def cost(power_w: torch.Tensor, prev_power_w: torch.Tensor, p: NetworkParams) -> torch.Tensor:
     """Eq. 11: c_p Σ p̂/P_max + c_s Σ |p̂ − p̂_prev|/P_max. [N]."""
-    return (p.cost_power * power_w.sum((1, 2)) + p.cost_switch * (power_w - prev_power_w).abs().sum((1, 2))) / p.max_power_w
+    c = lambda value: scalar_like(value, power_w)  # noqa: E731
+    return (c(p.cost_power) * power_w.sum((1, 2)) + c(p.cost_switch) * (power_w - prev_power_w).abs().sum((1, 2))) \
+        / c(p.max_power_w)
 
 
 def penalty(sinr_violations: torch.Tensor, latency_violations: torch.Tensor, p: NetworkParams) -> torch.Tensor:
     """Eq. 12: κ1 (active links under γ_min) + κ2 (UEs over D_max). [N]."""
-    return p.penalty_sinr * sinr_violations + p.penalty_delay * latency_violations
+    return (scalar_like(p.penalty_sinr, sinr_violations) * sinr_violations
+            + scalar_like(p.penalty_delay, latency_violations) * latency_violations)
 
 
 def reward(throughput_bps, fairness, cost_value, penalty_value, p: NetworkParams) -> torch.Tensor:
     """Eq. 8: w1 T/T_ref + w2 J − w3 C − w4 Ψ. [N]."""
-    return (p.w_throughput * throughput_bps / p.throughput_ref_bps + p.w_fairness * fairness
-            - p.w_cost * cost_value - p.w_penalty * penalty_value)
+    c = lambda value: scalar_like(value, throughput_bps)  # noqa: E731
+    return (c(p.w_throughput) * throughput_bps / c(p.throughput_ref_bps) + c(p.w_fairness) * fairness
+            - c(p.w_cost) * cost_value - c(p.w_penalty) * penalty_value)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sim.units import scalar_like
+
 _KEY = object()
 
 
@@ -35,7 +37,7 @@ class SafePowers:
 
 def safety_mask(interference_prev_w: torch.Tensor, i_max_w: float) -> torch.Tensor:
     """1[I_prev(b,k) <= I_max]: bands each BS may use this step. [N, B, K] bool."""
-    return interference_prev_w <= i_max_w
+    return interference_prev_w <= scalar_like(i_max_w, interference_prev_w)
 
 
 def apply_safety_filter(
@@ -54,7 +56,7 @@ def apply_safety_filter(
     """
     mask = safety_mask(interference_prev_w, i_max_w)
     requested = level.clamp(0, level_power_w.numel() - 1)
-    executed = torch.where(mask, requested, torch.zeros_like(requested))
+    executed = requested * mask
     lowered = torch.zeros_like(mask)
     if mode == "lower" and level.shape[1] > 1:
         if bs_gain_lin is None:
@@ -74,7 +76,7 @@ def apply_safety_filter(
     blocked = (requested > 0) & (executed == 0)
     return SafePowers(
         level=executed,
-        power_w=level_power_w[executed],
+        power_w=level_power_w.take(executed),
         mask=mask,
         blocked=blocked,
         lowered=lowered,

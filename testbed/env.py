@@ -234,7 +234,8 @@ class SpectrumVectorEnv(VectorEnv):
         expected = (self.num_envs,) + self.single_action_space.shape
         if tuple(actions.shape) != expected:
             raise ValueError(f"actions: expected shape {expected}, got {tuple(actions.shape)}")
-        if bool(((actions < 0) | (actions >= self.params.num_levels)).any()):
+        low, high = torch.stack(torch.aminmax(actions)).tolist()
+        if low < 0 or high >= self.params.num_levels:
             raise ValueError(f"actions: power levels must lie in [0, {self.params.num_levels - 1}]")
         res = self.net.step(actions)
         info = step_info(res, self.params.noise_w)

@@ -56,21 +56,19 @@ class EpisodeRecorder:
 
     def reset(self) -> None:
         self.steps = 0
-        self.sums: dict[str, torch.Tensor] = {}
-        self.ret: torch.Tensor | float = 0.0
+        self.sums: torch.Tensor | None = None   # [1 + len(METRICS), N] float64: the return, then METRICS' keys
 
     def add(self, reward: torch.Tensor, result) -> None:
-        """``reward`` [N]; ``result``: the step's ``sim.network.StepResult`` (its per-env metric tensors)."""
+        """``reward`` [N]; ``result``: the step's ``sim.network.StepResult`` (its per-env metric tensors).
+        The step's values are stacked in float32 (exact: the counts are far below 2**24) and summed in float64."""
         self.steps += 1
-        self.ret = self.ret + reward.double()
-        for key in METRICS:
-            value = getattr(result, key).double()
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        value = torch.stack([reward] + [getattr(result, key) for key in METRICS]).double()
+        self.sums = value if self.sums is None else self.sums + value
 
     def finish(self) -> list[dict]:
         """Episode metrics per env, then a fresh start."""
-        ret = torch.as_tensor(self.ret).cpu().numpy()
-        sums = {key: value.cpu().numpy() for key, value in self.sums.items()}
+        ret, *columns = self.sums.cpu().numpy()
+        sums = dict(zip(METRICS, columns))
         out = []
         for i in range(self.num_envs):
             row = {"return": float(ret[i])}
