@@ -90,8 +90,9 @@ class RunConfig:
 
     out_dir: str = param("runs", "folder that receives one sub-folder per run")
     episodes: int = param(5, "episodes per reference policy in `testbed demo`", (1, 100_000))
-    policies: list = param(["random", "max_power", "greedy", "oracle"], "reference policies the demo, evaluate and reproduce run",
-                           choices=("random", "max_power", "greedy", "oracle"))
+    policies: list = param(["random", "max_power", "greedy", "oracle", "switch_off"],
+                           "reference policies the demo, evaluate and reproduce run",
+                           choices=("random", "max_power", "greedy", "oracle", "switch_off"))
 
 
 def _hardware_config_type():
@@ -405,7 +406,7 @@ def observation_size(p: NetworkParams) -> int:
 def check_sizes(config: Config) -> None:
     """Raise ConfigError if a tensor the config makes the testbed allocate would hold more than
     MAX_TENSOR_VALUES values: the simulator's step, the policies' input layers, the agents' rollout
-    storage and the candidate powers of the greedy and oracle reference policies."""
+    storage and the candidate powers of the greedy, oracle and switch-off reference policies."""
     p, a, n = config.network, config.agent, config.env.num_envs
     b, u, k, levels, t = p.num_bs, p.num_ue, p.num_bands, p.num_levels, p.episode_steps
     obs = observation_size(p)
@@ -422,7 +423,8 @@ def check_sizes(config: Config) -> None:
         ("the RL² rollout storage", "network.episode_steps·env.num_envs·(obs+B·K·L+3)", t * n * rnn_in, ""),
     ]
     for name, formula, value in (("greedy", "L·env.num_envs·B²·K", levels * n * b * b * k),
-                                 ("oracle", "L^B·env.num_envs·B²·K", levels ** b * n * b * b * k)):
+                                 ("oracle", "L^B·env.num_envs·B²·K", levels ** b * n * b * b * k),
+                                 ("switch_off", "L^B·env.num_envs·B²·K", levels ** b * n * b * b * k)):
         if name in config.run.policies:
             sizes.append((f"the {name} policy's candidates", formula, value, f", or drop {name} from run.policies"))
     for what, formula, value, hint in sizes:

@@ -34,7 +34,8 @@ HEADERS = {"sinr_violations": "SINR viol./step", "throughput_mbps": "throughput 
            "executed_violations": "executed viol. / ep", "return": "return / ep"}   # table columns
 DISPLAY_NAMES = {"ppo": "PPO", "maml": "MAML", "rnn": "RNN (RL²)", "rnn_attention": "RNN + attention",
                  "ppo_finetune": "PPO fine-tuned", "ppo_informed": "informed PPO", "ppo_scratch": "PPO from scratch", "random": "random",
-                 "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle"}   # agents and policies
+                 "max_power": "max power", "greedy": "greedy", "oracle": "per-band oracle",
+                 "switch_off": "switch-off"}   # agents and policies
 
 ACTION_NAMES = {"argmax": "argmax", "sample": "sampled"}   # an evaluated agent's action modes, as tables show them
 

@@ -1,12 +1,14 @@
 """Reference policies, for scale: random, max power on every unmasked band, a greedy
-per-band allocator, and the per-band exhaustive oracle (L^B combinations per band).
+per-band allocator, the per-band exhaustive oracle (L^B combinations per band), and the oracle
+with every link predicted under γ_min switched off (``switch_off``).
 
-They are privileged: greedy and oracle read the network's gains and schedule directly from
+They are privileged: greedy, oracle and switch-off read the network's gains and schedule directly from
 ``env.net`` (agents never do), and in the hardware task family its hidden PA parameters
 (``SimNetwork.pa_response``: the power each level radiates and its distortion), so they
 maximise the throughput of the real step, not of a nominal one. Each is a callable
 ``policy(obs, info) -> actions [N, B*K]``. Greedy and oracle maximise this step's throughput;
-they ignore fairness, cost and queues. ``Episodes`` plays one with the agents' episode interface.
+they ignore fairness, cost and queues; switch-off also drops the links that would miss γ_min
+(each a penalty κ1 and a near-zero rate in Jain's index). ``Episodes`` plays one with the agents' episode interface.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from sim import channel
 from sim.units import db_to_lin
 
 Policy = Callable[[np.ndarray, dict], np.ndarray]
-NAMES = ("random", "max_power", "greedy", "oracle")
+NAMES = ("random", "max_power", "greedy", "oracle", "switch_off")
 
 
 def _view(env):
@@ -127,8 +129,15 @@ def switch_off_levels(net, informed: bool, margin_db: float = 0.0) -> torch.Tens
     return torch.where(predict(level) < db_to_lin(p.min_sinr_db + margin_db), 0, level)
 
 
+def switch_off_policy(env) -> Policy:
+    """``switch_off_levels`` with the network's true hardware model, as a policy."""
+    def act(obs, info):
+        return _to_actions(switch_off_levels(env.net, informed=True))
+    return act
+
+
 def make_policy(name: str, env, seed: int = 0) -> Policy:
-    """A reference policy by name: random, max_power, greedy or oracle."""
+    """A reference policy by name: random, max_power, greedy, oracle or switch_off."""
     if name == "random":
         return random_policy(env, seed)
     if name == "max_power":
@@ -137,6 +146,8 @@ def make_policy(name: str, env, seed: int = 0) -> Policy:
         return greedy_policy(env)
     if name == "oracle":
         return oracle_policy(env)
+    if name == "switch_off":
+        return switch_off_policy(env)
     raise ValueError(f"unknown policy {name!r}; choose from {list(NAMES)}")
 
 

@@ -157,7 +157,7 @@ def test_adapt_and_evaluate_run_from_a_checkpoint(tmp_path, capsys):
         summary = json.loads((tmp_path / f"eval-{agent}" / "summary.json").read_text())
         out = capsys.readouterr().out
         assert f"| {agent}/argmax |" in out and f"| {agent}/sample |" in out and "| oracle |" in out
-        assert set(summary) == {f"{agent}/argmax", f"{agent}/sample", "random", "max_power", "greedy", "oracle"}
+        assert set(summary) == {f"{agent}/argmax", f"{agent}/sample", "random", "max_power", "greedy", "oracle", "switch_off"}
         assert all(stats["executed_violations"]["mean"] == 0 for stats in summary.values())
         assert len(read_metrics(tmp_path / f"eval-{agent}" / "metrics.jsonl")) == 6 * 2
 

@@ -15,10 +15,10 @@ def test_demo_writes_a_complete_run_folder(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     assert {"config.yaml", "metrics.jsonl", "summary.json", "metrics.png", "table.md"} <= {p.name for p in run.iterdir()}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 * 2 * 4  # policies x episodes x envs
+    assert len(rows) == 5 * 2 * 4  # policies x episodes x envs
     assert all(r["executed_violations"] == 0 for r in rows)
     summary = json.loads((run / "summary.json").read_text())
-    assert set(summary) == {"random", "max_power", "greedy", "oracle"}
+    assert set(summary) == {"random", "max_power", "greedy", "oracle", "switch_off"}
     assert summary["oracle"]["throughput_mbps"]["mean"] > summary["random"]["throughput_mbps"]["mean"]
     assert "| oracle |" in out.stdout and "throughput / oracle" in out.stdout
     assert yaml.safe_load((run / "config.yaml").read_text())["network"]["episode_steps"] == 20

@@ -95,7 +95,7 @@ def test_every_policy_sees_the_same_tasks_and_draws(trained, monkeypatch):
     monkeypatch.setattr(SimNetwork, "draw_noise", recording)
     config = load_config(SMALL)
     summary = evaluate(config, "rnn", policy, tmp / "eval", progress=False)
-    assert list(summary) == ["rnn/argmax", "rnn/sample", "random", "max_power", "greedy", "oracle"]
+    assert list(summary) == ["rnn/argmax", "rnn/sample", "random", "max_power", "greedy", "oracle", "switch_off"]
     steps = config.evaluation.episodes * config.network.episode_steps
     assert len(seen) == len(summary) * steps
     runs = [seen[i * steps:(i + 1) * steps] for i in range(len(summary))]
@@ -120,4 +120,4 @@ def test_an_evaluation_is_identical_when_rerun(trained):
     assert {r["tasks"] for r in rows[0]} == {"test"}
     assert {(r["agent"], r["actions"]) for r in rows[0]} >= {("rnn/argmax", "argmax"), ("rnn/sample", "sample"),
                                                          ("oracle", "reference")}
-    assert len(rows[0]) == 6 * config.evaluation.episodes
+    assert len(rows[0]) == 7 * config.evaluation.episodes

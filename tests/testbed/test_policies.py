@@ -47,3 +47,23 @@ def test_oracle_matches_brute_force_on_a_tiny_network():
     brute = torch.stack([one_step_throughput(env, np.tile(np.array(c), (8, 1)))
                          for c in itertools.product(range(3), repeat=4)]).amax(0)
     torch.testing.assert_close(oracle_score, brute)
+
+
+def test_switch_off_never_runs_a_link_under_gamma_min_and_beats_the_oracle_on_return():
+    """Its predictions are exact for the coming step (true gains, fading, incumbents and hardware),
+    and dropping a link only lowers the interference of the others: so no SINR violation, ever;
+    and it earns more return per episode than the throughput-only oracle, in both task families."""
+    for family in ("standard", "hardware"):
+        config = {"network": {"task_family": family}, "tasks": {"access_gain_offset_db": [-20.0, 0.0]}}
+        returns = {}
+        for name in ("oracle", "switch_off"):
+            env = SpectrumVectorEnv(config, num_envs=32)
+            obs, info = env.reset(seed=1)
+            policy, total = make_policy(name, env), 0.0
+            for _ in range(env.params.episode_steps):
+                obs, reward, _, _, info = env.step(policy(obs, info))
+                total += reward.mean()
+                if name == "switch_off":
+                    assert info["sinr_violations"].sum() == 0, family
+            returns[name] = total
+        assert returns["switch_off"] > returns["oracle"] + 5.0, (family, returns)
