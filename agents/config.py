@@ -94,6 +94,10 @@ class AgentConfig:
     episodes: int = _f(1200, "episodes of (meta-)training; every env lane plays each one", (1, 10_000_000))
     hidden_size: int = _f(64, "units per hidden layer of the MLP policy and critic", (4, 4096))
     num_layers: int = _f(2, "hidden layers of the MLP policy and critic", (1, 8))
+    shared_link_head: bool = _f(False, "PPO and MAML: one actor head shared by every (BS, band) link, reading a "
+                                "context of the whole observation, the link's own entries (interference, mask, last "
+                                "level; informed: its hidden parameters) and its BS and band (agents.policies."
+                                "SharedLinkActor)", choices=(False, True))
     gamma: float = _f(0.8, "discount factor γ (the reward is nearly myopic: 0.8 beat 0.99, docs/agents.md)",
                       (0.0, 1.0))
     gae_lambda: float = _f(0.9, "λ of generalised advantage estimation", (0.0, 1.0))

@@ -78,7 +78,7 @@ class MAML:
         critic = [p for k, p in policy.named_parameters() if k.startswith("critic.")]
         self.meta_optimizer = torch.optim.Adam(meta_params, lr=self.cfg.meta_lr, eps=1e-5)
         self.critic_optimizer = torch.optim.Adam(critic, lr=self.cfg.critic_lr, eps=1e-5)
-        obs_dim = policy.actor[0].in_features
+        obs_dim = policy.obs_dim
         self.support = RolloutStorage(num_steps * self.cfg.support_episodes, num_envs, obs_dim, policy.num_heads,
                                       self.device)
         self.query = RolloutStorage(num_steps * self.cfg.query_episodes, num_envs, obs_dim, policy.num_heads, self.device)

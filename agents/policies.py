@@ -68,15 +68,60 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
+class SharedLinkActor(nn.Module):
+    """One actor head shared by every link (b,k): a context of the whole observation, the link's
+    own observation entries (``link_index`` [H, F], e.g. its interference, mask, last level and,
+    informed, its hidden parameters) and a one-hot of its BS and band go through one MLP that
+    gives the link's L logits. A rule about a link's entries is learnt once for all H links."""
+
+    def __init__(self, obs_dim: int, link_index: torch.Tensor, link_id: torch.Tensor, hidden_size: int,
+                 num_layers: int, num_levels: int):
+        super().__init__()
+        self.context = nn.Sequential(_orthogonal(nn.Linear(obs_dim, hidden_size), 2 ** 0.5), nn.Tanh())
+        self.register_buffer("link_index", link_index)      # [H, F] long
+        self.register_buffer("link_id", link_id)            # [H, B + K] one-hot BS and band
+        self.head = _mlp(hidden_size + link_index.shape[1] + link_id.shape[1], hidden_size, num_layers,
+                         num_levels, 0.01)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs [..., D] -> logits [..., H·L]."""
+        num_links = self.link_index.shape[0]
+        context = self.context(obs).unsqueeze(-2).expand(*obs.shape[:-1], num_links, -1)
+        ids = self.link_id.expand(*obs.shape[:-1], -1, -1)
+        return self.head(torch.cat([context, obs[..., self.link_index], ids], -1)).flatten(-2)
+
+
+def link_features(layout: dict[str, slice], num_bs: int, num_bands: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For ``SharedLinkActor``: per link (b,k), row-major, the observation indices of its own entries
+    (the per-link slices of ``layout``, the per-BS ``pa_compression`` where present) [H, F], and the
+    one-hot of its BS and band [H, B + K]."""
+    per_link = [name for name in ("interference", "mask", "prev_level", "pa_gain_offset", "access_gain_offset")
+                if name in layout]
+    rows, ids = [], []
+    for b in range(num_bs):
+        for k in range(num_bands):
+            row = [layout[name].start + b * num_bands + k for name in per_link]
+            if "pa_compression" in layout:
+                row.append(layout["pa_compression"].start + b)
+            rows.append(row)
+            ids.append([float(i == b) for i in range(num_bs)] + [float(i == k) for i in range(num_bands)])
+    return torch.tensor(rows), torch.tensor(ids)
+
+
 class MLPPolicy(nn.Module):
-    """Feed-forward actor and critic with separate torsos."""
+    """Feed-forward actor and critic with separate torsos; the actor is one MLP with H·L outputs, or,
+    given ``shared_links`` (``link_features``' two tensors), a ``SharedLinkActor``."""
 
     def __init__(self, obs_dim: int, num_heads: int, num_levels: int, hidden_size: int = 64,
-                 num_layers: int = 2, mask_slice: slice | None = None):
+                 num_layers: int = 2, mask_slice: slice | None = None,
+                 shared_links: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        self.num_heads, self.num_levels = num_heads, num_levels
+        self.num_heads, self.num_levels, self.obs_dim = num_heads, num_levels, obs_dim
         self.mask_slice = mask_slice
-        self.actor = _mlp(obs_dim, hidden_size, num_layers, num_heads * num_levels, 0.01)
+        if shared_links is None:
+            self.actor = _mlp(obs_dim, hidden_size, num_layers, num_heads * num_levels, 0.01)
+        else:
+            self.actor = SharedLinkActor(obs_dim, *shared_links, hidden_size, num_layers, num_levels)
         self.critic = _mlp(obs_dim, hidden_size, num_layers, 1, 1.0)
 
     def forward(self, obs: torch.Tensor, with_value: bool = True):

@@ -35,7 +35,7 @@ class PPO:
         self.params = stack_params(dict(policy.named_parameters()), num_learners)
         self.optimizer = torch.optim.Adam(self.params.values(), lr=self.cfg.learning_rate, eps=1e-5)
         self.storage = RolloutStorage(num_steps * self.cfg.rollout_episodes, num_envs,
-                                      policy.actor[0].in_features, policy.num_heads, self.device)
+                                      policy.obs_dim, policy.num_heads, self.device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.greedy = mode == "eval" and config.eval_actions == "argmax"
         self.total_updates = max(1, config.episodes // self.cfg.rollout_episodes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from agents.maml import MAML
-from agents.policies import MLPPolicy, RecurrentPolicy
+from agents.policies import MLPPolicy, RecurrentPolicy, link_features
 from agents.ppo import PPO
 from agents.rl2 import RL2
 from testbed.config import Config, load_config
@@ -49,7 +49,9 @@ def make_agent(name: str, env: SpectrumVectorEnv, config: Config, mode: str, see
     num_heads, num_levels = len(nvec), int(nvec.max())
     n, steps = env.num_envs, config.network.episode_steps
     if name in ("ppo", "maml"):
-        policy = MLPPolicy(obs_dim, num_heads, num_levels, a.hidden_size, a.num_layers, mask)
+        p = config.network
+        shared = link_features(env.obs_layout, p.num_bs, p.num_bands) if a.shared_link_head else None
+        policy = MLPPolicy(obs_dim, num_heads, num_levels, a.hidden_size, a.num_layers, mask, shared)
         if name == "maml":
             return MAML(policy, a, n, steps, mode, seed)
         return PPO(policy, a, n, steps, mode, num_learners=n if mode == "adapt" else 1, seed=seed)

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from agents.policies import MLPPolicy, RecurrentPolicy, act, entropy, kl_divergence, log_prob, mask_logits, sample
+from agents.policies import (MLPPolicy, RecurrentPolicy, act, entropy, kl_divergence, link_features, log_prob,
+                             mask_logits, sample)
 
 OBS_DIM, HEADS, LEVELS = 12, 3, 4
 MASK = slice(6, 9)   # 3 mask entries, one per head
@@ -121,3 +122,44 @@ def test_agents_import_neither_the_simulator_nor_the_hardware():
             "assert not bad, bad")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_link_features_pick_each_links_own_entries():
+    """Per link (b,k) the indices of its interference, mask, last level and (informed) hidden
+    parameters, and its BS and band one-hot, read off the network's observation layout."""
+    from sim.network import observation_layout
+    from sim.params import NetworkParams
+    p = NetworkParams(num_bs=2, num_ue=3, num_bands=3, task_family="hardware", informed=True)
+    layout = observation_layout(p)
+    index, ids = link_features(layout, 2, 3)
+    assert index.shape == (6, 6) and ids.shape == (6, 5)
+    b, k = 1, 2
+    h = b * 3 + k
+    for j, name in enumerate(("interference", "mask", "prev_level", "pa_gain_offset", "access_gain_offset")):
+        assert index[h, j] == layout[name].start + h
+    assert index[h, 5] == layout["pa_compression"].start + b
+    assert ids[h].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+    plain, _ = link_features(observation_layout(NetworkParams(num_bs=2, num_ue=3, num_bands=3)), 2, 3)
+    assert plain.shape == (6, 3)
+
+
+def test_a_shared_link_head_learns_a_rule_once_for_every_link():
+    """Logits of a link depend on its own entries through the one shared head: without a BS/band
+    identity, two links with equal own entries get equal logits and unequal ones do not; masked
+    links get level 0; and it runs under PPO's vmapped call (torch.func) like the plain actor."""
+    torch.manual_seed(0)
+    index = torch.tensor([[0, 6], [1, 7], [2, 8]])                # per head: a feature and its mask entry
+    ids = torch.zeros(3, 1)                                         # no identity: a pure shared rule
+    policy = MLPPolicy(OBS_DIM, HEADS, LEVELS, 16, 2, MASK, (index, ids))
+    obs = torch.randn(4, OBS_DIM)
+    obs[:, MASK] = 1.0
+    obs[:, 1] = obs[:, 0]
+    with torch.no_grad():
+        a = policy.logits(obs)
+    assert torch.equal(a[:, 0], a[:, 1]) and not torch.allclose(a[:, 0], a[:, 2])
+    obs[:, 6] = 0.0
+    with torch.no_grad():
+        assert (sample(policy.logits(obs), torch.Generator().manual_seed(0))[:, 0] == 0).all()
+    params = {k: v.unsqueeze(0) for k, v in policy.named_parameters()}
+    logits, value = torch.func.vmap(lambda p, o: torch.func.functional_call(policy, p, (o,)))(params, obs.unsqueeze(0))
+    assert logits.shape == (1, 4, HEADS, LEVELS) and value.shape == (1, 4)
