@@ -159,7 +159,7 @@ def test_adapt_and_evaluate_run_from_a_checkpoint(tmp_path, capsys):
         assert f"| {agent}/argmax |" in out and f"| {agent}/sample |" in out and "| oracle |" in out
         assert set(summary) == {f"{agent}/argmax", f"{agent}/sample", "random", "max_power", "greedy", "oracle", "switch_off"}
         assert all(stats["executed_violations"]["mean"] == 0 for stats in summary.values())
-        assert len(read_metrics(tmp_path / f"eval-{agent}" / "metrics.jsonl")) == 6 * 2
+        assert len(read_metrics(tmp_path / f"eval-{agent}" / "metrics.jsonl")) == 7 * 2
 
 
 def test_adapt_on_a_bench_records_its_captures_and_a_simulated_run_refuses_to(tmp_path):
