@@ -104,6 +104,7 @@ class TaskConstants:
     packets_per_step: torch.Tensor   # [N, U] mean arrivals λ_u Δt / S in packets
     pa_power_w: torch.Tensor | None  # [L, N, B, K] radiated power of each level in W (hardware family; else None)
     pa_sdr_lin: torch.Tensor | None  # [L, N, B, K] SDR (linear) of each level (hardware family; else None)
+    access_gain_lin: torch.Tensor | None  # [N, B, K] a(b,k) linear (hardware family; else None)
 
     @staticmethod
     def of(tasks: Tasks, p: NetworkParams,
@@ -120,6 +121,7 @@ class TaskConstants:
             assoc_index=tasks.assoc.unsqueeze(-1).expand(-1, -1, p.num_bands),
             packets_per_step=tasks.traffic_bps * (p.step_s / p.packet_bits),
             pa_power_w=pa_power_w, pa_sdr_lin=pa_sdr_lin,
+            access_gain_lin=None if tasks.access_gain_offset_db is None else db_to_lin(tasks.access_gain_offset_db),
         )
 
 
@@ -248,7 +250,7 @@ class SimNetwork:
         a(b,k) in the hardware family (the BS-to-BS paths of the map take ``radiated_w`` as is)."""
         if self.params.task_family == "standard":
             return radiated_w
-        return radiated_w * db_to_lin(self.tasks.access_gain_offset_db)
+        return radiated_w * self.constants.access_gain_lin
 
     def level_response(self, level: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Radiated power in W and SDR (linear) of candidate levels [..., N, B, K] (leading axes

@@ -25,31 +25,41 @@ Policy = Callable[[np.ndarray, dict], np.ndarray]
 NAMES = ("random", "max_power", "greedy", "oracle", "switch_off")
 
 
-def _view(env):
-    """What the coming step will use: powers per level, link gains [N, B', B, K], X [N, B, K], mask,
-    links with a UE."""
-    net, p = env.net, env.params
-    served = channel.round_robin(net.state.t, net.tasks.ue_by_rank, net.tasks.num_assoc, p.num_bands)
-    gain = channel.link_gains(db_to_lin(net.tasks.gain_mean_db + net.state.fading_db), served)
-    return net.level_power_w, gain, net.state.external_w, net.mask(), served >= 0
+def _view(net):
+    """What the coming step will use: link gains [N, B', B, K], X [N, B, K], mask, links with a UE."""
+    t, s, p = net.tasks, net.state, net.params
+    served = channel.round_robin(s.t, t.ue_by_rank, t.num_assoc, p.num_bands)
+    gain = channel.link_gains(db_to_lin(t.gain_mean_db + s.fading_db), served)
+    return gain, s.external_w, net.mask(), served >= 0
 
 
-def _band_throughput(power_w, gain, external_w, noise_w, has_ue, sdr_lin=None):
-    """Σ_b log2(1+SINR) per band (throughput / W) for candidate radiated powers, the SINR limited by
-    each link's PA distortion where ``sdr_lin`` is given.
-
-    power_w [..., B, K] (leading dims broadcast against gain [N, B', B, K]) -> [..., K].
-    """
-    sinr = channel.sinr_of_received(power_w.unsqueeze(-2) * gain, external_w, noise_w)   # [..., B, K]
-    if sdr_lin is not None:
-        sinr = channel.distortion_limited(sinr, sdr_lin)
-    return (torch.log2(1.0 + sinr) * has_ue).sum(-2)
+def _predicted_sinr(net, level, gain, external_w, informed: bool = True) -> torch.Tensor:
+    """SINR [..., N, B, K] of candidate levels [..., N, B, K] (leading axes broadcast) as the step computes
+    it: with the network's PA and access-path model (``informed``), or nominal powers, no distortion."""
+    if not informed:
+        return channel.sinr_of_received(net.level_power_w[level].unsqueeze(-2) * gain, external_w, net.params.noise_w)
+    power_w, sdr_lin = net.level_response(level)
+    sinr = channel.sinr_of_received(net.toward_ues_w(power_w).unsqueeze(-2) * gain, external_w, net.params.noise_w)
+    return sinr if sdr_lin is None else channel.distortion_limited(sinr, sdr_lin)
 
 
-def _level_throughput(env, level, gain, external_w, has_ue):
-    """``_band_throughput`` of candidate levels [..., N, B, K] as the step computes it -> [..., N, K]."""
-    power_w, sdr_lin = env.net.level_response(level)
-    return _band_throughput(env.net.toward_ues_w(power_w), gain, external_w, env.params.noise_w, has_ue, sdr_lin)
+def _level_throughput(net, level, gain, external_w, has_ue, informed: bool = True) -> torch.Tensor:
+    """Σ_b log2(1 + SINR) per band (throughput / W) of candidate levels [..., N, B, K] -> [..., N, K]."""
+    return (torch.log2(1.0 + _predicted_sinr(net, level, gain, external_w, informed)) * has_ue).sum(-2)
+
+
+def _combinations(p, device) -> torch.Tensor:
+    """Every combination of one level per BS, [L^B, B] long."""
+    return torch.tensor(list(itertools.product(range(p.num_levels), repeat=p.num_bs)), device=device)
+
+
+def _oracle_levels(net, combos: torch.Tensor, view: tuple, informed: bool = True) -> torch.Tensor:
+    """Per band, the combination of ``combos`` (masked bands off) with the largest predicted throughput,
+    ``view`` being ``_view(net)``. [N, B, K]."""
+    gain, ext, mask, has_ue = view
+    trial = combos.view(-1, 1, net.params.num_bs, 1) * mask                     # [C, N, B, K]
+    best = _level_throughput(net, trial, gain, ext, has_ue, informed).argmax(0)   # [N, K]
+    return combos[best].permute(0, 2, 1) * mask
 
 
 def _to_actions(level: torch.Tensor) -> np.ndarray:
@@ -75,14 +85,14 @@ def greedy_policy(env) -> Policy:
     """Start at max power on unmasked bands, then one pass of coordinate ascent per BS:
     each BS in turn picks the level that maximises its band's throughput given the others."""
     def act(obs, info):
-        _, gain, ext, mask, has_ue = _view(env)
+        gain, ext, mask, has_ue = _view(env.net)
         p = env.params
         level = mask.long() * (p.num_levels - 1)             # [N, B, K]
         for b in range(p.num_bs):
             trial = level.unsqueeze(0).repeat(p.num_levels, 1, 1, 1)   # [L, N, B, K]
             trial[:, :, b, :] = torch.arange(p.num_levels, device=level.device).view(-1, 1, 1)
             trial = trial * mask
-            score = _level_throughput(env, trial, gain, ext, has_ue)  # [L, N, K]
+            score = _level_throughput(env.net, trial, gain, ext, has_ue)  # [L, N, K]
             level = trial.gather(0, score.argmax(0).view(1, -1, 1, p.num_bands).expand(1, -1, p.num_bs, -1))[0]
         return _to_actions(level)
     return act
@@ -91,42 +101,22 @@ def greedy_policy(env) -> Policy:
 def oracle_policy(env) -> Policy:
     """Per band, the combination of levels (all L^B, masked bands off) with the largest throughput
     (bands couple only through fairness, cost and queues, so this is the one-step optimum)."""
-    p = env.params
-    combos = torch.tensor(list(itertools.product(range(p.num_levels), repeat=p.num_bs)),
-                          device=env.net.device)             # [C, B]
+    combos = _combinations(env.params, env.net.device)
 
     def act(obs, info):
-        _, gain, ext, mask, has_ue = _view(env)
-        trial = combos.view(-1, 1, p.num_bs, 1) * mask.unsqueeze(0)    # [C, N, B, K]
-        score = _level_throughput(env, trial, gain, ext, has_ue)  # [C, N, K]
-        best = score.argmax(0)                                           # [N, K]
-        level = combos[best].permute(0, 2, 1) * mask                    # [N, B, K]
-        return _to_actions(level)
+        return _to_actions(_oracle_levels(env.net, combos, _view(env.net)))
     return act
 
 
 def switch_off_levels(net, informed: bool, margin_db: float = 0.0) -> torch.Tensor:
-    """Privileged heuristic levels [N, B, K] of the coming step: per band the level combination
-    (all L^B, masked bands off) with the largest predicted throughput, then every link predicted
-    under γ_min + ``margin_db`` switched off. Predicted with the network's true PA and access-path
-    model (``informed``) or with ideal hardware (nominal powers, no distortion)."""
-    p, t, s = net.params, net.tasks, net.state
-    combos = torch.cartesian_prod(*[torch.arange(p.num_levels, device=net.device)] * p.num_bs)   # [C, B]
-    served = channel.round_robin(s.t, t.ue_by_rank, t.num_assoc, p.num_bands)
-    gain = channel.link_gains(db_to_lin(t.gain_mean_db + s.fading_db), served)                # [N, B', B, K]
-    mask, has_ue = net.mask(), served >= 0
-
-    def predict(level):
-        if not informed:
-            return channel.sinr_of_received(net.level_power_w[level].unsqueeze(-2) * gain, s.external_w, p.noise_w)
-        power, sdr = net.level_response(level)
-        sinr = channel.sinr_of_received(net.toward_ues_w(power).unsqueeze(-2) * gain, s.external_w, p.noise_w)
-        return sinr if sdr is None else channel.distortion_limited(sinr, sdr)
-
-    trial = combos.view(-1, 1, p.num_bs, 1) * mask                                           # [C, N, B, K]
-    best = (torch.log2(1 + predict(trial)) * has_ue).sum(-2).argmax(0)                      # [N, K]
-    level = combos[best].permute(0, 2, 1) * mask
-    return torch.where(predict(level) < db_to_lin(p.min_sinr_db + margin_db), 0, level)
+    """Privileged heuristic levels [N, B, K] of the coming step: the oracle's levels, then every link
+    predicted under γ_min + ``margin_db`` switched off. Predicted with the network's true PA and
+    access-path model (``informed``) or with ideal hardware (nominal powers, no distortion)."""
+    view = _view(net)
+    level = _oracle_levels(net, _combinations(net.params, net.device), view, informed)
+    gain, ext, _, _ = view
+    return torch.where(_predicted_sinr(net, level, gain, ext, informed) < db_to_lin(net.params.min_sinr_db + margin_db),
+                       0, level)
 
 
 def switch_off_policy(env) -> Policy:

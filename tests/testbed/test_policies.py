@@ -3,13 +3,13 @@ import numpy as np
 import torch
 
 from testbed.env import SpectrumVectorEnv
-from testbed.policies import _band_throughput, _view, make_policy
+from testbed.policies import _level_throughput, _view, make_policy
 
 
 def one_step_throughput(env, actions) -> torch.Tensor:
-    powers, gain, ext, mask, has_ue = _view(env)
+    gain, ext, mask, has_ue = _view(env.net)
     level = torch.as_tensor(actions).view(env.num_envs, env.params.num_bs, env.params.num_bands) * mask
-    return _band_throughput(powers[level], gain, ext, env.params.noise_w, has_ue).sum(-1)
+    return _level_throughput(env.net, level, gain, ext, has_ue, informed=False).sum(-1)
 
 
 def test_oracle_is_best_per_step_and_greedy_is_close():
