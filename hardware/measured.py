@@ -42,7 +42,8 @@ block holds, it is not this burst. A stale capture is discarded and taken again
 Calibration at start (``hardware.calibrate``): every BS radio in turn sends the calibration
 burst (``PilotPlan.calibration_waveform``, through the Transmitter and the safety filter, on the
 bands the noise-floor capture found free) and every UE radio measures its offset with the coarse
-search (``hardware.dsp.estimate_offset``, ±``max_cfo_hz``). Taking the first UE radio as the
+search (``hardware.dsp.estimate_offset``, ±``max_cfo_hz``) in ``CALIBRATION_CAPTURES`` captures,
+keeping the median of the clear ones (a majority must be clear). Taking the first UE radio as the
 reference, every other radio whose driver can (``Radio.correct_lo``: Pluto's xo_correction, the
 mock's LO) is moved onto it; the offsets are measured again, and the run is refused (a
 ``RadioError`` naming the radio and its offset) if a UE radio's common offset is beyond what the
@@ -95,6 +96,8 @@ __all__ = ["MeasuredNetwork", "BackendError", "close_all", "check_radio_map", "u
 _HEADROOM = 0.95        # bursts are scaled to at most this share of max_amplitude
 STALE_SHARE = 0.1        # a band with more pilot power on the other signature than this share of
                          # its own (and more than SENSE_PILOT_SHARE of its residual) is stale
+CALIBRATION_CAPTURES = 3  # captures per (BS, UE) radio pair in calibration; the median of their offsets is
+                          # kept, so one capture torn by an overflow or a stale buffer cannot set a correction
 SENSE_PILOT_SHARE = 0.1  # pilots are present in a band when their power exceeds this share of its residual
 MISSING_DB = 10.0        # pilots this far below what is due at the UE radio are missing: a capture
                          # of the silence before the burst
@@ -386,13 +389,14 @@ class MeasuredNetwork(SimNetwork):
             if self.hw.settle_s:
                 time.sleep(self.hw.settle_s)
             for r in ue_radios:
-                iq = self._capture(r, kind="calibrate", tx=s)
-                found = estimate_offset(self.plan, iq, self.hw.sample_rate_hz, self.hw.max_cfo_hz)
-                if not found.clear:
+                found = [estimate_offset(self.plan, self._capture(r, kind="calibrate", tx=s), self.hw.sample_rate_hz,
+                                         self.hw.max_cfo_hz) for _ in range(CALIBRATION_CAPTURES)]
+                clear = [float(f.cfo_hz) for f in found if f.clear]
+                if 2 * len(clear) <= CALIBRATION_CAPTURES:
                     self.transmitter.mute_all()
                     raise RadioError(f"{r}: no clear calibration burst from {s} within ±{self.hw.max_cfo_hz:g} Hz "
                                      "(check the cabling and link_gain_db, or raise hardware.max_cfo_hz)")
-                out[s, r] = float(found.cfo_hz)
+                out[s, r] = float(np.median(clear))
         self.transmitter.mute_all()
         return out
 

@@ -11,6 +11,7 @@ import sigmf
 import torch
 
 from hardware import recording
+from hardware.measured import CALIBRATION_CAPTURES
 from hardware.radio import RadioError
 from hardware.recording import RUN_FILE, STEP_FILE, RecordingError
 from hardware.replay import Recording
@@ -146,7 +147,8 @@ class _FullDisk:
 
 
 def test_a_full_disk_ends_the_run_cleanly_with_a_readable_recording(tmp_path, monkeypatch):
-    budget = [15 * 512 * 8 + 1000]                          # all data files together
+    calibration = 2 * 2 * CALIBRATION_CAPTURES              # captures at ue0: two rounds of the 2 BS radios
+    budget = [(calibration + 11) * 512 * 8 + 1000]           # all data files together: full after calibration
     real_open = open
 
     def opener(path, mode="r", *args, **kwargs):
@@ -174,7 +176,7 @@ def test_a_full_disk_ends_the_run_cleanly_with_a_readable_recording(tmp_path, mo
         end = notes[-1]["core:sample_start"] + notes[-1]["core:sample_count"] if notes else 0
         assert end == meta.sample_count and meta.sample_count % 512 == 0
         total += meta.sample_count * 8
-    assert total <= 15 * 512 * 8 + 1000
+    assert total <= (calibration + 11) * 512 * 8 + 1000
     rows = [json.loads(line) for line in (tmp_path / STEP_FILE).read_text().splitlines()]
     assert rows and rows[0]["reset"] == 0
 
@@ -185,7 +187,7 @@ def test_cli_radio_check_records_and_a_full_disk_exits_3(tmp_path, monkeypatch, 
     assert run(["radio", "check", "--config", "bench_mock", "--record", str(tmp_path / "ok")]) == 0
     assert "recorded into" in capsys.readouterr().out
     assert len(Recording(tmp_path / "ok").steps) == 1
-    budget = [5 * 16384 * 8]
+    budget = [(2 * 2 * CALIBRATION_CAPTURES + 1) * 16384 * 8]   # full after calibration
     real_open = open
 
     def opener(path, mode="r", *args, **kwargs):

@@ -130,12 +130,13 @@ def test_a_capped_recording_replays_up_to_the_cap(tmp_path):
     shutil.copytree(SHIPPED, directory)
     run = json.loads((directory / "recording.json").read_text())
     ue0 = json.loads((directory / "ue0.sigmf-meta").read_text())
-    ue0["annotations"] = ue0["annotations"][:10]                 # as if the cap had stopped the IQ there
+    kept = [a for a in ue0["annotations"] if a["testbed:step"] < 3]   # as if the cap had stopped the IQ at step 3
+    ue0["annotations"] = kept
     (directory / "ue0.sigmf-meta").write_text(json.dumps(ue0))
     run["iq_stopped"] = {"step": 3, "reason": "hardware.record.max_bytes=1 reached"}
     (directory / "recording.json").write_text(json.dumps(run))
     net = make_backend(replay_config(directory), num_envs=1)
-    with pytest.raises(ReplayError, match=r"ue0 has no recorded capture left after its 10 \(IQ recording stopped "
+    with pytest.raises(ReplayError, match=rf"ue0 has no recorded capture left after its {len(kept)} \(IQ recording stopped "
                                           r"at step 3"):
         drive(net, Recording(directory))
     net.close()
