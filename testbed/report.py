@@ -137,7 +137,8 @@ def value_of_information(summary: dict) -> str:
         return why
     seeds, informed = summary["seeds"], summary["informed"]
     heading = (f"Value of information{_on_bench(summary)}: {INFORMED_NAME} (trained with the hidden hardware "
-               "parameters in its observation, network.informed: true) against PPO without them, both with argmax "
+               "parameters in its observation, network.informed: true, and the shared link head) against PPO without "
+               "them, both with argmax "
                f"actions on each distribution's fixed evaluation set; per seed the mean over the episodes × tasks, then "
                f"mean ± std over {count(seeds, 'seed')} ({_plus_minus(seeds)}). Ratios are of the means over seeds: "
                "return above random = (R_informed − R_random) / (R_PPO − R_random), random on the same tasks and draws; "

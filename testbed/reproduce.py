@@ -10,8 +10,8 @@ reference policies on the same tasks; and, when the oracle is among ``run.polici
 baseline-strength check, PPO on one fixed task with a throughput-only reward against the
 per-band oracle. With ``network.task_family: hardware`` (not on the bench, which has no ground truth
 of the hidden parameters) also the informed-PPO ceiling: PPO trained with ``network.informed: true``
-(the hidden hardware parameters in its observation; ``train-ppo_informed-seed<s>``), evaluated by the
-evaluation protocol on both distributions (``evaluate-informed-seed<s>``) and played, without
+and the shared link head (the hidden hardware parameters in its observation, an actor that uses
+them; ``train-ppo_informed-seed<s>``), evaluated by the evaluation protocol on both distributions (``evaluate-informed-seed<s>``) and played, without
 learning, on the held-out tasks of that seed's adaptation for as many episodes
 (``informed-test-seed<s>``), so the adaptation is measured as fractions of it on the same tasks.
 Jobs run in parallel processes, or as tasks on a Ray cluster (``cluster``:
@@ -206,8 +206,9 @@ def _job_adapt(config: dict, seed: int, episodes: int, train_dirs: dict, out: st
 
 
 def informed_config(config: dict) -> dict:
-    """``config`` with ``network.informed: true`` (the hidden hardware parameters observed)."""
-    return to_dict(load_config(config, {"network": {"informed": True}}))
+    """``config`` with ``network.informed: true`` (the hidden hardware parameters observed) and
+    ``agent.shared_link_head: true``, the actor that uses them (docs/agents.md, "A shared link head")."""
+    return to_dict(load_config(config, {"network": {"informed": True}, "agent": {"shared_link_head": True}}))
 
 
 def held_out_config(config: dict, seed: int, episodes: int) -> Config:
