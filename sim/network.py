@@ -301,8 +301,7 @@ class SimNetwork:
         queue = rw.update_queues(s.queue_bits, noise.arrivals_bits, rate, p.step_s)
         delay = queue / tasks.traffic_bps
         throughput = link_rate.sum((1, 2))
-        fairness = (rw.jain_index(link_rate, active) if p.fairness_over == "links"
-                    else rw.jain_index(rate, torch.ones_like(rate, dtype=torch.bool)))
+        fairness = rw.jain_index(link_rate, active) if p.fairness_over == "links" else rw.jain_index(rate)
         sinr_viol = (active & (sinr_lin < scalar_like(db_to_lin(p.min_sinr_db), sinr_lin))).sum((1, 2))
         latency_viol = (delay > scalar_like(p.max_delay_s, delay)).sum(-1)
         cost = rw.cost(safe.power_w, s.prev_power_w, p)
@@ -333,7 +332,8 @@ class SimNetwork:
         eps_bs = noise.normal[:, b * u:].view(n, b, b)
         self.state = replace(
             s, t=s.t + 1,
-            fading_db=channel.ar1_step(s.fading_db, c.coherence, c.innovation_db, noise.normal[:, : b * u].view(n, b, u)),
+            fading_db=channel.ar1_step(s.fading_db, c.coherence, c.innovation_db,
+                                       noise.normal[:, : b * u].view(n, b, u)),
             bs_fading_db=channel.ar1_step(s.bs_fading_db, c.coherence, c.innovation_db,
                                           (eps_bs + eps_bs.transpose(1, 2)) / scalar_like(2**0.5, eps_bs)),
             incumbent_on=channel.incumbent_switch(s.incumbent_on, noise.uniform, c.p_on, c.p_off),

@@ -27,13 +27,14 @@ def update_queues(queue_bits: torch.Tensor, arrivals_bits: torch.Tensor, rate_bp
     return (queue_bits + arrivals_bits - rate_bps * scalar_like(step_s, rate_bps)).clamp_min(0.0)
 
 
-def jain_index(x: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """Eq. 10 over the active entries of the last axes: (Σx)² / (n Σx²); 0 with no active entry. [N]."""
+def jain_index(x: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 10 over the active entries of the last axes (all of them when ``active`` is None):
+    (Σx)² / (n Σx²); 0 with no active entry. [N]."""
     zero, one = scalar_like(0.0, x), scalar_like(1.0, x)
-    x = torch.where(active, x, zero).flatten(1)
+    x = (x if active is None else torch.where(active, x, zero)).flatten(1)
     top = x.amax(-1, keepdim=True)
     x = x / torch.where(top > zero, top, one)  # scale-free, no underflow of x²
-    n = active.flatten(1).sum(-1)
+    n = x.shape[-1] if active is None else active.flatten(1).sum(-1)
     sq = (x * x).sum(-1)
     return torch.where(sq > zero, x.sum(-1) ** 2 / (n * sq).clamp_min(1e-30), zero)
 

@@ -101,6 +101,7 @@ def test_jain_edge_cases():
     assert jain_index(x, x > 0).item() == pytest.approx(1.0)
     y = torch.tensor([[5.0, 0.0, 0.0, 0.0]])
     assert jain_index(y, torch.ones_like(y, dtype=torch.bool)).item() == pytest.approx(0.25)
+    assert jain_index(y).item() == pytest.approx(0.25)                # every entry when no mask is given
     assert jain_index(y, torch.zeros_like(y, dtype=torch.bool)).item() == 0.0
 
 
