@@ -5,9 +5,9 @@ The heuristic (``testbed.policies.switch_off_levels``: per band the level combin
 largest predicted throughput, then every link predicted under γ_min + margin switched off) knows
 the gains and the schedule; it predicts with the true PA and access-path model (informed) or with
 ideal hardware (uninformed, the best of margins 0, 5, 10 dB). Each row: 64 networks of the paper
-preset (its training or held-out tasks; "PA only" sets the access offsets to 0 dB), 100 steps, seed 0; returns per episode, and the ratio of informed to uninformed return
-above random's on the same networks; the per-band oracle (the informed heuristic without the
-switch-off) for scale. Prints a Markdown table. About 30 s on this machine.
+preset (its training or held-out tasks; "PA only" sets the access offsets to 0 dB), 100 steps,
+seed 0; returns per episode, and the ratio of informed to uninformed return above random's on
+the same networks; the per-band oracle (the informed heuristic without the switch-off) for scale. Prints a Markdown table. About 30 s on this machine.
 
     python benchmarks/value_of_information.py
 """
