@@ -162,8 +162,9 @@ def test_the_hardware_family_adds_the_informed_jobs_after_its_training(tmp_path,
     informed_train = [args for kind, args in jobs if kind == "train" and args[-1].endswith("train-ppo_informed-seed0")]
     assert len(informed_train) == 1 and informed_train[0][1] == "ppo"
     assert informed_train[0][0]["network"]["informed"] is True
-    assert all(args[0]["network"]["informed"] is False for kind, args in jobs if kind == "train" and args is not
-               informed_train[0])
+    assert informed_train[0][0]["agent"]["shared_link_head"] is True      # the actor that uses the parameters
+    assert all(args[0]["network"]["informed"] is False and args[0]["agent"]["shared_link_head"] is False
+               for kind, args in jobs if kind == "train" and args is not informed_train[0])
     (informed,) = [args for kind, args in jobs if kind == "informed"]
     assert informed[0]["network"]["informed"] is True and informed[3] == informed_train[0][-1]
     assert json.loads((tmp_path / "out" / "provenance.json").read_text())["informed_ceiling"] is True
