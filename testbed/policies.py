@@ -12,6 +12,7 @@ they ignore fairness, cost and queues; switch-off also drops the links that woul
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable
 
@@ -36,10 +37,12 @@ def _view(net):
 def _predicted_sinr(net, level, gain, external_w, informed: bool = True) -> torch.Tensor:
     """SINR [..., N, B, K] of candidate levels [..., N, B, K] (leading axes broadcast) as the step computes
     it: with the network's PA and access-path model (``informed``), or nominal powers, no distortion."""
-    if not informed:
-        return channel.sinr_of_received(net.level_power_w[level].unsqueeze(-2) * gain, external_w, net.params.noise_w)
-    power_w, sdr_lin = net.level_response(level)
-    sinr = channel.sinr_of_received(net.toward_ues_w(power_w).unsqueeze(-2) * gain, external_w, net.params.noise_w)
+    if informed:
+        power_w, sdr_lin = net.level_response(level)
+        power_w = net.toward_ues_w(power_w)
+    else:
+        power_w, sdr_lin = net.level_power_w[level], None
+    sinr = channel.sinr_of_received(power_w.unsqueeze(-2) * gain, external_w, net.params.noise_w)
     return sinr if sdr_lin is None else channel.distortion_limited(sinr, sdr_lin)
 
 
@@ -48,9 +51,10 @@ def _level_throughput(net, level, gain, external_w, has_ue, informed: bool = Tru
     return (torch.log2(1.0 + _predicted_sinr(net, level, gain, external_w, informed)) * has_ue).sum(-2)
 
 
-def _combinations(p, device) -> torch.Tensor:
-    """Every combination of one level per BS, [L^B, B] long."""
-    return torch.tensor(list(itertools.product(range(p.num_levels), repeat=p.num_bs)), device=device)
+@functools.lru_cache(maxsize=8)
+def _combinations(num_levels: int, num_bs: int, device: torch.device) -> torch.Tensor:
+    """Every combination of one level per BS, [L^B, B] long (built once per size and device)."""
+    return torch.tensor(list(itertools.product(range(num_levels), repeat=num_bs)), device=device)
 
 
 def _oracle_levels(net, combos: torch.Tensor, view: tuple, informed: bool = True) -> torch.Tensor:
@@ -101,7 +105,7 @@ def greedy_policy(env) -> Policy:
 def oracle_policy(env) -> Policy:
     """Per band, the combination of levels (all L^B, masked bands off) with the largest throughput
     (bands couple only through fairness, cost and queues, so this is the one-step optimum)."""
-    combos = _combinations(env.params, env.net.device)
+    combos = _combinations(env.params.num_levels, env.params.num_bs, env.net.device)
 
     def act(obs, info):
         return _to_actions(_oracle_levels(env.net, combos, _view(env.net)))
@@ -113,7 +117,7 @@ def switch_off_levels(net, informed: bool, margin_db: float = 0.0) -> torch.Tens
     predicted under γ_min + ``margin_db`` switched off. Predicted with the network's true PA and
     access-path model (``informed``) or with ideal hardware (nominal powers, no distortion)."""
     view = _view(net)
-    level = _oracle_levels(net, _combinations(net.params, net.device), view, informed)
+    level = _oracle_levels(net, _combinations(net.params.num_levels, net.params.num_bs, net.device), view, informed)
     gain, ext, _, _ = view
     return torch.where(_predicted_sinr(net, level, gain, ext, informed) < db_to_lin(net.params.min_sinr_db + margin_db),
                        0, level)
